@@ -1,0 +1,48 @@
+# llmspell — the few verbs a newcomer needs. `make help` lists them.
+CARGO  ?= cargo
+VENV   := target/venv
+PY     := $(VENV)/bin/python
+BIN    := target/release/llmspell
+DEBUG_BIN := target/debug/llmspell
+# Every test and demo uses a private home so nothing touches the user's ~/.llmspell.
+DEMO_HOME := target/demo-home
+
+.PHONY: help build demo test test-rust test-jupyter venv bench install fuzz soak clean
+
+help: ## list the verbs
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+build: ## release build of the llmspell binary (target/release/llmspell)
+	$(CARGO) build --release
+
+demo: build ## run examples/demo.lua through an auto-started kernel, twice (state persists), then stop it
+	LLMSPELL_HOME=$(abspath $(DEMO_HOME)) $(BIN) run examples/demo.lua
+	LLMSPELL_HOME=$(abspath $(DEMO_HOME)) $(BIN) run examples/demo.lua
+	LLMSPELL_HOME=$(abspath $(DEMO_HOME)) $(BIN) kernel stop --all
+
+$(VENV)/.ok: tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r tests/requirements.txt
+	touch $@
+
+venv: $(VENV)/.ok ## create the Python venv with the Jupyter test tools (target/venv)
+
+test: test-rust test-jupyter ## everything: cargo tests, then the Jupyter conformance and client tests
+
+test-rust: ## cargo unit and integration tests
+	$(CARGO) test
+
+test-jupyter: venv ## jupyter_kernel_test, jupyter_client, jupyter console and nbclient against the debug build
+	$(CARGO) build
+	LLMSPELL_BIN=$(abspath $(DEBUG_BIN)) $(PY) -m pytest -q tests/jupyter
+
+bench: build venv ## side-by-side figures against xeus-python, ipykernel and ilua (target/bench.json)
+	$(PY) bench/bench.py --bin $(abspath $(BIN))
+
+install: build ## install the binary to ~/.cargo/bin and the kernelspec for the current user
+	$(CARGO) install --path . --locked
+	llmspell kernel install --user
+
+clean: ## remove build output, the venv and the demo home
+	$(CARGO) clean
