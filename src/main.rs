@@ -1,1 +1,474 @@
-fn main(){}
+//! `llmspell`: argument parsing, dispatch to the subcommands, exit codes.
+
+use llmspell::client::{self, Client, ClientError, Event, ExecOptions, StdinMode};
+use llmspell::connection::{self, ConnectionInfo, KernelFiles};
+use llmspell::{kernel, repl, state_cli};
+use pico_args::Arguments;
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const HELP: &str = "\
+llmspell — Lua 5.4 in a shared, always-running Jupyter kernel
+
+USAGE:
+  llmspell [--kernel ID | --connect FILE] run SCRIPT [ARGS...]   run a Lua file (\"-\": from stdin)
+  llmspell [--kernel ID | --connect FILE] exec CODE              run code in the shared session
+  llmspell [--kernel ID | --connect FILE] repl                   interactive session on the kernel
+  llmspell kernel start|stop|list|status|install ...             manage kernels (llmspell kernel --help)
+  llmspell state get|set|delete|list|clear|export|import|repair  the persistent store (llmspell state --help)
+
+OPTIONS:
+  --kernel ID           kernel id to use or start (default: default)
+  --connect FILE        use the kernel of this Jupyter connection file; never start one
+  --idle-timeout SECS   idle timeout of a kernel started on demand (default: $LLMSPELL_IDLE_TIMEOUT or 3600; 0 = never)
+  -h, --help            this help
+  -V, --version         the version
+
+run, exec and repl start the kernel when none is alive and leave it running for the next command.
+run gives each script fresh globals, `arg`, and the terminal's stdin; exec and repl share one session.
+State set with state.set() persists in $LLMSPELL_HOME/state.json (default ~/.llmspell).
+
+EXIT CODES: 0 ok, 1 Lua error or kernel failure, 2 bad command line, 130 interrupted (Ctrl-C),
+            or the code a script passed to os.exit.
+";
+
+const KERNEL_HELP: &str = "\
+llmspell kernel — manage kernels
+
+USAGE:
+  llmspell kernel start [--id ID] [--connection-file PATH] [--ip IP] [--daemon]
+                        [--memory-limit MB] [--idle-timeout SECS] [--input-timeout SECS] [--max-message-mb MB]
+      Run a kernel. With --connection-file (how Jupyter launches kernels) it binds what that file says;
+      otherwise it picks free ports and writes $LLMSPELL_HOME/kernels/ID.json (default id: default).
+      --daemon detaches it and prints its id and connection file. In the foreground it logs to stderr.
+  llmspell kernel stop [ID | --all]     shut down (control channel, then SIGTERM, then SIGKILL)
+  llmspell kernel list                  live kernels: id, pid, uptime, address, connection file
+  llmspell kernel status [ID]           exit 0 if the kernel answers, 1 if not
+  llmspell kernel install [--user | --prefix DIR] [--name NAME]
+      Write a Jupyter kernelspec for this binary (default: --user, name llmspell).
+
+Logging: LLMSPELL_LOG=error|warn|info|debug|trace (default info).
+";
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    match run(args) {
+        Ok(code) => code,
+        Err(Failure::Usage(msg)) => {
+            eprintln!("llmspell: {msg} (see llmspell --help)");
+            ExitCode::from(2)
+        }
+        Err(Failure::Error(msg)) => {
+            eprintln!("llmspell: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+enum Failure {
+    Usage(String),
+    Error(String),
+}
+
+impl From<pico_args::Error> for Failure {
+    fn from(e: pico_args::Error) -> Self {
+        Failure::Usage(e.to_string())
+    }
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Self {
+        Failure::Error(e)
+    }
+}
+
+/// Global options come before the subcommand; everything after `run SCRIPT` belongs to the script.
+fn run(raw: Vec<OsString>) -> Result<ExitCode, Failure> {
+    let sub_at = raw.iter().position(|a| {
+        matches!(a.to_str(), Some("run" | "exec" | "repl" | "kernel" | "state" | "help"))
+    });
+    let (globals, rest) = match sub_at {
+        Some(i) => (raw[..i].to_vec(), raw[i..].to_vec()),
+        None => (raw.clone(), Vec::new()),
+    };
+    let mut g = Arguments::from_vec(globals);
+    if g.contains(["-V", "--version"]) {
+        println!("llmspell {}", env!("CARGO_PKG_VERSION"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if g.contains(["-h", "--help"]) || rest.is_empty() {
+        print!("{HELP}");
+        if rest.is_empty() && raw.is_empty() {
+            return Ok(ExitCode::from(2));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let target = Target {
+        kernel: g.opt_value_from_str("--kernel")?.unwrap_or_else(|| "default".to_string()),
+        connect: g.opt_value_from_os_str("--connect", |s| Ok::<_, String>(PathBuf::from(s)))?,
+        idle_timeout: match g.opt_value_from_str::<_, u64>("--idle-timeout")? {
+            Some(t) => t,
+            None => std::env::var("LLMSPELL_IDLE_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(3600),
+        },
+    };
+    let leftover = g.finish();
+    if !leftover.is_empty() {
+        return Err(Failure::Usage(format!("unknown option {:?}", leftover[0])));
+    }
+    let sub = rest[0].to_string_lossy().into_owned();
+    let args = rest[1..].to_vec();
+    match sub.as_str() {
+        "run" => cmd_run(&target, args),
+        "exec" => cmd_exec(&target, args),
+        "repl" => {
+            let mut a = Arguments::from_vec(args);
+            if a.contains(["-h", "--help"]) {
+                println!("llmspell repl — interactive Lua on the shared kernel (.help inside for commands)");
+                return Ok(ExitCode::SUCCESS);
+            }
+            no_more(a)?;
+            let c = connect(&target)?;
+            Ok(ExitCode::from(repl::run(c)?))
+        }
+        "kernel" => cmd_kernel(args),
+        "state" => state_cli::run(args).map_err(|e| match e {
+            state_cli::Error::Usage(m) => Failure::Usage(m),
+            state_cli::Error::Failed(m) => Failure::Error(m),
+        }),
+        "help" => {
+            print!("{HELP}");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => unreachable!("subcommands are matched above"),
+    }
+}
+
+struct Target {
+    kernel: String,
+    connect: Option<PathBuf>,
+    idle_timeout: u64,
+}
+
+fn connect(t: &Target) -> Result<Client, Failure> {
+    Ok(match &t.connect {
+        Some(path) => Client::connect_file(path, Duration::from_secs(10))?,
+        None => client::find_or_spawn(&t.kernel, t.idle_timeout)?,
+    })
+}
+
+fn no_more(a: Arguments) -> Result<(), Failure> {
+    let rest = a.finish();
+    match rest.first() {
+        Some(x) => Err(Failure::Usage(format!("unexpected argument {x:?}"))),
+        None => Ok(()),
+    }
+}
+
+fn cmd_run(t: &Target, args: Vec<OsString>) -> Result<ExitCode, Failure> {
+    let Some(first) = args.first() else {
+        return Err(Failure::Usage("run needs a SCRIPT (a file, or - for stdin)".into()));
+    };
+    if first == "-h" || first == "--help" {
+        println!("llmspell run SCRIPT [ARGS...] — run a Lua file in the kernel with fresh globals and `arg`; - reads the script from stdin");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let script = first.to_string_lossy().into_owned();
+    let code = if script == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|e| format!("cannot read the script from stdin: {e}"))?;
+        s
+    } else {
+        std::fs::read_to_string(&script).map_err(|e| format!("cannot read {script}: {e}"))?
+    };
+    let script_args: Vec<String> = args[1..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let mut c = connect(t)?;
+    let stdin = if script == "-" { StdinMode::None } else { StdinMode::Raw };
+    let opts = ExecOptions { silent: false, store_history: false, stdin, script: Some((&script, &script_args)) };
+    execute_and_report(&mut c, &code, &opts, false)
+}
+
+fn cmd_exec(t: &Target, args: Vec<OsString>) -> Result<ExitCode, Failure> {
+    let mut a = Arguments::from_vec(args);
+    if a.contains(["-h", "--help"]) {
+        println!("llmspell exec CODE — run CODE in the shared session; prints output and the value of a trailing expression");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let code: String = a.free_from_str().map_err(|_| Failure::Usage("exec needs CODE".into()))?;
+    no_more(a)?;
+    let mut c = connect(t)?;
+    let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::Raw, script: None };
+    execute_and_report(&mut c, &code, &opts, true)
+}
+
+/// Runs code with live output on our stdout/stderr; maps the outcome to the exit code.
+fn execute_and_report(c: &mut Client, code: &str, opts: &ExecOptions, show_result: bool) -> Result<ExitCode, Failure> {
+    let sigint = client::sigint_pipe();
+    let mut out = std::io::stdout().lock();
+    let mut failed_output = false;
+    let result = c.execute(
+        code,
+        opts,
+        sigint,
+        &mut |ev| match ev {
+            Event::Stream { name, text } => {
+                let ok = if name == "stderr" {
+                    let _ = out.flush();
+                    std::io::stderr().write_all(text.as_bytes()).is_ok()
+                } else {
+                    out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_ok()
+                };
+                failed_output |= !ok;
+            }
+            Event::Display { data, .. } => {
+                if show_result {
+                    if let Some(text) = data["text/plain"].as_str() {
+                        let _ = writeln!(out, "{text}");
+                    }
+                }
+            }
+            Event::Error { traceback } => {
+                let _ = out.flush();
+                let mut err = std::io::stderr().lock();
+                for line in traceback {
+                    let _ = writeln!(err, "{line}");
+                }
+            }
+            Event::ClearOutput => {}
+        },
+        &mut |_, _| None,
+    );
+    let _ = out.flush();
+    drop(out);
+    match result {
+        Ok(reply) => Ok(match reply.status() {
+            "ok" => match reply.content["llmspell_exit_code"].as_i64() {
+                Some(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                None => ExitCode::SUCCESS,
+            },
+            _ if reply.ename() == "Interrupted" => ExitCode::from(130),
+            _ => match reply.content["llmspell_exit_code"].as_i64() {
+                Some(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                None => ExitCode::from(1),
+            },
+        }),
+        Err(ClientError::KernelDied(m)) => Err(Failure::Error(format!("{m}; the next command starts a fresh kernel"))),
+        Err(ClientError::Other(m)) if m.starts_with("interrupted") => {
+            eprintln!("llmspell: {m}");
+            Ok(ExitCode::from(130))
+        }
+        Err(e) => Err(Failure::Error(e.to_string())),
+    }
+}
+
+fn cmd_kernel(args: Vec<OsString>) -> Result<ExitCode, Failure> {
+    let mut a = Arguments::from_vec(args);
+    if a.contains(["-h", "--help"]) {
+        print!("{KERNEL_HELP}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(verb) = a.subcommand()? else {
+        return Err(Failure::Usage("kernel needs one of start, stop, list, status, install".into()));
+    };
+    match verb.as_str() {
+        "start" => kernel_start(a),
+        "stop" => {
+            let all = a.contains("--all");
+            let id: Option<String> = a.opt_free_from_str()?;
+            no_more(a)?;
+            let dir = connection::kernels_dir()?;
+            let targets = if all {
+                KernelFiles::all(&dir)
+            } else {
+                vec![KernelFiles::new(&dir, &id.unwrap_or_else(|| "default".into()))]
+            };
+            let mut stopped = 0;
+            for files in targets {
+                connection::valid_id(&files.id)?;
+                if client::stop_kernel(&files)? {
+                    stopped += 1;
+                    let _ = std::fs::remove_file(&files.spawn_lock);
+                    eprintln!("stopped kernel {}", files.id);
+                } else if !all {
+                    eprintln!("kernel {} is not running", files.id);
+                }
+            }
+            if all && stopped == 0 {
+                eprintln!("no kernels running");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        "list" => {
+            no_more(a)?;
+            let dir = connection::kernels_dir()?;
+            let mut rows = Vec::new();
+            for files in KernelFiles::all(&dir) {
+                if !files.is_alive() {
+                    files.remove_stale(); // a crashed kernel's leftovers
+                    continue;
+                }
+                let info = ConnectionInfo::read(&files.connection).ok();
+                let pid = info.as_ref().and_then(|i| i.pid).map(|p| p.to_string()).unwrap_or("?".into());
+                let uptime = std::fs::metadata(&files.connection)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .map(|d| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string())
+                    .unwrap_or("?".into());
+                let addr = info.as_ref().map(|i| format!("{}:{}", i.ip, i.shell_port)).unwrap_or("?".into());
+                rows.push([files.id.clone(), pid, uptime, addr, files.connection.display().to_string()]);
+            }
+            if rows.is_empty() {
+                eprintln!("no kernels running");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let header = ["ID", "PID", "UPTIME", "ADDRESS", "CONNECTION FILE"].map(String::from);
+            let widths: Vec<usize> =
+                (0..5).map(|i| rows.iter().chain([&header]).map(|r| r[i].len()).max().unwrap_or(0)).collect();
+            for r in std::iter::once(&header).chain(rows.iter()) {
+                let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:w$}")).collect();
+                println!("{}", line.join("  ").trim_end());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        "status" => {
+            let id: String = a.opt_free_from_str()?.unwrap_or_else(|| "default".into());
+            no_more(a)?;
+            connection::valid_id(&id)?;
+            let Some(conn) = client::live_connection(&id)? else {
+                eprintln!("kernel {id} is not running");
+                return Ok(ExitCode::from(1));
+            };
+            match Client::connect_file(&conn, Duration::from_secs(5)) {
+                Ok(_) => {
+                    println!("kernel {id} is running ({})", conn.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("kernel {id} does not answer: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        "install" => {
+            let user = a.contains("--user");
+            let prefix: Option<PathBuf> = a.opt_value_from_os_str("--prefix", |s| Ok::<_, String>(PathBuf::from(s)))?;
+            let name: String = a.opt_value_from_str("--name")?.unwrap_or_else(|| "llmspell".into());
+            no_more(a)?;
+            if user && prefix.is_some() {
+                return Err(Failure::Usage("use either --user or --prefix".into()));
+            }
+            let dir = install_kernelspec(prefix, &name)?;
+            println!("installed kernelspec {name} in {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        other => Err(Failure::Usage(format!("unknown kernel command {other:?}"))),
+    }
+}
+
+fn kernel_start(mut a: Arguments) -> Result<ExitCode, Failure> {
+    let daemon = a.contains("--daemon");
+    let opts = kernel::Options {
+        id: a.opt_value_from_str("--id")?.unwrap_or_else(|| "default".into()),
+        connection_file: a.opt_value_from_os_str("--connection-file", |s| Ok::<_, String>(PathBuf::from(s)))?,
+        ip: a.opt_value_from_str("--ip")?.unwrap_or_else(|| "127.0.0.1".into()),
+        memory_limit_mb: a.opt_value_from_str("--memory-limit")?,
+        idle_timeout: a.opt_value_from_str::<_, u64>("--idle-timeout")?.filter(|s| *s > 0).map(Duration::from_secs),
+        max_message_bytes: a
+            .opt_value_from_str::<_, usize>("--max-message-mb")?
+            .map(|mb| mb << 20)
+            .unwrap_or(kernel::DEFAULT_MAX_MESSAGE_BYTES),
+        input_timeout: Duration::from_secs(a.opt_value_from_str("--input-timeout")?.unwrap_or(3600)),
+    };
+    let log_file: Option<PathBuf> = a.opt_value_from_os_str("--log-file", |s| Ok::<_, String>(PathBuf::from(s)))?;
+    no_more(a)?;
+    if daemon {
+        if opts.connection_file.is_some() {
+            return Err(Failure::Usage("--daemon manages its own connection file; drop --connection-file".into()));
+        }
+        connection::valid_id(&opts.id)?;
+        let files = KernelFiles::new(&connection::kernels_dir()?, &opts.id);
+        if files.is_alive() {
+            return Err(Failure::Error(format!(
+                "kernel {:?} is already running (connection file {})",
+                opts.id,
+                files.connection.display()
+            )));
+        }
+        files.remove_stale();
+        let mut extra = vec!["--ip".to_string(), opts.ip.clone()];
+        if let Some(mb) = opts.memory_limit_mb {
+            extra.extend(["--memory-limit".into(), mb.to_string()]);
+        }
+        if let Some(t) = opts.idle_timeout {
+            extra.extend(["--idle-timeout".into(), t.as_secs().to_string()]);
+        }
+        extra.extend(["--input-timeout".into(), opts.input_timeout.as_secs().to_string()]);
+        extra.extend(["--max-message-mb".into(), (opts.max_message_bytes >> 20).to_string()]);
+        client::spawn_detached(&files, &extra)?;
+        println!("{}\t{}", opts.id, files.connection.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let to_file = log_file.is_some();
+    init_logging(log_file.as_deref());
+    if let Err(e) = kernel::start(opts) {
+        if to_file {
+            log::error!("{e}"); // in the foreground the one-line error below is enough
+        }
+        return Err(Failure::Error(e));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(file: Option<&std::path::Path>) {
+    let mut b = env_logger::Builder::new();
+    b.parse_filters(&std::env::var("LLMSPELL_LOG").unwrap_or_else(|_| "info".into()));
+    if let Some(path) = file {
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Ok(f) = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path) {
+            b.target(env_logger::Target::Pipe(Box::new(f)));
+        }
+    }
+    b.init();
+}
+
+/// Writes `<prefix>/share/jupyter/kernels/<name>/kernel.json` (prefix default: the user's data dir).
+fn install_kernelspec(prefix: Option<PathBuf>, name: &str) -> Result<PathBuf, Failure> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(Failure::Usage(format!("invalid kernelspec name {name:?}")));
+    }
+    let base = match prefix {
+        Some(p) => p.join("share/jupyter"),
+        None => match std::env::var_os("JUPYTER_DATA_DIR") {
+            Some(d) => PathBuf::from(d),
+            None => {
+                let home = std::env::var_os("HOME").map(PathBuf::from).ok_or_else(|| Failure::Error("HOME is not set".into()))?;
+                if cfg!(target_os = "macos") {
+                    home.join("Library/Jupyter")
+                } else {
+                    std::env::var_os("XDG_DATA_HOME")
+                        .map(PathBuf::from)
+                        .unwrap_or_else(|| home.join(".local/share"))
+                        .join("jupyter")
+                }
+            }
+        },
+    };
+    let dir = base.join("kernels").join(name);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let exe = exe.canonicalize().unwrap_or(exe);
+    let spec = serde_json::json!({
+        "argv": [exe, "kernel", "start", "--connection-file", "{connection_file}"],
+        "display_name": "Lua 5.4 (llmspell)",
+        "language": "lua",
+        "interrupt_mode": "message",
+        "metadata": { "debugger": false },
+    });
+    let path = dir.join("kernel.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&spec).expect("json"))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(dir)
+}

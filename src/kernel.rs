@@ -1,0 +1,1174 @@
+//! The kernel process: sockets, one thread per channel, the request loop on the Lua thread, busy/idle,
+//! shutdown.
+//!
+//! Threads (each ZeroMQ socket belongs to exactly one of them):
+//! - heartbeat: echoes on its REP socket and nothing else, so a busy kernel still looks alive.
+//! - iopub: owns the XPUB socket; greets each subscription with `iopub_welcome` and forwards the
+//!   signed messages other threads push to it over `inproc://iopub`, in order.
+//! - shell: decodes requests and hands them to the Lua thread in arrival order; sends back the replies
+//!   that thread pushes over `inproc://shell-replies`.
+//! - control: answers kernel_info, interrupt and shutdown itself, so they work while Lua is busy.
+//! - stdin: sends the Lua thread's `input_request`s to the asking client, returns `input_reply`s.
+//! - lua: runs [`Core`], one request at a time, against the interpreter in `lua.rs`.
+//! - signals: SIGINT interrupts, SIGTERM/SIGHUP shut down.
+//!
+//! Every thread waits on sockets with `zmq::poll` or on channels; none polls on a timer.
+
+use crate::connection::{self, ConnectionInfo, KernelFiles};
+use crate::lua::{self, Completeness, Host, Input, InputError, Interpreter, Stream};
+use crate::wire::{self, Message, ReplayGuard, Signer};
+use crossbeam_channel::{select, Receiver, Sender};
+use fs2::FileExt;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How the kernel was asked to run (`llmspell kernel start ...`).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub id: String,
+    pub connection_file: Option<PathBuf>,
+    pub ip: String,
+    pub memory_limit_mb: Option<usize>,
+    /// Shut down after this long without a request (None: never).
+    pub idle_timeout: Option<Duration>,
+    /// Largest message (all frames together) accepted from a client.
+    pub max_message_bytes: usize,
+    /// How long a cell waits for an `input_reply` before giving up.
+    pub input_timeout: Duration,
+}
+
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
+const STREAM_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+const STREAM_FLUSH_BYTES: usize = 64 << 10;
+/// Messages queued per iopub subscriber before the kernel waits for it (and then drops for it).
+const IOPUB_HWM: i32 = 1000;
+const IOPUB_STALL_MS: i32 = 10_000;
+
+/// What tells the main thread to stop.
+enum Exit {
+    Shutdown,
+    Signal(i32),
+}
+
+/// Shared between threads: the interrupt flag, the time of the last request, whether a request runs.
+struct Shared {
+    interrupt: Arc<AtomicBool>,
+    interrupt_wake: Sender<()>,
+    last_request: AtomicU64,
+    busy: AtomicBool,
+    exit: Sender<Exit>,
+}
+
+impl Shared {
+    fn touch(&self) {
+        self.last_request.store(now_millis(), Ordering::Relaxed);
+    }
+    fn interrupt(&self) {
+        self.interrupt.store(true, Ordering::SeqCst);
+        let _ = self.interrupt_wake.try_send(());
+    }
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Runs a kernel until it is shut down. Errors are one line for the user.
+pub fn start(opts: Options) -> Result<(), String> {
+    // Which files are ours: with --connection-file the launcher (Jupyter) owns it; otherwise we write
+    // kernels/<id>.json and hold kernels/<id>.lock for our whole life.
+    let (info_in, own_files, _lock) = match &opts.connection_file {
+        Some(path) => (Some(ConnectionInfo::read(path)?), None, None),
+        None => {
+            connection::valid_id(&opts.id)?;
+            let dir = connection::kernels_dir()?;
+            let files = KernelFiles::new(&dir, &opts.id);
+            let lock = connection::open_lock_file(&files.lock)
+                .map_err(|e| format!("cannot open {}: {e}", files.lock.display()))?;
+            if lock.try_lock_exclusive().is_err() {
+                let pid = ConnectionInfo::read(&files.connection).ok().and_then(|i| i.pid);
+                let pid = pid.map(|p| format!("pid {p}, ")).unwrap_or_default();
+                return Err(format!(
+                    "kernel {:?} is already running ({pid}connection file {})",
+                    opts.id,
+                    files.connection.display()
+                ));
+            }
+            (None, Some(files), Some(lock))
+        }
+    };
+
+    if opts.ip != "127.0.0.1" && opts.ip != "localhost" && opts.ip != "::1" {
+        log::warn!(
+            "binding {}: anyone who can reach this address and holds the key can run code as this user",
+            opts.ip
+        );
+    }
+    let key = match &info_in {
+        Some(i) => i.key.clone(),
+        None => wire::random_hex(32),
+    };
+    let signer = Signer::new(&key);
+    let ctx = zmq::Context::new();
+    let sockets = Sockets::bind(&ctx, info_in.as_ref(), &opts.ip)?;
+    let mut info = sockets.info(info_in.as_ref(), &opts.ip, &key);
+    info.pid = Some(std::process::id());
+    if let Some(files) = &own_files {
+        info.write(&files.connection)
+            .map_err(|e| format!("cannot write {}: {e}", files.connection.display()))?;
+    }
+    log::info!("kernel {} listening on {} (shell {})", opts.id, info.ip, info.shell_port);
+
+    let (exit_tx, exit_rx) = crossbeam_channel::unbounded();
+    let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+    let shared = Arc::new(Shared {
+        interrupt: Arc::new(AtomicBool::new(false)),
+        interrupt_wake: wake_tx,
+        last_request: AtomicU64::new(now_millis()),
+        busy: AtomicBool::new(false),
+        exit: exit_tx,
+    });
+    let session = wire::random_hex(16);
+    let (req_tx, req_rx) = crossbeam_channel::unbounded::<Message>();
+    let (input_tx, input_rx) = crossbeam_channel::unbounded::<InputEvent>();
+
+    // The inproc PULL ends are bound before any thread connects to them.
+    let Sockets { shell, control, stdin, iopub, hb } = sockets;
+    let iopub_pull = bound_pull(&ctx, "inproc://iopub")?;
+    let replies_pull = bound_pull(&ctx, "inproc://shell-replies")?;
+    let stdin_pull = bound_pull(&ctx, "inproc://stdin-requests")?;
+
+    let max = opts.max_message_bytes;
+    spawn("heartbeat", move || heartbeat(hb));
+    {
+        let signer = signer.clone();
+        let session = session.clone();
+        spawn("iopub", move || iopub_loop(iopub, iopub_pull, &signer, &session));
+    }
+    {
+        let signer = signer.clone();
+        let shared = shared.clone();
+        spawn("shell", move || shell_loop(shell, replies_pull, req_tx, &signer, &shared, max));
+    }
+    {
+        let signer = signer.clone();
+        let shared = shared.clone();
+        let publisher = Publisher::connect(&ctx, signer.clone(), session.clone())?;
+        spawn("control", move || control_loop(control, publisher, &signer, &shared, max));
+    }
+    {
+        let signer = signer.clone();
+        spawn("stdin", move || stdin_loop(stdin, stdin_pull, input_tx, &signer, max));
+    }
+    {
+        let shared = shared.clone();
+        let ctx = ctx.clone();
+        let signer = signer.clone();
+        let opts = opts.clone();
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        spawn("lua", move || {
+            let core = Core::new(&ctx, signer, session, &shared, &opts, input_rx, wake_rx);
+            match core {
+                Ok(core) => {
+                    let _ = ready_tx.send(Ok(()));
+                    core.run(req_rx);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+        });
+        ready_rx.recv().map_err(|_| "the Lua thread died while starting".to_string())??;
+    }
+    watch_signals(shared.clone())?;
+
+    let reason = wait_for_exit(&exit_rx, &shared, opts.idle_timeout);
+    match reason {
+        Exit::Shutdown => log::info!("shutting down on request"),
+        Exit::Signal(s) => log::info!("shutting down on signal {s}"),
+    }
+    // Stop everything: interrupt running Lua, then terminate the context, which wakes every blocked
+    // socket with ETERM and waits (bounded by LINGER) for queued replies to leave. A thread stuck in
+    // native code must not keep the process alive, so the wait is bounded.
+    shared.interrupt();
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
+    std::thread::spawn(move || {
+        let mut ctx = ctx;
+        let _ = ctx.destroy();
+        let _ = done_tx.send(());
+    });
+    let _ = done_rx.recv_timeout(Duration::from_secs(2));
+    if let Some(files) = &own_files {
+        files.remove_stale();
+    }
+    log::logger().flush();
+    Ok(())
+}
+
+fn wait_for_exit(exit_rx: &Receiver<Exit>, shared: &Shared, idle: Option<Duration>) -> Exit {
+    loop {
+        let Some(idle) = idle else {
+            return exit_rx.recv().unwrap_or(Exit::Shutdown);
+        };
+        let since = Duration::from_millis(now_millis().saturating_sub(shared.last_request.load(Ordering::Relaxed)));
+        if since >= idle && !shared.busy.load(Ordering::Relaxed) {
+            log::info!("no request for {}s: idle timeout", since.as_secs());
+            return Exit::Shutdown;
+        }
+        let wait = if since >= idle { idle } else { idle - since };
+        match exit_rx.recv_timeout(wait) {
+            Ok(reason) => return reason,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+            Err(_) => return Exit::Shutdown,
+        }
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new().name(name.into()).spawn(f).expect("spawning a kernel thread");
+}
+
+fn watch_signals(shared: Arc<Shared>) -> Result<(), String> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    spawn("signals", move || {
+        for sig in signals.forever() {
+            if sig == SIGINT {
+                log::info!("SIGINT: interrupting");
+                shared.interrupt();
+            } else {
+                let _ = shared.exit.send(Exit::Signal(sig));
+            }
+        }
+    });
+    Ok(())
+}
+
+struct Sockets {
+    shell: zmq::Socket,
+    control: zmq::Socket,
+    stdin: zmq::Socket,
+    iopub: zmq::Socket,
+    hb: zmq::Socket,
+}
+
+impl Sockets {
+    /// Binds the five channels: on the connection file's ports, or on free ports the OS picks.
+    fn bind(ctx: &zmq::Context, info: Option<&ConnectionInfo>, ip: &str) -> Result<Sockets, String> {
+        let make = |kind, port: Option<u16>| -> Result<zmq::Socket, String> {
+            let s = ctx.socket(kind).map_err(|e| format!("cannot create a socket: {e}"))?;
+            s.set_linger(1000).map_err(|e| e.to_string())?;
+            let endpoint = match (info, port) {
+                (Some(i), Some(p)) => i.endpoint(p),
+                _ => format!("tcp://{}:*", bracket(ip)),
+            };
+            s.bind(&endpoint).map_err(|e| format!("cannot bind {endpoint}: {e}"))?;
+            Ok(s)
+        };
+        let mut sockets = Sockets {
+            shell: make(zmq::ROUTER, info.map(|i| i.shell_port))?,
+            control: make(zmq::ROUTER, info.map(|i| i.control_port))?,
+            stdin: make(zmq::ROUTER, info.map(|i| i.stdin_port))?,
+            iopub: make(zmq::XPUB, info.map(|i| i.iopub_port))?,
+            hb: make(zmq::REP, info.map(|i| i.hb_port))?,
+        };
+        // Tell us when a client that an input_request is addressed to has gone.
+        sockets.stdin.set_router_mandatory(true).map_err(|e| e.to_string())?;
+        // Every subscription, even a repeated topic, must reach us so each subscriber gets a welcome.
+        sockets.iopub.set_xpub_verbose(true).map_err(|e| e.to_string())?;
+        sockets.iopub.set_sndhwm(IOPUB_HWM).map_err(|e| e.to_string())?;
+        sockets.iopub.set_sndtimeo(IOPUB_STALL_MS).map_err(|e| e.to_string())?;
+        set_xpub_nodrop(&mut sockets.iopub)?;
+        Ok(sockets)
+    }
+
+    fn info(&self, base: Option<&ConnectionInfo>, ip: &str, key: &str) -> ConnectionInfo {
+        if let Some(b) = base {
+            return b.clone();
+        }
+        let port = |s: &zmq::Socket| -> u16 {
+            let ep = s.get_last_endpoint().ok().and_then(|e| e.ok()).unwrap_or_default();
+            ep.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
+        };
+        ConnectionInfo {
+            ip: ip.to_string(),
+            transport: "tcp".into(),
+            shell_port: port(&self.shell),
+            iopub_port: port(&self.iopub),
+            stdin_port: port(&self.stdin),
+            control_port: port(&self.control),
+            hb_port: port(&self.hb),
+            key: key.to_string(),
+            signature_scheme: "hmac-sha256".into(),
+            kernel_name: "llmspell".into(),
+            pid: None,
+        }
+    }
+}
+
+fn bracket(ip: &str) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    }
+}
+
+/// Without XPUB_NODROP a PUB socket silently drops messages for a subscriber that is behind; with it
+/// the send waits (bounded by SNDTIMEO) so a flood of output arrives complete. The `zmq` crate does
+/// not wrap this option.
+fn set_xpub_nodrop(socket: &mut zmq::Socket) -> Result<(), String> {
+    let one: std::os::raw::c_int = 1;
+    // SAFETY: the pointer is the live socket's own; the option takes an int.
+    let rc = unsafe {
+        zmq_sys::zmq_setsockopt(
+            socket.as_mut_ptr(),
+            zmq_sys::ZMQ_XPUB_NODROP as std::os::raw::c_int,
+            &one as *const _ as *const std::os::raw::c_void,
+            std::mem::size_of_val(&one),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err("cannot set ZMQ_XPUB_NODROP on the iopub socket".into())
+    }
+}
+
+fn bound_pull(ctx: &zmq::Context, endpoint: &str) -> Result<zmq::Socket, String> {
+    let s = ctx.socket(zmq::PULL).map_err(|e| e.to_string())?;
+    s.bind(endpoint).map_err(|e| format!("cannot bind {endpoint}: {e}"))?;
+    Ok(s)
+}
+
+fn connected_push(ctx: &zmq::Context, endpoint: &str) -> Result<zmq::Socket, String> {
+    let s = ctx.socket(zmq::PUSH).map_err(|e| e.to_string())?;
+    s.set_linger(1000).map_err(|e| e.to_string())?;
+    s.connect(endpoint).map_err(|e| format!("cannot connect {endpoint}: {e}"))?;
+    Ok(s)
+}
+
+fn heartbeat(hb: zmq::Socket) {
+    loop {
+        match hb.recv_msg(0) {
+            Ok(m) => {
+                if hb.send(m, 0).is_err() {
+                    return;
+                }
+            }
+            Err(zmq::Error::ETERM) => return,
+            Err(_) => continue,
+        }
+    }
+}
+
+fn iopub_loop(xpub: zmq::Socket, pull: zmq::Socket, signer: &Signer, session: &str) {
+    loop {
+        let mut items = [xpub.as_poll_item(zmq::POLLIN), pull.as_poll_item(zmq::POLLIN)];
+        if let Err(zmq::Error::ETERM) = zmq::poll(&mut items, -1) {
+            return;
+        }
+        if items[0].is_readable() {
+            match xpub.recv_bytes(0) {
+                // A subscription is [1, topic...]; unsubscriptions ([0, ...]) need nothing.
+                Ok(sub) if sub.first() == Some(&1) => {
+                    let topic = String::from_utf8_lossy(&sub[1..]).into_owned();
+                    let mut msg = Message {
+                        header: wire::header("iopub_welcome", session),
+                        parent_header: json!({}),
+                        metadata: json!({}),
+                        content: json!({ "subscription": topic }),
+                        ..Message::default()
+                    };
+                    msg.identities = vec![sub[1..].to_vec()];
+                    send_frames(&xpub, wire::encode(&msg, signer), "iopub");
+                }
+                Ok(_) => {}
+                Err(zmq::Error::ETERM) => return,
+                Err(_) => {}
+            }
+        }
+        if items[1].is_readable() {
+            match pull.recv_multipart(0) {
+                Ok(frames) => {
+                    send_frames(&xpub, frames, "iopub");
+                }
+                Err(zmq::Error::ETERM) => return,
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+fn send_frames(socket: &zmq::Socket, frames: Vec<Vec<u8>>, channel: &str) -> bool {
+    match socket.send_multipart(frames, 0) {
+        Ok(()) => true,
+        Err(zmq::Error::EAGAIN) => {
+            log::warn!("{channel}: a subscriber stopped reading for {IOPUB_STALL_MS} ms; message dropped");
+            false
+        }
+        Err(zmq::Error::EHOSTUNREACH) => false,
+        Err(e) => {
+            log::debug!("{channel}: send failed: {e}");
+            false
+        }
+    }
+}
+
+/// Receives one multipart message from a client socket, or None when the context is gone.
+/// Oversized, malformed, badly signed and replayed messages are dropped and logged here.
+fn recv_request(
+    socket: &zmq::Socket,
+    signer: &Signer,
+    guard: &mut ReplayGuard,
+    max: usize,
+    channel: &str,
+) -> Option<Option<Message>> {
+    let mut frames = Vec::new();
+    let mut size = 0usize;
+    let mut too_big = false;
+    loop {
+        match socket.recv_bytes(0) {
+            Ok(f) => {
+                size += f.len();
+                if size > max {
+                    too_big = true;
+                } else {
+                    frames.push(f);
+                }
+            }
+            Err(zmq::Error::ETERM) => return None,
+            Err(e) => {
+                log::warn!("{channel}: receive failed: {e}");
+                return Some(None);
+            }
+        }
+        if !socket.get_rcvmore().unwrap_or(false) {
+            break;
+        }
+    }
+    if too_big {
+        log::warn!("{channel}: dropped a message of more than {max} bytes");
+        return Some(None);
+    }
+    let sig = frames
+        .iter()
+        .position(|f| f == wire::DELIMITER)
+        .and_then(|i| frames.get(i + 1).cloned())
+        .unwrap_or_default();
+    match wire::decode(frames, signer) {
+        Ok(msg) => {
+            if !guard.check(&sig) {
+                log::warn!("{channel}: dropped a replayed message ({})", msg.msg_type());
+                return Some(None);
+            }
+            Some(Some(msg))
+        }
+        Err(e) => {
+            log::warn!("{channel}: dropped a message: {e}");
+            Some(None)
+        }
+    }
+}
+
+fn shell_loop(
+    shell: zmq::Socket,
+    replies: zmq::Socket,
+    requests: Sender<Message>,
+    signer: &Signer,
+    shared: &Shared,
+    max: usize,
+) {
+    let mut guard = ReplayGuard::new(10_000);
+    loop {
+        let mut items = [shell.as_poll_item(zmq::POLLIN), replies.as_poll_item(zmq::POLLIN)];
+        if let Err(zmq::Error::ETERM) = zmq::poll(&mut items, -1) {
+            return;
+        }
+        if items[1].is_readable() {
+            match replies.recv_multipart(0) {
+                Ok(frames) => {
+                    send_frames(&shell, frames, "shell");
+                }
+                Err(zmq::Error::ETERM) => return,
+                Err(_) => {}
+            }
+        }
+        if items[0].is_readable() {
+            match recv_request(&shell, signer, &mut guard, max, "shell") {
+                None => return,
+                Some(None) => {}
+                Some(Some(msg)) => {
+                    shared.touch();
+                    if requests.send(msg).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Publishes on iopub through the iopub thread: signs, and prefixes the msg_type as the topic.
+struct Publisher {
+    push: zmq::Socket,
+    signer: Signer,
+    session: String,
+}
+
+impl Publisher {
+    fn connect(ctx: &zmq::Context, signer: Signer, session: String) -> Result<Publisher, String> {
+        Ok(Publisher { push: connected_push(ctx, "inproc://iopub")?, signer, session })
+    }
+
+    fn publish(&self, parent: &Message, msg_type: &str, content: Value) {
+        let mut msg = wire::child(parent, msg_type, &self.session, content);
+        msg.identities = vec![msg_type.as_bytes().to_vec()];
+        send_frames(&self.push, wire::encode(&msg, &self.signer), "iopub");
+    }
+
+    fn status(&self, parent: &Message, state: &str) {
+        self.publish(parent, "status", json!({ "execution_state": state }));
+    }
+}
+
+/// A reply on a ROUTER socket (or the push that leads to one), addressed to the asker.
+fn reply(socket: &zmq::Socket, signer: &Signer, session: &str, req: &Message, content: Value) {
+    let msg_type = reply_type(req.msg_type());
+    let mut msg = wire::child(req, &msg_type, session, content);
+    msg.identities = req.identities.clone();
+    send_frames(socket, wire::encode(&msg, signer), "reply");
+}
+
+fn reply_type(request: &str) -> String {
+    match request.strip_suffix("_request") {
+        Some(base) => format!("{base}_reply"),
+        None => format!("{request}_reply"),
+    }
+}
+
+fn unsupported(req: &Message) -> Value {
+    json!({
+        "status": "error",
+        "ename": "UnsupportedRequest",
+        "evalue": format!("llmspell does not handle {:?} messages", req.msg_type()),
+        "traceback": [],
+    })
+}
+
+pub fn kernel_info_content() -> Value {
+    json!({
+        "status": "ok",
+        "protocol_version": wire::PROTOCOL_VERSION,
+        "implementation": "llmspell",
+        "implementation_version": env!("CARGO_PKG_VERSION"),
+        "language_info": {
+            "name": "lua",
+            "version": lua::version(),
+            "mimetype": "text/x-lua",
+            "file_extension": ".lua",
+            "pygments_lexer": "lua",
+            "codemirror_mode": "lua",
+        },
+        "banner": format!("llmspell {} — Lua {} kernel. help() for the kernel globals.",
+            env!("CARGO_PKG_VERSION"), lua::version()),
+        "help_links": [
+            { "text": "Lua 5.4 Reference Manual", "url": "https://www.lua.org/manual/5.4/" },
+            { "text": "Programming in Lua", "url": "https://www.lua.org/pil/" },
+        ],
+        "debugger": false,
+    })
+}
+
+fn control_loop(control: zmq::Socket, publisher: Publisher, signer: &Signer, shared: &Shared, max: usize) {
+    let mut guard = ReplayGuard::new(1000);
+    loop {
+        let msg = match recv_request(&control, signer, &mut guard, max, "control") {
+            None => return,
+            Some(None) => continue,
+            Some(Some(m)) => m,
+        };
+        shared.touch();
+        publisher.status(&msg, "busy");
+        let session = &publisher.session;
+        match msg.msg_type() {
+            "kernel_info_request" => reply(&control, signer, session, &msg, kernel_info_content()),
+            "interrupt_request" => {
+                shared.interrupt();
+                reply(&control, signer, session, &msg, json!({"status": "ok"}));
+            }
+            "shutdown_request" => {
+                let restart = msg.content["restart"].as_bool().unwrap_or(false);
+                reply(&control, signer, session, &msg, json!({"status": "ok", "restart": restart}));
+                publisher.status(&msg, "idle");
+                let _ = shared.exit.send(Exit::Shutdown);
+                continue;
+            }
+            t if t.ends_with("_request") => reply(&control, signer, session, &msg, unsupported(&msg)),
+            other => log::warn!("control: ignored a {other:?} message"),
+        }
+        publisher.status(&msg, "idle");
+    }
+}
+
+/// What the stdin thread tells the Lua thread.
+enum InputEvent {
+    Reply(Message),
+    /// The client an input_request was addressed to is not connected.
+    Unreachable,
+}
+
+fn stdin_loop(stdin: zmq::Socket, requests: zmq::Socket, events: Sender<InputEvent>, signer: &Signer, max: usize) {
+    let mut guard = ReplayGuard::new(1000);
+    loop {
+        let mut items = [stdin.as_poll_item(zmq::POLLIN), requests.as_poll_item(zmq::POLLIN)];
+        if let Err(zmq::Error::ETERM) = zmq::poll(&mut items, -1) {
+            return;
+        }
+        if items[1].is_readable() {
+            match requests.recv_multipart(0) {
+                Ok(frames) => {
+                    if stdin.send_multipart(frames, 0).is_err() {
+                        let _ = events.send(InputEvent::Unreachable);
+                    }
+                }
+                Err(zmq::Error::ETERM) => return,
+                Err(_) => {}
+            }
+        }
+        if items[0].is_readable() {
+            match recv_request(&stdin, signer, &mut guard, max, "stdin") {
+                None => return,
+                Some(None) => {}
+                Some(Some(msg)) if msg.msg_type() == "input_reply" => {
+                    let _ = events.send(InputEvent::Reply(msg));
+                }
+                Some(Some(msg)) => log::warn!("stdin: ignored a {:?} message", msg.msg_type()),
+            }
+        }
+    }
+}
+
+/// The Lua thread's view of the outside world while a request runs: iopub publishing with coalesced
+/// stream output, and stdin. `lua.rs` reaches it through the [`Host`] trait.
+struct Frontend {
+    publisher: Publisher,
+    stdin: zmq::Socket,
+    input_events: Receiver<InputEvent>,
+    interrupt_wake: Receiver<()>,
+    interrupt: Arc<AtomicBool>,
+    input_timeout: Duration,
+    /// The request being served: parent of everything published.
+    parent: Message,
+    allow_stdin: bool,
+    /// Our own client sends stdin as raw chunks (with EOF) instead of lines.
+    raw_stdin: bool,
+    /// A silent request publishes no output at all.
+    silent: bool,
+    pending: Vec<u8>,
+    pending_stream: Stream,
+    last_flush: Instant,
+}
+
+impl Frontend {
+    fn flush_streams(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        // Send only whole UTF-8 characters; a character cut by a write boundary waits for its rest.
+        let cut = match std::str::from_utf8(&self.pending) {
+            Ok(_) => self.pending.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => self.pending.len(),
+        };
+        if cut == 0 {
+            return;
+        }
+        let rest = self.pending.split_off(cut);
+        let text = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending = rest;
+        let name = match self.pending_stream {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        };
+        self.publisher.publish(&self.parent, "stream", json!({ "name": name, "text": text }));
+        self.last_flush = Instant::now();
+    }
+
+    fn publish(&mut self, msg_type: &str, content: Value) {
+        self.flush_all();
+        self.publisher.publish(&self.parent, msg_type, content);
+    }
+
+    fn flush_all(&mut self) {
+        self.flush_streams();
+        if !self.pending.is_empty() {
+            // A dangling partial character at the very end: send it as it is.
+            let text = String::from_utf8_lossy(&self.pending).into_owned();
+            self.pending.clear();
+            let name = if self.pending_stream == Stream::Stdout { "stdout" } else { "stderr" };
+            self.publisher.publish(&self.parent, "stream", json!({ "name": name, "text": text }));
+        }
+    }
+}
+
+impl Host for Frontend {
+    fn write(&mut self, stream: Stream, bytes: &[u8]) {
+        if self.silent {
+            return;
+        }
+        if stream != self.pending_stream {
+            self.flush_all();
+            self.pending_stream = stream;
+        }
+        self.pending.extend_from_slice(bytes);
+        // The first output after a quiet spell goes out at once (live output); a burst is
+        // coalesced into messages of up to 64 KiB or 20 ms.
+        if self.pending.len() >= STREAM_FLUSH_BYTES || self.last_flush.elapsed() >= STREAM_FLUSH_INTERVAL {
+            self.flush_streams();
+        }
+    }
+
+    fn tick(&mut self) {
+        if !self.pending.is_empty() && self.last_flush.elapsed() >= STREAM_FLUSH_INTERVAL {
+            self.flush_streams();
+        }
+    }
+
+    fn publish(&mut self, msg_type: &str, content: Value) {
+        if !self.silent {
+            Frontend::publish(self, msg_type, content);
+        }
+    }
+
+    fn line_input(&self) -> bool {
+        !self.raw_stdin
+    }
+
+    fn input(&mut self, prompt: &str, password: bool) -> Result<Input, InputError> {
+        self.flush_all();
+        if !self.allow_stdin {
+            return Err(InputError::Failed(
+                "stdin is not available: the client did not allow input (allow_stdin is false)".into(),
+            ));
+        }
+        while self.input_events.try_recv().is_ok() {} // stale replies to an earlier, abandoned request
+        let mut msg = wire::child(
+            &self.parent,
+            "input_request",
+            &self.publisher.session,
+            json!({ "prompt": prompt, "password": password }),
+        );
+        msg.identities = self.parent.identities.clone();
+        let request_id = msg.msg_id().to_string();
+        send_frames(&self.stdin, wire::encode(&msg, &self.publisher.signer), "stdin");
+        let deadline = Instant::now() + self.input_timeout;
+        loop {
+            if self.interrupt.swap(false, Ordering::SeqCst) {
+                return Err(InputError::Interrupted);
+            }
+            select! {
+                recv(self.input_events) -> ev => match ev {
+                    Ok(InputEvent::Reply(reply)) if reply.parent_msg_id() == request_id
+                        || reply.parent_header.get("msg_id").is_none() => {
+                        let value = reply.content["value"].as_str().unwrap_or("").to_string();
+                        return Ok(if !self.raw_stdin {
+                            Input::Line(value)
+                        } else if value.is_empty() {
+                            Input::Eof
+                        } else {
+                            Input::Chunk(value)
+                        });
+                    }
+                    Ok(InputEvent::Reply(_)) => continue,
+                    Ok(InputEvent::Unreachable) => return Err(InputError::Failed(
+                        "the client that asked for this code to run has disconnected".into())),
+                    Err(_) => return Err(InputError::Failed("the kernel is shutting down".into())),
+                },
+                recv(self.interrupt_wake) -> _ => continue,
+                default(deadline.saturating_duration_since(Instant::now())) => {
+                    return Err(InputError::Failed(format!(
+                        "no input arrived within {} s; the client may have gone", self.input_timeout.as_secs())));
+                }
+            }
+        }
+    }
+}
+
+/// A `Host` handle the interpreter keeps; the core keeps another to the same frontend.
+struct SharedHost(std::rc::Rc<std::cell::RefCell<Frontend>>);
+
+impl Host for SharedHost {
+    fn write(&mut self, stream: Stream, bytes: &[u8]) {
+        self.0.borrow_mut().write(stream, bytes)
+    }
+    fn tick(&mut self) {
+        self.0.borrow_mut().tick()
+    }
+    fn publish(&mut self, msg_type: &str, content: Value) {
+        Host::publish(&mut *self.0.borrow_mut(), msg_type, content)
+    }
+    fn input(&mut self, prompt: &str, password: bool) -> Result<Input, InputError> {
+        self.0.borrow_mut().input(prompt, password)
+    }
+    fn line_input(&self) -> bool {
+        self.0.borrow().line_input()
+    }
+}
+
+/// The request loop on the Lua thread: busy/idle, execution counting, history, and dispatch to the
+/// interpreter.
+struct Core {
+    interp: Interpreter,
+    frontend: std::rc::Rc<std::cell::RefCell<Frontend>>,
+    replies: zmq::Socket,
+    signer: Signer,
+    session: String,
+    shared_busy: Arc<Shared>,
+    execution_count: u64,
+    /// Every cell stored in history: execution_count, code, and its result as text.
+    history: Vec<HistoryEntry>,
+}
+
+impl Core {
+    fn new(
+        ctx: &zmq::Context,
+        signer: Signer,
+        session: String,
+        shared: &Arc<Shared>,
+        opts: &Options,
+        input_events: Receiver<InputEvent>,
+        interrupt_wake: Receiver<()>,
+    ) -> Result<Core, String> {
+        let frontend = Frontend {
+            publisher: Publisher::connect(ctx, signer.clone(), session.clone())?,
+            stdin: connected_push(ctx, "inproc://stdin-requests")?,
+            input_events,
+            interrupt_wake,
+            interrupt: shared.interrupt.clone(),
+            input_timeout: opts.input_timeout,
+            parent: Message::default(),
+            allow_stdin: false,
+            raw_stdin: false,
+            silent: false,
+            pending: Vec::new(),
+            pending_stream: Stream::Stdout,
+            last_flush: Instant::now() - STREAM_FLUSH_INTERVAL,
+        };
+        let frontend = std::rc::Rc::new(std::cell::RefCell::new(frontend));
+        let interp = Interpreter::new(
+            Box::new(SharedHost(frontend.clone())),
+            shared.interrupt.clone(),
+            lua::Options {
+                memory_limit: opts.memory_limit_mb.map(|mb| mb << 20),
+                state_path: connection::home().join("state.json"),
+            },
+        )?;
+        Ok(Core {
+            interp,
+            frontend,
+            replies: connected_push(ctx, "inproc://shell-replies")?,
+            signer,
+            session,
+            shared_busy: shared.clone(),
+            execution_count: 0,
+            history: Vec::new(),
+        })
+    }
+
+    fn run(mut self, requests: Receiver<Message>) {
+        while let Ok(msg) = requests.recv() {
+            self.shared_busy.busy.store(true, Ordering::Relaxed);
+            let failed = self.handle(&msg);
+            if failed && msg.content["stop_on_error"].as_bool().unwrap_or(true) {
+                // Abort the execute requests queued behind the failed one, as ipykernel does. This
+                // happens before the failed request's idle: a client that waits for idle and then
+                // sends more code must not see it aborted.
+                while let Ok(next) = requests.try_recv() {
+                    if next.msg_type() == "execute_request" {
+                        self.begin(&next);
+                        self.reply(&next, json!({"status": "aborted", "execution_count": self.execution_count}));
+                        self.end(&next);
+                    } else {
+                        let _ = self.handle(&next);
+                        self.end(&next);
+                    }
+                }
+            }
+            self.end(&msg);
+            self.shared_busy.touch();
+            self.shared_busy.busy.store(false, Ordering::Relaxed);
+        }
+    }
+
+    fn begin(&self, msg: &Message) {
+        let mut f = self.frontend.borrow_mut();
+        f.parent = msg.clone();
+        f.silent = false;
+        f.publisher.status(msg, "busy");
+    }
+
+    fn end(&self, msg: &Message) {
+        let mut f = self.frontend.borrow_mut();
+        f.flush_all();
+        f.publisher.status(msg, "idle");
+    }
+
+    fn reply(&self, req: &Message, content: Value) {
+        reply(&self.replies, &self.signer, &self.session, req, content);
+    }
+
+    fn publish(&self, msg_type: &str, content: Value) {
+        self.frontend.borrow_mut().publish(msg_type, content);
+    }
+
+    /// Serves one shell request up to its reply (the caller publishes idle); true if it was an
+    /// execute request that failed.
+    fn handle(&mut self, msg: &Message) -> bool {
+        self.begin(msg);
+        let c = &msg.content;
+        let mut failed = false;
+        match msg.msg_type() {
+            "execute_request" => failed = self.execute(msg),
+            "kernel_info_request" => self.reply(msg, kernel_info_content()),
+            "complete_request" => {
+                let code = c["code"].as_str().unwrap_or("");
+                let cursor = byte_offset(code, c["cursor_pos"].as_u64());
+                let (matches, start, end) = self.interp.complete(code, cursor);
+                self.reply(
+                    msg,
+                    json!({
+                        "status": "ok",
+                        "matches": matches,
+                        "cursor_start": char_offset(code, start),
+                        "cursor_end": char_offset(code, end),
+                        "metadata": {},
+                    }),
+                );
+            }
+            "inspect_request" => {
+                let code = c["code"].as_str().unwrap_or("");
+                let cursor = byte_offset(code, c["cursor_pos"].as_u64());
+                let doc = self.interp.inspect(code, cursor);
+                let data = doc.as_ref().map(|d| json!({ "text/plain": d })).unwrap_or(json!({}));
+                self.reply(msg, json!({"status": "ok", "found": doc.is_some(), "data": data, "metadata": {}}));
+            }
+            "is_complete_request" => {
+                let content = match self.interp.is_complete(c["code"].as_str().unwrap_or("")) {
+                    Completeness::Complete => json!({"status": "complete"}),
+                    Completeness::Incomplete(indent) => json!({"status": "incomplete", "indent": indent}),
+                    Completeness::Invalid => json!({"status": "invalid"}),
+                };
+                self.reply(msg, content);
+            }
+            "history_request" => {
+                let history = self.history_query(c);
+                self.reply(msg, json!({"status": "ok", "history": history}));
+            }
+            "comm_info_request" => self.reply(msg, json!({"status": "ok", "comms": {}})),
+            "comm_open" => {
+                // No comm targets exist in this kernel: close what a client opens, as the spec asks.
+                let id = c["comm_id"].clone();
+                self.publish("comm_close", json!({ "comm_id": id, "data": {} }));
+            }
+            "comm_msg" | "comm_close" => {}
+            "shutdown_request" => {
+                let restart = c["restart"].as_bool().unwrap_or(false);
+                self.reply(msg, json!({"status": "ok", "restart": restart}));
+                let _ = self.shared_busy.exit.send(Exit::Shutdown);
+            }
+            "interrupt_request" => self.reply(msg, json!({"status": "ok"})),
+            t if t.ends_with("_request") => self.reply(msg, unsupported(msg)),
+            other => log::warn!("shell: ignored a {other:?} message"),
+        }
+        failed
+    }
+
+    fn execute(&mut self, msg: &Message) -> bool {
+        let c = &msg.content;
+        let code = c["code"].as_str().unwrap_or("").to_string();
+        let silent = c["silent"].as_bool().unwrap_or(false);
+        let store_history = c["store_history"].as_bool().unwrap_or(true) && !silent;
+        let ours = &msg.metadata["llmspell"];
+        {
+            let mut f = self.frontend.borrow_mut();
+            f.allow_stdin = c["allow_stdin"].as_bool().unwrap_or(false);
+            f.raw_stdin = ours["stdin"] == "raw";
+            f.silent = silent;
+        }
+        if store_history {
+            self.execution_count += 1;
+            self.history.push(HistoryEntry { line: self.execution_count, input: code.clone(), output: None });
+        }
+        let count = self.execution_count;
+        if !silent {
+            self.publish("execute_input", json!({ "code": code, "execution_count": count }));
+        }
+        let script = ours.get("run").map(|run| lua::Script {
+            name: run["name"].as_str().unwrap_or("script").to_string(),
+            args: run["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect(),
+        });
+        // A stale interrupt (sent while nothing ran) must not kill this cell.
+        self.shared_busy.interrupt.store(false, Ordering::SeqCst);
+        let outcome = self.interp.execute(&code, script.as_ref());
+        let mut user_expressions = serde_json::Map::new();
+        if outcome.error.is_none() {
+            if let Some(exprs) = c["user_expressions"].as_object() {
+                for (name, expr) in exprs {
+                    let v = match self.interp.evaluate(expr.as_str().unwrap_or("")) {
+                        Ok(data) => json!({"status": "ok", "data": data, "metadata": {}}),
+                        Err(e) => json!({"status": "error", "ename": e.ename, "evalue": e.evalue, "traceback": e.traceback}),
+                    };
+                    user_expressions.insert(name.clone(), v);
+                }
+            }
+        }
+        if store_history {
+            if let (Some(entry), Some(data)) = (self.history.last_mut(), &outcome.result) {
+                entry.output = data["text/plain"].as_str().map(String::from);
+            }
+        }
+        if !silent {
+            if let Some(data) = &outcome.result {
+                self.publish("execute_result", json!({ "execution_count": count, "data": data, "metadata": {} }));
+            }
+            if let Some(e) = &outcome.error {
+                self.publish(
+                    "error",
+                    json!({ "ename": e.ename, "evalue": e.evalue, "traceback": e.traceback }),
+                );
+            }
+        }
+        let payload: Vec<Value> = outcome
+            .pages
+            .iter()
+            .map(|text| json!({ "source": "page", "data": { "text/plain": text }, "start": 0 }))
+            .collect();
+        let mut content = match &outcome.error {
+            None => json!({ "status": "ok", "execution_count": count, "payload": payload, "user_expressions": user_expressions }),
+            Some(e) => json!({
+                "status": "error", "execution_count": count, "ename": e.ename, "evalue": e.evalue,
+                "traceback": e.traceback, "payload": payload, "user_expressions": {},
+            }),
+        };
+        if let Some(code) = outcome.exit_code {
+            content["llmspell_exit_code"] = json!(code);
+        }
+        self.frontend.borrow_mut().flush_all();
+        self.reply(msg, content);
+        outcome.error.is_some()
+    }
+
+    /// history_request: tail, range and search over this kernel's cells (session number 0 = current).
+    fn history_query(&self, c: &Value) -> Vec<Value> {
+        let with_output = c["output"].as_bool().unwrap_or(false);
+        let entry = |e: &&HistoryEntry| {
+            if with_output {
+                json!([0, e.line, [e.input, e.output]])
+            } else {
+                json!([0, e.line, e.input])
+            }
+        };
+        let n = c["n"].as_u64().unwrap_or(10) as usize;
+        let selected: Vec<&HistoryEntry> = match c["hist_access_type"].as_str().unwrap_or("tail") {
+            "range" => {
+                let start = c["start"].as_u64().unwrap_or(1);
+                let stop = c["stop"].as_u64().unwrap_or(u64::MAX);
+                self.history.iter().filter(|e| e.line >= start && e.line < stop).collect()
+            }
+            "search" => {
+                let pattern = c["pattern"].as_str().unwrap_or("*");
+                let unique = c["unique"].as_bool().unwrap_or(false);
+                let mut seen = std::collections::HashSet::new();
+                let mut hits: Vec<&HistoryEntry> = self
+                    .history
+                    .iter()
+                    .rev()
+                    .filter(|e| glob_match(pattern, &e.input))
+                    .filter(|e| !unique || seen.insert(e.input.clone()))
+                    .take(if c["n"].is_null() { usize::MAX } else { n })
+                    .collect();
+                hits.reverse();
+                hits
+            }
+            _ => self.history[self.history.len().saturating_sub(n)..].iter().collect(),
+        };
+        selected.iter().map(entry).collect()
+    }
+}
+
+struct HistoryEntry {
+    line: u64,
+    input: String,
+    output: Option<String>,
+}
+
+/// Shell-style glob: `*` any run, `?` one character.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// The protocol counts cursor positions in Unicode code points; Rust strings index bytes.
+fn byte_offset(code: &str, cursor: Option<u64>) -> usize {
+    match cursor {
+        None => code.len(),
+        Some(n) => code.char_indices().nth(n as usize).map(|(i, _)| i).unwrap_or(code.len()),
+    }
+}
+
+fn char_offset(code: &str, byte: usize) -> usize {
+    code[..byte.min(code.len())].chars().count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_like_the_history_search_expects() {
+        assert!(glob_match("1?2*", "1+2"));
+        assert!(glob_match("1?2*", "1+2 -- more"));
+        assert!(!glob_match("1?2*", "12"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("*print*", "x = 1 print(x)"));
+        assert!(!glob_match("a", "b"));
+    }
+
+    #[test]
+    fn cursor_offsets_count_code_points() {
+        let code = "é = 1; s:up";
+        assert_eq!(byte_offset(code, Some(1)), 2);
+        assert_eq!(char_offset(code, 2), 1);
+        assert_eq!(byte_offset(code, None), code.len());
+        assert_eq!(byte_offset(code, Some(999)), code.len());
+    }
+
+    #[test]
+    fn reply_types_follow_the_request_names() {
+        assert_eq!(reply_type("execute_request"), "execute_reply");
+        assert_eq!(reply_type("odd"), "odd_reply");
+    }
+}

@@ -1,0 +1,520 @@
+-- The kernel's Lua side: value rendering, `display`, `help`, completion, stdin, `state` wrappers and the
+-- per-script environment. Loaded once per kernel by lua.rs with the natives table `K`; returns `K`
+-- with the entry points lua.rs calls.
+local K = ...
+local DOCS = K.docs
+K.docs = nil
+
+local type, pairs, ipairs, tostring, tonumber, select, error, pcall, xpcall =
+  type, pairs, ipairs, tostring, tonumber, select, error, pcall, xpcall
+local setmetatable, getmetatable, rawget, next = setmetatable, getmetatable, rawget, next
+local sfmt, srep, concat, sort, insert = string.format, string.rep, table.concat, table.sort, table.insert
+local traceback = debug.traceback
+
+---------------------------------------------------------------------------------------------------
+-- Rendering values as text (execute results, display of plain values)
+---------------------------------------------------------------------------------------------------
+local ESCAPES = { ['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\t'] = '\\t', ['\r'] = '\\r' }
+local function quote(s)
+  return '"' .. s:gsub('[%c"\\]', function(c) return ESCAPES[c] or sfmt('\\%d', c:byte()) end) .. '"'
+end
+
+local function is_identifier(k)
+  return type(k) == "string" and k:match("^[%a_][%w_]*$") ~= nil
+end
+
+local KEY_ORDER = { number = 1, string = 2, boolean = 3 }
+local function key_less(a, b)
+  local ta, tb = type(a), type(b)
+  if ta ~= tb then return (KEY_ORDER[ta] or 9) < (KEY_ORDER[tb] or 9) end
+  if ta == "number" or ta == "string" then return a < b end
+  return tostring(a) < tostring(b)
+end
+
+local MAX_ITEMS, MAX_DEPTH, WIDTH = 200, 6, 78
+
+local repr
+local function repr_table(t, depth, seen, indent)
+  if seen[t] then return "<cycle>" end
+  if depth > MAX_DEPTH then return "{...}" end
+  seen[t] = true
+  local items, n = {}, #t
+  for i = 1, n do
+    if #items >= MAX_ITEMS then break end
+    items[#items + 1] = repr(t[i], depth + 1, seen, indent .. "  ")
+  end
+  local keys = {}
+  for k in next, t do
+    if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
+  end
+  sort(keys, key_less)
+  for _, k in ipairs(keys) do
+    if #items >= MAX_ITEMS then items[#items + 1] = "..."; break end
+    local ks = is_identifier(k) and k or ("[" .. repr(k, depth + 1, seen, indent) .. "]")
+    items[#items + 1] = ks .. " = " .. repr(rawget(t, k), depth + 1, seen, indent .. "  ")
+  end
+  seen[t] = nil
+  if #items == 0 then return "{}" end
+  local flat = "{" .. concat(items, ", ") .. "}"
+  if #flat + #indent <= WIDTH and not flat:find("\n", 1, true) then return flat end
+  return "{\n" .. indent .. "  " .. concat(items, ",\n" .. indent .. "  ") .. "\n" .. indent .. "}"
+end
+
+function repr(v, depth, seen, indent)
+  local t = type(v)
+  if t == "string" then return quote(v) end
+  if t == "table" then
+    local mt = getmetatable(v)
+    if type(mt) == "table" and (rawget(mt, "__tostring") or rawget(mt, "__name")) then return tostring(v) end
+    return repr_table(v, depth or 0, seen or {}, indent or "")
+  end
+  return tostring(v)
+end
+K.repr = function(v) return repr(v) end
+
+---------------------------------------------------------------------------------------------------
+-- display: rich output
+---------------------------------------------------------------------------------------------------
+local Displayable = { __name = "displayable" }
+Displayable.__index = Displayable
+Displayable.__tostring = function(d)
+  local mimes = {}
+  for m in pairs(d.data) do mimes[#mimes + 1] = m end
+  sort(mimes)
+  return "<display " .. concat(mimes, ", ") .. ">"
+end
+
+local function displayable(mime, value, text)
+  return setmetatable({ data = { [mime] = value, ["text/plain"] = text } }, Displayable)
+end
+
+local function bundle_of(v)
+  if getmetatable(v) == Displayable then return v.data, v.metadata or {} end
+  return { ["text/plain"] = repr(v) }, {}
+end
+
+local display = {}
+function display.html(s) return displayable("text/html", tostring(s), "<HTML>") end
+function display.markdown(s) return displayable("text/markdown", tostring(s), tostring(s)) end
+function display.latex(s) return displayable("text/latex", tostring(s), tostring(s)) end
+function display.svg(s) return displayable("image/svg+xml", tostring(s), "<SVG image>") end
+function display.png(bytes) return displayable("image/png", K.base64(bytes), "<PNG image>") end
+function display.jpeg(bytes) return displayable("image/jpeg", K.base64(bytes), "<JPEG image>") end
+function display.json(t)
+  local d = displayable("application/json", t, repr(t))
+  d.json = true
+  return d
+end
+function display.clear(wait) K.publish("clear_output", { wait = wait and true or false }) end
+
+local Handle = { __name = "display handle" }
+Handle.__index = Handle
+Handle.__tostring = function(h) return "<display handle " .. h.display_id .. ">" end
+function Handle:update(v)
+  local data, metadata = bundle_of(v)
+  K.publish("update_display_data",
+    { data = data, metadata = metadata, transient = { display_id = self.display_id } })
+  return self
+end
+
+local display_counter = 0
+setmetatable(display, {
+  __call = function(_, v, opts)
+    local id = type(opts) == "table" and opts.display_id
+    if not id then
+      display_counter = display_counter + 1
+      id = K.session_id .. "-" .. display_counter
+    end
+    local data, metadata = bundle_of(v)
+    K.publish("display_data", { data = data, metadata = metadata, transient = { display_id = tostring(id) } })
+    return setmetatable({ display_id = tostring(id) }, Handle)
+  end,
+})
+
+---------------------------------------------------------------------------------------------------
+-- help and inspection
+---------------------------------------------------------------------------------------------------
+local LIBS = { "string", "table", "math", "io", "os", "coroutine", "debug", "utf8", "package", "state", "display" }
+
+-- Reverse index from values to documented names, built on first use.
+local names_by_value
+local function name_of(v)
+  if not names_by_value then
+    names_by_value = {}
+    for name in pairs(DOCS) do
+      local lib, field = name:match("^([%w_]+)%.([%w_]+)$")
+      local value
+      if lib then
+        local t = rawget(_G, lib)
+        value = type(t) == "table" and rawget(t, field)
+      else
+        value = rawget(_G, name)
+      end
+      if value ~= nil and (type(value) == "function" or type(value) == "table") and not names_by_value[value] then
+        names_by_value[value] = name
+      end
+    end
+  end
+  return names_by_value[v]
+end
+
+-- Looks a dotted/colon name up in the globals without running arbitrary code on the way.
+local function lookup(path, env)
+  local v = env or _G
+  for part in path:gmatch("[^%.:]+") do
+    if type(v) ~= "table" then
+      if type(v) == "string" then v = string else return nil end
+    end
+    local ok, nv = pcall(function() return v[part] end)
+    if not ok then return nil end
+    v = nv
+  end
+  return v
+end
+
+local function describe(v)
+  local t = type(v)
+  if t == "function" then
+    local info = debug.getinfo(v, "S")
+    if info.what == "C" then return "a built-in function" end
+    return sfmt("a Lua function defined at %s:%d", info.short_src, info.linedefined)
+  elseif t == "table" then
+    local keys = {}
+    for k in pairs(v) do if type(k) == "string" then keys[#keys + 1] = k end end
+    sort(keys)
+    local shown = { sfmt("a table with %d key(s)", #keys) }
+    if #keys > 0 then shown[2] = "fields: " .. concat(keys, ", ", 1, math.min(#keys, 60)) end
+    return concat(shown, "\n")
+  end
+  return t .. ": " .. repr(v)
+end
+
+local function doc_for(x)
+  if type(x) == "string" then
+    local text = DOCS[x] or DOCS[x:gsub(":", ".")]
+    if text then return text end
+    local v = lookup(x)
+    if v == nil then return nil end
+    local name = name_of(v)
+    if name then return DOCS[name] end
+    return x .. ": " .. describe(v)
+  end
+  local name = name_of(x)
+  if name then return DOCS[name] end
+  if x == nil then return nil end
+  return describe(x)
+end
+
+local OVERVIEW = [[
+llmspell kernel globals (help(name) for any of them, or for any standard library function):
+  state     persistent key/value store shared by every client and kernel: state.set, state.get, ...
+  display   rich output: display(display.html("<b>hi</b>")), display.markdown, display.png, ...
+  help      help(x): documentation for a function, library or name, e.g. help(string.format)
+  arg       in `llmspell run SCRIPT ARGS...`: the script's arguments
+Standard libraries: string, table, math, io, os, coroutine, debug, utf8, package.]]
+
+local function help(...)
+  if select("#", ...) == 0 then K.page(OVERVIEW); return end
+  local x = ...
+  local text = doc_for(x)
+  if not text then
+    text = "no documentation for " .. (type(x) == "string" and x or repr(x))
+  end
+  K.page(text)
+end
+K.inspect_name = function(name)
+  local v = lookup(name)
+  if DOCS[name] or DOCS[name:gsub(":", ".")] or v ~= nil then return doc_for(name) end
+  return nil
+end
+
+---------------------------------------------------------------------------------------------------
+-- completion
+---------------------------------------------------------------------------------------------------
+local KEYWORDS = { "and", "break", "do", "else", "elseif", "end", "false", "for", "function", "goto", "if",
+  "in", "local", "nil", "not", "or", "repeat", "return", "then", "true", "until", "while" }
+
+local function fields(t, out, seen)
+  seen = seen or {}
+  if type(t) ~= "table" or seen[t] then return out end
+  seen[t] = true
+  for k in pairs(t) do if is_identifier(k) then out[k] = true end end
+  local mt = getmetatable(t)
+  if type(mt) == "table" and type(rawget(mt, "__index")) == "table" then fields(rawget(mt, "__index"), out, seen) end
+  return out
+end
+
+-- Returns the matches (full replacement text) and the byte length of the completed token.
+K.complete = function(before)
+  local token = before:match("[%a_][%w_%.:]*$") or ""
+  if token == "" then return {}, 0 end
+  local base, sep, partial = token:match("^(.*)([%.:])([%w_]*)$")
+  local candidates = {}
+  if base then
+    local v = lookup(base)
+    if type(v) == "string" then v = string end
+    if sep == ":" then
+      local names = fields(v, {})
+      for k in pairs(names) do
+        local ok, f = pcall(function() return v[k] end)
+        if ok and (type(f) == "function" or type(f) == "table") then candidates[#candidates + 1] = k end
+      end
+    else
+      for k in pairs(fields(v, {})) do candidates[#candidates + 1] = k end
+    end
+  else
+    partial = token
+    for k in pairs(fields(_G, {})) do candidates[#candidates + 1] = k end
+    for _, k in ipairs(KEYWORDS) do candidates[#candidates + 1] = k end
+  end
+  local matches, prefix = {}, base and (base .. sep) or ""
+  for _, k in ipairs(candidates) do
+    if k:sub(1, #partial) == partial then matches[#matches + 1] = prefix .. k end
+  end
+  sort(matches)
+  local unique = {}
+  for i, m in ipairs(matches) do if m ~= matches[i - 1] then unique[#unique + 1] = m end end
+  return unique, #token
+end
+
+---------------------------------------------------------------------------------------------------
+-- stdout/stderr and stdin as Lua file-like objects
+---------------------------------------------------------------------------------------------------
+local write = K.write
+local File = { __name = "FILE*" }
+File.__index = File
+File.__tostring = function(f) return "file (" .. f.name .. ")" end
+local stdout = setmetatable({ name = "stdout", stream = 1 }, File)
+local stderr = setmetatable({ name = "stderr", stream = 2 }, File)
+local stdin = setmetatable({ name = "stdin", buffer = "", pos = 1, eof = false }, File)
+
+function File:write(...)
+  if not self.stream then return nil, "file is not writable" end
+  write(self.stream, ...)
+  return self
+end
+function File:flush() return self end
+function File:setvbuf() return true end
+function File:close() return nil, "cannot close standard file" end
+function File:seek() return nil, "cannot seek on a standard stream", 29 end
+
+-- Pulls more input from the client; false once the input has ended.
+local function fill(f)
+  if f.eof then return false end
+  local kind, data = K.input("")
+  if kind == "eof" then f.eof = true; return false end
+  if kind == "error" then error(data, 0) end
+  if kind == "line" then data = data .. "\n" end
+  f.buffer = f.buffer:sub(f.pos) .. data
+  f.pos = 1
+  return true
+end
+
+local function read_line(f, keep)
+  while true do
+    local nl = f.buffer:find("\n", f.pos, true)
+    if nl then
+      local line = f.buffer:sub(f.pos, keep and nl or nl - 1)
+      f.pos = nl + 1
+      return line
+    end
+    if not fill(f) then
+      if f.pos > #f.buffer then return nil end
+      local rest = f.buffer:sub(f.pos)
+      f.pos = #f.buffer + 1
+      return rest
+    end
+  end
+end
+
+local function read_number(f)
+  while true do
+    local s, e = f.buffer:find("^%s*[^%s]+%s", f.pos)
+    if s or f.eof then break end
+    if not fill(f) then break end
+  end
+  local ws, token = f.buffer:match("^(%s*)([^%s]*)", f.pos)
+  f.pos = f.pos + #ws + #token
+  return tonumber(token)
+end
+
+local function read_bytes(f, n)
+  while #f.buffer - f.pos + 1 < n and fill(f) do end
+  if f.pos > #f.buffer and n > 0 then return nil end
+  local s = f.buffer:sub(f.pos, f.pos + n - 1)
+  f.pos = f.pos + #s
+  return s
+end
+
+local function read_all(f)
+  if K.line_input() then
+    -- Line-based frontends (notebooks, jupyter console) cannot signal end of input: one reply is all.
+    if f.pos > #f.buffer then fill(f) end
+  else
+    while fill(f) do end
+  end
+  local s = f.buffer:sub(f.pos)
+  f.pos = #f.buffer + 1
+  return s
+end
+
+local function read_one(f, fmt)
+  if math.type(fmt) == "integer" or (type(fmt) == "number") then return read_bytes(f, math.tointeger(fmt) or 0) end
+  fmt = tostring(fmt):gsub("^%*", "")
+  local c = fmt:sub(1, 1)
+  if c == "l" then return read_line(f, false)
+  elseif c == "L" then return read_line(f, true)
+  elseif c == "n" then return read_number(f)
+  elseif c == "a" then return read_all(f)
+  end
+  error("bad argument to 'read' (invalid format)", 3)
+end
+
+function File:read(...)
+  if self ~= stdin then return nil, "file is not readable" end
+  local n = select("#", ...)
+  if n == 0 then return read_line(self, false) end
+  local out = {}
+  for i = 1, n do
+    local v = read_one(self, (select(i, ...)))
+    out[i] = v
+    if v == nil then return table.unpack(out, 1, i) end
+  end
+  return table.unpack(out, 1, n)
+end
+
+function File:lines(...)
+  local fmts = table.pack(...)
+  return function() return self:read(table.unpack(fmts, 1, fmts.n)) end
+end
+
+local real_lines, real_type = io.lines, io.type
+io.stdout, io.stderr, io.stdin = stdout, stderr, stdin
+io.write = function(...) write(1, ...); return stdout end
+io.read = function(...) return stdin:read(...) end
+io.lines = function(filename, ...)
+  if filename == nil then return stdin:lines(...) end
+  return real_lines(filename, ...)
+end
+io.output = function() return stdout end
+io.input = function() return stdin end
+io.type = function(f)
+  if getmetatable(f) == File then return "file" end
+  return real_type(f)
+end
+print = K.print
+warn = function(msg, ...)
+  msg = concat({ msg, ... })
+  if msg == "@on" then K.warnings = true elseif msg == "@off" then K.warnings = false
+  elseif K.warnings then write(2, "Lua warning: ", msg, "\n") end
+end
+
+-- Interrupts are a count hook: user code may not remove it.
+debug.sethook = function()
+  error("debug.sethook is reserved by the kernel (it delivers interrupts)", 2)
+end
+
+K.reset_stdin = function()
+  stdin.buffer, stdin.pos, stdin.eof = "", 1, false
+end
+
+---------------------------------------------------------------------------------------------------
+-- state: thin wrappers so errors point at the caller's line
+---------------------------------------------------------------------------------------------------
+local function checked(name, f)
+  return function(...)
+    local ok, a, b = f(...)
+    if not ok then error(name .. ": " .. tostring(a), 2) end
+    return a, b
+  end
+end
+local native = K.state
+local state = {
+  set = checked("state.set", native.set),
+  get = checked("state.get", native.get),
+  delete = checked("state.delete", native.delete),
+  keys = checked("state.keys", native.keys),
+  clear = checked("state.clear", native.clear),
+  update = checked("state.update", native.update),
+}
+K.state = nil
+
+---------------------------------------------------------------------------------------------------
+-- Globals, os.exit, and the fresh environment of each `llmspell run`
+---------------------------------------------------------------------------------------------------
+local EXIT = setmetatable({}, { __tostring = function() return "os.exit" end })
+K.EXIT = EXIT
+local function session_exit()
+  error("os.exit is disabled in the shared kernel session (it would stop the kernel for every client); " ..
+    "use `llmspell kernel stop` to stop the kernel", 2)
+end
+local function script_exit(code)
+  if code == nil or code == true then code = 0 elseif code == false then code = 1 end
+  K.exiting(math.tointeger(code) or 1)
+  error(EXIT, 0)
+end
+os.exit = session_exit
+
+_G.state, _G.display, _G.help = state, display, help
+
+-- A pristine copy of the globals, taken now, is what every script starts from.
+local pristine = {}
+for k, v in pairs(_G) do pristine[k] = v end
+local copied_libs = { string = true, table = true, math = true, io = true, os = true, coroutine = true,
+  utf8 = true, debug = true, state = true }
+
+K.script_env = function(name, args)
+  local env = {}
+  for k, v in pairs(pristine) do
+    if copied_libs[k] then
+      local copy = {}
+      for kk, vv in pairs(v) do copy[kk] = vv end
+      v = copy
+    end
+    env[k] = v
+  end
+  env._G = env
+  env.os.exit = script_exit
+  local arg = { [0] = name }
+  for i, a in ipairs(args) do arg[i] = a end
+  env.arg = arg
+  return env
+end
+
+-- Runs a compiled cell: returns true, n, results... or false, error value, traceback.
+local function handler(e)
+  if e == EXIT then return e end
+  return { err = e, tb = traceback("", 2) }
+end
+K.run = function(f, ...)
+  local r = table.pack(xpcall(f, handler, ...))
+  if r[1] then return true, r.n - 1, table.unpack(r, 2, r.n) end
+  local e = r[2]
+  if type(e) == "table" and e.tb then return false, e.err, e.tb end
+  return false, e, ""
+end
+
+-- The mime bundle of a cell's values: a displayable value is shown richly, others as text.
+K.bundle = function(...)
+  local n = select("#", ...)
+  if n == 1 then
+    local v = ...
+    -- `display(x)` as a cell's last line returns its handle: the display itself is the output.
+    if getmetatable(v) == Handle then return nil end
+    if getmetatable(v) == Displayable then
+      local data = {}
+      for k, x in pairs(v.data) do data[k] = x end
+      return data, v.json
+    end
+  end
+  local parts = {}
+  for i = 1, n do parts[i] = repr((select(i, ...))) end
+  return { ["text/plain"] = concat(parts, "\t") }
+end
+
+K.describe_error = function(e)
+  if type(e) == "string" then return e end
+  return repr(e)
+end
+
+return K

@@ -1,0 +1,273 @@
+//! `llmspell repl`: an interactive session on the shared kernel. Line editing and history come from
+//! rustyline; multi-line input is decided by the kernel's `is_complete`, completion by its `complete`.
+//! When stdin is not a terminal it reads lines without prompts, so it can be scripted.
+
+use crate::client::{self, Client, Event, ExecOptions, StdinMode};
+use crate::connection;
+use rustyline::completion::Completer;
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::validate::Validator;
+use rustyline::{Context, Editor, Helper};
+use serde_json::json;
+use std::cell::RefCell;
+use std::io::{BufRead, IsTerminal, Write};
+use std::rc::Rc;
+use std::time::Duration;
+
+const HELP: &str = "\
+Lua 5.4 on the shared llmspell kernel. Globals persist across lines, `exec` and Jupyter clients.
+  .help     this text
+  .kernel   which kernel this is: id, pid, connection file
+  .exit     leave (Ctrl-D too); the kernel keeps running
+Ctrl-C interrupts running code, or clears the line. help() lists the kernel's globals.";
+
+type Shared = Rc<RefCell<Client>>;
+
+/// Tab completion through the kernel's complete_request.
+struct KernelHelper {
+    client: Shared,
+}
+
+impl Completer for KernelHelper {
+    type Candidate = String;
+    fn complete(&self, line: &str, pos: usize, _: &Context<'_>) -> rustyline::Result<(usize, Vec<String>)> {
+        let cursor = line[..pos].chars().count();
+        let Ok(client) = self.client.try_borrow() else { return Ok((pos, Vec::new())) };
+        let reply = client.request(
+            "complete_request",
+            json!({ "code": line, "cursor_pos": cursor }),
+            Duration::from_secs(2),
+        );
+        let Ok(r) = reply else { return Ok((pos, Vec::new())) };
+        let start_chars = r["cursor_start"].as_u64().unwrap_or(cursor as u64) as usize;
+        let start = line.char_indices().nth(start_chars).map(|(i, _)| i).unwrap_or(line.len());
+        let matches = r["matches"]
+            .as_array()
+            .map(|m| m.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        Ok((start, matches))
+    }
+}
+
+impl Hinter for KernelHelper {
+    type Hint = String;
+}
+impl Highlighter for KernelHelper {}
+impl Validator for KernelHelper {}
+impl Helper for KernelHelper {}
+
+enum Completeness {
+    Complete,
+    Incomplete(String),
+}
+
+fn is_complete(client: &Client, code: &str) -> Completeness {
+    match client.request("is_complete_request", json!({ "code": code }), Duration::from_secs(5)) {
+        Ok(r) if r["status"] == "incomplete" => Completeness::Incomplete(r["indent"].as_str().unwrap_or("").to_string()),
+        _ => Completeness::Complete,
+    }
+}
+
+/// Runs the REPL; returns the exit code.
+pub fn run(client: Client) -> Result<u8, String> {
+    let client: Shared = Rc::new(RefCell::new(client));
+    let sigint = client::sigint_pipe();
+    if std::io::stdin().is_terminal() {
+        interactive(client, sigint)
+    } else {
+        scripted(client, sigint)
+    }
+}
+
+fn interactive(client: Shared, sigint: Option<i32>) -> Result<u8, String> {
+    let mut rl: Editor<KernelHelper, rustyline::history::DefaultHistory> =
+        Editor::new().map_err(|e| format!("cannot start line editing: {e}"))?;
+    rl.set_helper(Some(KernelHelper { client: client.clone() }));
+    let history = connection::home().join("history");
+    let _ = rl.load_history(&history);
+    println!("llmspell {} — Lua 5.4 on kernel {} (.help for help, Ctrl-D to leave)", env!("CARGO_PKG_VERSION"), kernel_name(&client.borrow()));
+    let mut count = 1u64;
+    loop {
+        let mut cell = String::new();
+        let mut prompt = format!("In [{count}]: ");
+        let mut indent = String::new();
+        let cell = loop {
+            match rl.readline_with_initial(&prompt, (&indent, "")) {
+                Ok(line) => {
+                    if !cell.is_empty() {
+                        cell.push('\n');
+                    }
+                    cell.push_str(&line);
+                    if cell.trim().is_empty() {
+                        cell.clear();
+                        continue;
+                    }
+                    if cell.trim_start().starts_with('.') && !cell.contains('\n') {
+                        break Some(cell);
+                    }
+                    match is_complete(&client.borrow(), &cell) {
+                        Completeness::Complete => break Some(cell),
+                        Completeness::Incomplete(i) => {
+                            indent = i;
+                            prompt = format!("{:>w$}: ", "...", w = format!("In [{count}]").len());
+                        }
+                    }
+                }
+                Err(ReadlineError::Interrupted) => {
+                    cell.clear();
+                    break None; // Ctrl-C at the prompt: drop the line
+                }
+                Err(ReadlineError::Eof) => return Ok(0),
+                Err(e) => return Err(format!("cannot read input: {e}")),
+            }
+        };
+        let Some(cell) = cell else { continue };
+        let _ = rl.add_history_entry(cell.as_str());
+        let _ = rl.append_history(&history).or_else(|_| rl.save_history(&history));
+        match meta(&cell, &client.borrow()) {
+            Some(true) => return Ok(0),
+            Some(false) => continue,
+            None => {}
+        }
+        let mut input = |prompt: &str, _password: bool| -> Option<String> {
+            match rl.readline(prompt) {
+                Ok(l) => Some(l),
+                Err(_) => None,
+            }
+        };
+        if let Some(n) = execute(&client, &cell, sigint, true, &mut input)? {
+            count = n + 1;
+        }
+    }
+}
+
+fn scripted(client: Shared, sigint: Option<i32>) -> Result<u8, String> {
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    let mut status = 0u8;
+    loop {
+        let mut cell = String::new();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if !cell.is_empty() {
+                        cell.push('\n');
+                    }
+                    cell.push_str(&line);
+                    if cell.trim().is_empty() {
+                        cell.clear();
+                        continue;
+                    }
+                    if cell.trim_start().starts_with('.') && !cell.contains('\n') {
+                        break;
+                    }
+                    if let Completeness::Complete = is_complete(&client.borrow(), &cell) {
+                        break;
+                    }
+                }
+                _ => {
+                    if cell.trim().is_empty() {
+                        return Ok(status);
+                    }
+                    break; // end of input: run what is left (an incomplete cell reports its error)
+                }
+            }
+        }
+        match meta(&cell, &client.borrow()) {
+            Some(true) => return Ok(status),
+            Some(false) => continue,
+            None => {}
+        }
+        let mut input = |_: &str, _: bool| -> Option<String> {
+            match lines.next() {
+                Some(Ok(l)) => Some(l),
+                _ => Some(String::new()),
+            }
+        };
+        match execute(&client, &cell, sigint, false, &mut input) {
+            Ok(Some(_)) => {}
+            Ok(None) => status = 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Meta commands: Some(true) to leave, Some(false) handled, None for Lua code.
+fn meta(cell: &str, client: &Client) -> Option<bool> {
+    match cell.trim() {
+        ".exit" | ".quit" => Some(true),
+        ".help" => {
+            println!("{HELP}");
+            Some(false)
+        }
+        ".kernel" => {
+            let pid = client.info.pid.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into());
+            println!("kernel {} pid {} connection file {}", kernel_name(client), pid, client.connection_file.display());
+            Some(false)
+        }
+        other if other.starts_with('.') && !other.starts_with("..") => {
+            println!("unknown command {other} (.help lists them)");
+            Some(false)
+        }
+        _ => None,
+    }
+}
+
+fn kernel_name(client: &Client) -> String {
+    client.connection_file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Runs one cell; Some(execution_count) if it succeeded, None if it failed.
+fn execute(
+    client: &Shared,
+    code: &str,
+    sigint: Option<i32>,
+    tty: bool,
+    input: &mut dyn FnMut(&str, bool) -> Option<String>,
+) -> Result<Option<u64>, String> {
+    let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::Lines, script: None };
+    let mut out = std::io::stdout();
+    let result = client.borrow_mut().execute(
+        code,
+        &opts,
+        sigint,
+        &mut |ev| match ev {
+            Event::Stream { name, text } => {
+                if name == "stderr" {
+                    let _ = out.flush();
+                    let _ = std::io::stderr().write_all(text.as_bytes());
+                } else {
+                    let _ = out.write_all(text.as_bytes());
+                    let _ = out.flush();
+                }
+            }
+            Event::Display { data, execution_count } => {
+                let text = data["text/plain"].as_str().unwrap_or("<rich output: open it in Jupyter>");
+                match (tty, execution_count) {
+                    (true, Some(n)) => {
+                        let _ = writeln!(out, "Out[{n}]: {text}");
+                    }
+                    _ => {
+                        let _ = writeln!(out, "{text}");
+                    }
+                }
+            }
+            Event::Error { traceback } => {
+                let _ = out.flush();
+                for line in traceback {
+                    eprintln!("{line}");
+                }
+            }
+            Event::ClearOutput => {}
+        },
+        input,
+    );
+    let _ = out.flush();
+    match result {
+        Ok(reply) if reply.status() == "ok" => Ok(reply.content["execution_count"].as_u64().or(Some(0))),
+        Ok(_) => Ok(None),
+        Err(e) => Err(format!("{e}; the next command starts a fresh kernel")),
+    }
+}

@@ -1,0 +1,127 @@
+//! `llmspell state ...`: the persistent store from the command line, with the same locking as the
+//! kernels, with or without a kernel running. JSON in and out, so it composes with `jq`.
+
+use crate::connection;
+use crate::state::{self, Store};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::Read;
+use std::process::ExitCode;
+
+pub enum Error {
+    Usage(String),
+    Failed(String),
+}
+
+const HELP: &str = "\
+llmspell state — the persistent store ($LLMSPELL_HOME/state.json) shared with Lua's `state`
+
+USAGE:
+  llmspell state get KEY          print the value as JSON (exit 1 if the key is absent)
+  llmspell state set KEY JSON     store a JSON value (- reads it from stdin)
+  llmspell state delete KEY       remove a key (exit 1 if it was absent)
+  llmspell state list [PREFIX]    the keys, one a line, sorted
+  llmspell state clear            remove every key
+  llmspell state export [FILE]    the whole store as one JSON object (to stdout or FILE)
+  llmspell state import FILE      merge the keys of a JSON object (- for stdin) into the store
+  llmspell state repair           move a corrupt state.json aside and start an empty store
+  llmspell state path             print the file's path
+";
+
+pub fn run(args: Vec<OsString>) -> Result<ExitCode, Error> {
+    let args: Vec<String> = args.into_iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let path = connection::home().join("state.json");
+    if let Some(dir) = path.parent() {
+        connection::make_private_dir(dir).map_err(Error::Failed)?;
+    }
+    let mut store = Store::open(path.clone());
+    let failed = |e: state::StateError| Error::Failed(e.to_string());
+    match words.as_slice() {
+        [] | ["-h" | "--help"] => {
+            print!("{HELP}");
+            Ok(ExitCode::SUCCESS)
+        }
+        ["get", key] => match store.get(key).map_err(failed)? {
+            Some(v) => {
+                println!("{}", serde_json::to_string(&v).expect("json"));
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                eprintln!("llmspell: no key {key:?} in the store");
+                Ok(ExitCode::from(1))
+            }
+        },
+        ["set", key, json] => {
+            let text = if *json == "-" { read_stdin()? } else { json.to_string() };
+            let value: Value = serde_json::from_str(&text)
+                .map_err(|e| Error::Usage(format!("the value is not valid JSON ({e}); quote strings: '\"text\"'")))?;
+            if value.is_null() {
+                store.delete(key).map_err(failed)?;
+            } else {
+                store.set(key, value).map_err(failed)?;
+            }
+            store.flush().map_err(failed)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ["delete", key] => {
+            let existed = store.delete(key).map_err(failed)?;
+            store.flush().map_err(failed)?;
+            Ok(if existed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        ["list"] | ["list", _] => {
+            for k in store.keys(words.get(1).copied()).map_err(failed)? {
+                println!("{k}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ["clear"] => {
+            store.clear().map_err(failed)?;
+            store.flush().map_err(failed)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ["export"] | ["export", _] => {
+            let map = store.export().map_err(failed)?;
+            let text = serde_json::to_string_pretty(&map).expect("json") + "\n";
+            match words.get(1) {
+                Some(file) if *file != "-" => {
+                    std::fs::write(file, text).map_err(|e| Error::Failed(format!("cannot write {file}: {e}")))?
+                }
+                _ => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ["import", file] => {
+            let text = if *file == "-" {
+                read_stdin()?
+            } else {
+                std::fs::read_to_string(file).map_err(|e| Error::Failed(format!("cannot read {file}: {e}")))?
+            };
+            let map: BTreeMap<String, Value> = serde_json::from_str(&text)
+                .map_err(|e| Error::Failed(format!("{file} is not a JSON object: {e}")))?;
+            let n = map.len();
+            store.import(map).map_err(failed)?;
+            eprintln!("imported {n} keys");
+            Ok(ExitCode::SUCCESS)
+        }
+        ["repair"] => {
+            match state::repair(&path).map_err(failed)? {
+                Some(aside) => eprintln!("moved the unreadable store to {}; starting empty", aside.display()),
+                None => eprintln!("{} is fine; nothing to repair", path.display()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ["path"] => {
+            println!("{}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => Err(Error::Usage(format!("unknown state command: {}", words.join(" ")))),
+    }
+}
+
+fn read_stdin() -> Result<String, Error> {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s).map_err(|e| Error::Failed(format!("cannot read stdin: {e}")))?;
+    Ok(s)
+}

@@ -1,0 +1,345 @@
+//! The Jupyter wire message: multipart frames, HMAC-SHA256 signing and verification, ids and dates.
+//!
+//! A message on the wire is `[identities..., "<IDS|MSG>", signature, header, parent_header, metadata,
+//! content, buffers...]`; the signature is the hex HMAC of the four JSON frames under the connection
+//! key (no key: empty signature, no checking).
+
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub const DELIMITER: &[u8] = b"<IDS|MSG>";
+pub const PROTOCOL_VERSION: &str = "5.5";
+
+/// One decoded message.
+#[derive(Debug, Clone, Default)]
+pub struct Message {
+    pub identities: Vec<Vec<u8>>,
+    pub header: Value,
+    pub parent_header: Value,
+    pub metadata: Value,
+    pub content: Value,
+    pub buffers: Vec<Vec<u8>>,
+}
+
+impl Message {
+    pub fn msg_type(&self) -> &str {
+        self.header["msg_type"].as_str().unwrap_or("")
+    }
+    pub fn msg_id(&self) -> &str {
+        self.header["msg_id"].as_str().unwrap_or("")
+    }
+    pub fn parent_msg_id(&self) -> &str {
+        self.parent_header["msg_id"].as_str().unwrap_or("")
+    }
+}
+
+/// Why a multipart message was refused.
+#[derive(Debug, PartialEq)]
+pub enum WireError {
+    NoDelimiter,
+    TooFewFrames(usize),
+    BadSignature,
+    BadJson(&'static str),
+    MissingField(&'static str),
+    Replayed,
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            WireError::NoDelimiter => write!(f, "no <IDS|MSG> delimiter"),
+            WireError::TooFewFrames(n) => write!(f, "{n} frames after the delimiter, need at least 5"),
+            WireError::BadSignature => write!(f, "bad or missing HMAC signature"),
+            WireError::BadJson(part) => write!(f, "{part} is not a JSON object"),
+            WireError::MissingField(name) => write!(f, "header lacks a string {name}"),
+            WireError::Replayed => write!(f, "replayed signature"),
+        }
+    }
+}
+
+/// Signs and verifies with the connection key; an empty key disables signing.
+#[derive(Clone)]
+pub struct Signer {
+    mac: Option<Hmac<Sha256>>,
+}
+
+impl Signer {
+    pub fn new(key: &str) -> Signer {
+        let mac = if key.is_empty() {
+            None
+        } else {
+            Some(Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length"))
+        };
+        Signer { mac }
+    }
+
+    fn digest(&self, parts: &[&[u8]]) -> Option<Hmac<Sha256>> {
+        let mut mac = self.mac.clone()?;
+        for p in parts {
+            mac.update(p);
+        }
+        Some(mac)
+    }
+
+    /// Hex signature of the four JSON frames ("" without a key).
+    pub fn sign(&self, parts: &[&[u8]]) -> String {
+        match self.digest(parts) {
+            None => String::new(),
+            Some(mac) => hex(&mac.finalize().into_bytes()),
+        }
+    }
+
+    /// Constant-time check of a hex signature.
+    pub fn verify(&self, signature: &[u8], parts: &[&[u8]]) -> bool {
+        let Some(mac) = self.digest(parts) else { return true };
+        match unhex(signature) {
+            Some(bytes) => mac.verify_slice(&bytes).is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// Remembers recently seen signatures so a captured message cannot be replayed.
+pub struct ReplayGuard {
+    seen: HashSet<Vec<u8>>,
+    order: VecDeque<Vec<u8>>,
+    capacity: usize,
+}
+
+impl ReplayGuard {
+    pub fn new(capacity: usize) -> ReplayGuard {
+        ReplayGuard { seen: HashSet::new(), order: VecDeque::new(), capacity }
+    }
+    /// True if the signature is new (and records it); false for a replay.
+    pub fn check(&mut self, signature: &[u8]) -> bool {
+        if signature.is_empty() {
+            return true; // unsigned sessions have nothing to compare
+        }
+        if !self.seen.insert(signature.to_vec()) {
+            return false;
+        }
+        self.order.push_back(signature.to_vec());
+        if self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// Decodes and verifies a multipart message. Nothing is trusted before the signature checks.
+pub fn decode(frames: Vec<Vec<u8>>, signer: &Signer) -> Result<Message, WireError> {
+    let split = frames.iter().position(|f| f == DELIMITER).ok_or(WireError::NoDelimiter)?;
+    let rest = frames.len() - split - 1;
+    if rest < 5 {
+        return Err(WireError::TooFewFrames(rest));
+    }
+    let mut frames = frames;
+    let mut tail = frames.split_off(split);
+    let identities = frames;
+    tail.remove(0); // delimiter
+    let buffers = tail.split_off(5);
+    let [sig, header, parent, metadata, content]: [Vec<u8>; 5] = tail.try_into().expect("five frames");
+    if !signer.verify(&sig, &[&header, &parent, &metadata, &content]) {
+        return Err(WireError::BadSignature);
+    }
+    let object = |bytes: &[u8], part| match serde_json::from_slice::<Value>(bytes) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        _ => Err(WireError::BadJson(part)),
+    };
+    let header = object(&header, "header")?;
+    for field in ["msg_id", "msg_type"] {
+        if !header[field].is_string() {
+            return Err(WireError::MissingField(if field == "msg_id" { "msg_id" } else { "msg_type" }));
+        }
+    }
+    Ok(Message {
+        identities,
+        header,
+        parent_header: object(&parent, "parent_header")?,
+        metadata: object(&metadata, "metadata")?,
+        content: object(&content, "content")?,
+        buffers,
+    })
+}
+
+/// The frames of a message, signed. `identities` go first (ROUTER routing or an iopub topic).
+pub fn encode(msg: &Message, signer: &Signer) -> Vec<Vec<u8>> {
+    let header = serde_json::to_vec(&msg.header).expect("JSON values serialise");
+    let parent = serde_json::to_vec(&msg.parent_header).expect("JSON values serialise");
+    let metadata = serde_json::to_vec(&msg.metadata).expect("JSON values serialise");
+    let content = serde_json::to_vec(&msg.content).expect("JSON values serialise");
+    let sig = signer.sign(&[&header, &parent, &metadata, &content]);
+    let mut frames = msg.identities.clone();
+    frames.push(DELIMITER.to_vec());
+    frames.push(sig.into_bytes());
+    frames.extend([header, parent, metadata, content]);
+    frames.extend(msg.buffers.iter().cloned());
+    frames
+}
+
+/// A header for a new message of `msg_type` in `session`.
+pub fn header(msg_type: &str, session: &str) -> Value {
+    json!({
+        "msg_id": new_id(),
+        "session": session,
+        "username": username(),
+        "date": now_iso8601(),
+        "msg_type": msg_type,
+        "version": PROTOCOL_VERSION,
+    })
+}
+
+/// A reply or broadcast for `parent` (its header becomes the parent_header).
+pub fn child(parent: &Message, msg_type: &str, session: &str, content: Value) -> Message {
+    Message {
+        identities: Vec::new(),
+        header: header(msg_type, session),
+        parent_header: parent.header.clone(),
+        metadata: json!({}),
+        content,
+        buffers: Vec::new(),
+    }
+}
+
+/// A unique message id: a random per-process prefix and a counter (cheaper than a UUID per message).
+pub fn new_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let prefix = PREFIX.get_or_init(|| random_hex(8));
+    format!("{prefix}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// `n` random bytes as hex, from the OS generator.
+pub fn random_hex(n: usize) -> String {
+    use std::io::Read;
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("/dev/urandom is readable");
+    hex(&buf)
+}
+
+pub fn now_iso8601() -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}
+
+fn username() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| std::env::var("USER").unwrap_or_else(|_| "llmspell".into()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn unhex(text: &[u8]) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    text.chunks(2).map(|p| Some(digit(p[0])? << 4 | digit(p[1])?)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Message {
+        Message {
+            identities: vec![b"client-1".to_vec()],
+            header: header("execute_request", "s1"),
+            parent_header: json!({}),
+            metadata: json!({}),
+            content: json!({"code": "print(1)"}),
+            buffers: vec![b"raw".to_vec()],
+        }
+    }
+
+    #[test]
+    fn round_trip_keeps_identities_content_and_buffers() {
+        let signer = Signer::new("secret");
+        let frames = encode(&sample(), &signer);
+        let back = decode(frames, &signer).unwrap();
+        assert_eq!(back.identities, vec![b"client-1".to_vec()]);
+        assert_eq!(back.content["code"], "print(1)");
+        assert_eq!(back.buffers, vec![b"raw".to_vec()]);
+        assert_eq!(back.msg_type(), "execute_request");
+    }
+
+    #[test]
+    fn signature_matches_a_known_hmac_sha256() {
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+        let s = Signer::new("Jefe");
+        assert_eq!(
+            s.sign(&[b"what do ya want ", b"for nothing?"]),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn wrong_key_tampered_content_and_missing_signature_are_refused() {
+        let frames = encode(&sample(), &Signer::new("secret"));
+        assert_eq!(decode(frames.clone(), &Signer::new("other")).unwrap_err(), WireError::BadSignature);
+        let mut tampered = frames.clone();
+        *tampered.last_mut().unwrap() = b"x".to_vec(); // buffers are not signed: still fine
+        assert!(decode(tampered, &Signer::new("secret")).is_ok());
+        let mut tampered = frames.clone();
+        tampered[6] = br#"{"code":"os.exit()"}"#.to_vec();
+        assert_eq!(decode(tampered, &Signer::new("secret")).unwrap_err(), WireError::BadSignature);
+        let mut unsigned = frames;
+        unsigned[2] = Vec::new();
+        assert_eq!(decode(unsigned, &Signer::new("secret")).unwrap_err(), WireError::BadSignature);
+    }
+
+    #[test]
+    fn empty_key_means_no_signing() {
+        let frames = encode(&sample(), &Signer::new(""));
+        assert!(frames[2].is_empty());
+        assert!(decode(frames, &Signer::new("")).is_ok());
+    }
+
+    #[test]
+    fn malformed_frames_are_errors_not_panics() {
+        let s = Signer::new("");
+        assert_eq!(decode(vec![b"a".to_vec()], &s).unwrap_err(), WireError::NoDelimiter);
+        assert_eq!(decode(vec![DELIMITER.to_vec(), b"".to_vec()], &s).unwrap_err(), WireError::TooFewFrames(1));
+        let mut f = encode(&sample(), &s);
+        f[3] = b"\xff\xfe not json".to_vec();
+        assert_eq!(decode(f, &s).unwrap_err(), WireError::BadJson("header"));
+        let mut f = encode(&sample(), &s);
+        f[3] = br#"{"msg_id": 5, "msg_type": "x"}"#.to_vec();
+        assert_eq!(decode(f, &s).unwrap_err(), WireError::MissingField("msg_id"));
+        let mut f = encode(&sample(), &s);
+        f[6] = b"[1,2]".to_vec();
+        assert_eq!(decode(f, &s).unwrap_err(), WireError::BadJson("content"));
+    }
+
+    #[test]
+    fn replay_guard_refuses_a_seen_signature_and_forgets_old_ones() {
+        let mut g = ReplayGuard::new(2);
+        assert!(g.check(b"a"));
+        assert!(!g.check(b"a"));
+        assert!(g.check(b"b"));
+        assert!(g.check(b"c")); // evicts "a"
+        assert!(g.check(b"a"));
+        assert!(g.check(b""));
+        assert!(g.check(b""));
+    }
+
+    #[test]
+    fn ids_are_unique_and_dates_are_utc_iso8601() {
+        assert_ne!(new_id(), new_id());
+        let d = now_iso8601();
+        assert!(d.ends_with('Z') && d.contains('T'), "{d}");
+    }
+}
