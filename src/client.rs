@@ -145,13 +145,14 @@ impl Client {
         })
     }
 
-    /// Waits until the kernel answers on shell and our iopub subscription is live (an iopub message
-    /// reached us), so no output of the first request can be missed.
+    /// Waits until the kernel answers and our iopub subscription is live (an iopub message reached
+    /// us), so no output of the first request can be missed. It asks on control, which a kernel
+    /// answers even while another client's code runs: our request then simply queues on shell.
     fn handshake(&self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         let mut replied = false;
         let mut subscribed = false;
-        let mut pending = self.send(&self.shell, "kernel_info_request", json!({}), json!({}));
+        let mut pending = self.send(&self.control, "kernel_info_request", json!({}), json!({}));
         let mut last_nudge = Instant::now();
         while !(replied && subscribed) {
             let now = Instant::now();
@@ -165,11 +166,11 @@ impl Client {
             if !self.alive() {
                 return Err(format!("the kernel of {} is not running", self.connection_file.display()));
             }
-            let mut items = [self.shell.as_poll_item(zmq::POLLIN), self.iopub.as_poll_item(zmq::POLLIN)];
+            let mut items = [self.control.as_poll_item(zmq::POLLIN), self.iopub.as_poll_item(zmq::POLLIN)];
             let wait = (deadline - now).min(Duration::from_millis(100));
             zmq::poll(&mut items, wait.as_millis() as i64).map_err(|e| e.to_string())?;
             if items[0].is_readable() {
-                if let Some(m) = self.recv(&self.shell) {
+                if let Some(m) = self.recv(&self.control) {
                     replied |= m.parent_msg_id() == pending;
                 }
             }
@@ -178,7 +179,7 @@ impl Client {
             }
             // Kernels without iopub_welcome: another request makes them publish a status message.
             if replied && !subscribed && last_nudge.elapsed() > Duration::from_millis(50) {
-                pending = self.send(&self.shell, "kernel_info_request", json!({}), json!({}));
+                pending = self.send(&self.control, "kernel_info_request", json!({}), json!({}));
                 last_nudge = Instant::now();
             }
         }
@@ -310,7 +311,9 @@ impl Client {
                 Err(zmq::Error::EINTR) => continue,
                 Err(e) => return Err(ClientError::Other(e.to_string())),
             }
-            let readable: Vec<bool> = items.iter().map(|i| i.is_readable()).collect();
+            // A pipe whose writer has gone reports POLLHUP, which zmq::poll shows as an error: it
+            // means "read now and see EOF", so it counts as readable.
+            let readable: Vec<bool> = items.iter().map(|i| i.is_readable() || i.is_error()).collect();
             drop(items);
             if !readable.iter().any(|r| *r) {
                 // Nothing for a while: make sure the kernel is still there.

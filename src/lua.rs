@@ -126,7 +126,7 @@ impl Interpreter {
         let run = Rc::new(RefCell::new(Run::default()));
         let exiting = Rc::new(Cell::new(false));
         let store = Rc::new(RefCell::new(Store::open(opts.state_path.clone())));
-        let k = natives(&lua, &host, &run, &exiting, &store).map_err(|e| format!("cannot set up Lua: {e}"))?;
+        let k = natives(&lua, &interrupt, &host, &run, &exiting, &store).map_err(|e| format!("cannot set up Lua: {e}"))?;
         let prelude: Table = lua
             .load(include_str!("prelude.lua"))
             .set_name("=[llmspell]")
@@ -293,17 +293,23 @@ impl Interpreter {
         if let Ok(f) = chunk(&format!("return {code}")) {
             return Ok(f);
         }
-        // `t = {} \n t`: a cell whose last line is an expression shows that expression's value.
+        let plain = chunk(code);
+        if plain.is_ok() {
+            return plain.map_err(|e| self.failure_of_error(&e, false));
+        }
+        // `t = {} \n t` is not valid Lua as it stands; read a last line that is an expression on its
+        // own as the cell's value. (Only when the cell fails as written: `a = b \n -1` is one
+        // statement, and `... \n end` must not become `return end`.)
         let trimmed = code.trim_end();
         if let Some(pos) = trimmed.rfind('\n') {
             let (head, last) = trimmed.split_at(pos + 1);
-            if !last.trim_start().starts_with("--") {
+            if chunk(&format!("return {last}")).is_ok() {
                 if let Ok(f) = chunk(&format!("{head}return {last}")) {
                     return Ok(f);
                 }
             }
         }
-        chunk(code).map_err(|e| self.failure_of_error(&e, false))
+        plain.map_err(|e| self.failure_of_error(&e, false))
     }
 
     /// Evaluates an expression for `user_expressions`: its mime bundle.
@@ -387,7 +393,7 @@ fn clean_traceback(tb: &str) -> Vec<String> {
         .lines()
         .map(str::trim_end)
         .filter(|l| !l.is_empty() && !l.contains("[llmspell]") && !l.contains("[C]: in ?") && !l.contains("function 'xpcall'"))
-        .filter(|l| !l.contains("[C]: in function 'error'"))
+        .filter(|l| !l.contains("[C]: in function 'error'") && !l.contains("in upvalue 'xpcall'"))
         .map(|l| l.replace('\t', "  "))
         .collect();
     if lines.len() <= 1 {
@@ -434,6 +440,7 @@ fn split_brackets(word: &str) -> Vec<&str> {
 /// The natives table `K` the prelude builds on.
 fn natives(
     lua: &Lua,
+    interrupt: &Arc<AtomicBool>,
     host: &SharedHost,
     run: &Rc<RefCell<Run>>,
     exiting: &Rc<Cell<bool>>,
@@ -547,6 +554,14 @@ fn natives(
                 exiting.set(true);
                 Ok(())
             })?,
+        )?;
+    }
+    {
+        let interrupt = interrupt.clone();
+        let exiting = exiting.clone();
+        k.set(
+            "stopping",
+            lua.create_function(move |_, ()| Ok(interrupt.load(Ordering::Relaxed) || exiting.get()))?,
         )?;
     }
     k.set(

@@ -99,12 +99,16 @@ fn run(raw: Vec<OsString>) -> Result<ExitCode, Failure> {
         println!("llmspell {}", env!("CARGO_PKG_VERSION"));
         return Ok(ExitCode::SUCCESS);
     }
-    if g.contains(["-h", "--help"]) || rest.is_empty() {
+    if g.contains(["-h", "--help"]) {
         print!("{HELP}");
-        if rest.is_empty() && raw.is_empty() {
-            return Ok(ExitCode::from(2));
-        }
         return Ok(ExitCode::SUCCESS);
+    }
+    if rest.is_empty() {
+        if let Some(word) = raw.first() {
+            return Err(Failure::Usage(format!("unknown command {:?}", word)));
+        }
+        eprint!("{HELP}");
+        return Ok(ExitCode::from(2));
     }
     let target = Target {
         kernel: g.opt_value_from_str("--kernel")?.unwrap_or_else(|| "default".to_string()),

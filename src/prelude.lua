@@ -6,7 +6,7 @@ local DOCS = K.docs
 K.docs = nil
 
 local type, pairs, ipairs, tostring, tonumber, select, error, pcall, xpcall =
-  type, pairs, ipairs, tostring, tonumber, select, error, pcall, xpcall
+  type, pairs, ipairs, tostring, tonumber, select, error, pcall, xpcall -- the raw ones, for the kernel
 local setmetatable, getmetatable, rawget, next = setmetatable, getmetatable, rawget, next
 local sfmt, srep, concat, sort, insert = string.format, string.rep, table.concat, table.sort, table.insert
 local traceback = debug.traceback
@@ -408,6 +408,18 @@ warn = function(msg, ...)
   if msg == "@on" then K.warnings = true elseif msg == "@off" then K.warnings = false
   elseif K.warnings then write(2, "Lua warning: ", msg, "\n") end
 end
+
+-- An interrupt (or a script's os.exit) must end the cell even when user code catches errors:
+-- pcall, xpcall and coroutine.resume pass it on instead of swallowing it.
+local stopping = K.stopping
+local raw_pcall, raw_xpcall, raw_resume = pcall, xpcall, coroutine.resume
+local function pass_stop(ok, ...)
+  if not ok and stopping() then error((...), 0) end
+  return ok, ...
+end
+_G.pcall = function(f, ...) return pass_stop(raw_pcall(f, ...)) end
+_G.xpcall = function(f, h, ...) return pass_stop(raw_xpcall(f, h, ...)) end
+coroutine.resume = function(co, ...) return pass_stop(raw_resume(co, ...)) end
 
 -- Interrupts are a count hook: user code may not remove it.
 debug.sethook = function()
