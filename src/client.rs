@@ -292,6 +292,8 @@ impl Client {
         let mut idle = false;
         let mut interrupts = 0;
         let mut waiting_input: Option<Message> = None;
+        // The kernel repeats an input request when it must check we are still here: answer once.
+        let mut asked: Vec<String> = Vec::new();
         let mut quiet_since = Instant::now();
         while reply.is_none() || !idle {
             let stdin_fd = if waiting_input.is_some() && opts.stdin == StdinMode::Raw { Some(0) } else { None };
@@ -361,7 +363,9 @@ impl Client {
             }
             if readable[2] {
                 if let Some(m) = self.recv(&self.stdin) {
-                    if m.msg_type() == "input_request" && m.parent_msg_id() == id {
+                    let fresh = !asked.iter().any(|a| a == m.msg_id());
+                    if m.msg_type() == "input_request" && m.parent_msg_id() == id && fresh {
+                        asked.push(m.msg_id().to_string());
                         if opts.stdin == StdinMode::Lines {
                             let prompt = m.content["prompt"].as_str().unwrap_or("");
                             let password = m.content["password"].as_bool().unwrap_or(false);

@@ -161,7 +161,8 @@ pub fn start(opts: Options) -> Result<(), String> {
     }
     {
         let signer = signer.clone();
-        spawn("stdin", move || stdin_loop(stdin, stdin_pull, input_tx, &signer, max));
+        let ctx = ctx.clone();
+        spawn("stdin", move || stdin_loop(&ctx, stdin, stdin_pull, input_tx, &signer, max));
     }
     {
         let shared = shared.clone();
@@ -622,35 +623,99 @@ enum InputEvent {
     Unreachable,
 }
 
-fn stdin_loop(stdin: zmq::Socket, requests: zmq::Socket, events: Sender<InputEvent>, signer: &Signer, max: usize) {
+/// Forwards the Lua thread's input requests to the asking client and its replies back.
+///
+/// A client that dies while its cell waits for input must not leave the kernel waiting: ZeroMQ does
+/// not say which peer left, so on every disconnect seen on this socket the outstanding request is
+/// sent again with ROUTER_MANDATORY. A gone client makes that fail (and the cell ends at once); a
+/// live one gets the same request again, which clients ignore by its msg_id.
+fn stdin_loop(
+    ctx: &zmq::Context,
+    stdin: zmq::Socket,
+    requests: zmq::Socket,
+    events: Sender<InputEvent>,
+    signer: &Signer,
+    max: usize,
+) {
+    let monitor = match stdin_monitor(ctx, &stdin) {
+        Ok(m) => m,
+        Err(e) => {
+            log::warn!("stdin: no disconnect monitor ({e}); a vanished client is noticed only by --input-timeout");
+            None
+        }
+    };
     let mut guard = ReplayGuard::new(1000);
+    let mut outstanding: Option<(String, Vec<Vec<u8>>)> = None;
+    // After a disconnect, ZeroMQ tears the peer's pipe down asynchronously: probe a moment later.
+    let mut probe_at: Option<Instant> = None;
     loop {
-        let mut items = [stdin.as_poll_item(zmq::POLLIN), requests.as_poll_item(zmq::POLLIN)];
-        if let Err(zmq::Error::ETERM) = zmq::poll(&mut items, -1) {
+        let mut items = vec![stdin.as_poll_item(zmq::POLLIN), requests.as_poll_item(zmq::POLLIN)];
+        if let Some(m) = &monitor {
+            items.push(m.as_poll_item(zmq::POLLIN));
+        }
+        let timeout = probe_at.map(|t| t.saturating_duration_since(Instant::now()).as_millis() as i64).unwrap_or(-1);
+        if let Err(zmq::Error::ETERM) = zmq::poll(&mut items, timeout) {
             return;
         }
-        if items[1].is_readable() {
+        let ready: Vec<bool> = items.iter().map(|i| i.is_readable()).collect();
+        if ready[1] {
             match requests.recv_multipart(0) {
+                // One empty frame: the Lua thread stopped waiting.
+                Ok(frames) if frames.len() == 1 => outstanding = None,
                 Ok(frames) => {
-                    if stdin.send_multipart(frames, 0).is_err() {
+                    let id = wire::decode(frames.clone(), signer).map(|m| m.msg_id().to_string()).unwrap_or_default();
+                    if stdin.send_multipart(frames.clone(), 0).is_err() {
                         let _ = events.send(InputEvent::Unreachable);
+                    } else {
+                        outstanding = Some((id, frames));
                     }
                 }
                 Err(zmq::Error::ETERM) => return,
                 Err(_) => {}
             }
         }
-        if items[0].is_readable() {
+        if ready[0] {
             match recv_request(&stdin, signer, &mut guard, max, "stdin") {
                 None => return,
                 Some(None) => {}
                 Some(Some(msg)) if msg.msg_type() == "input_reply" => {
+                    if outstanding.as_ref().is_some_and(|(id, _)| id == msg.parent_msg_id()) {
+                        outstanding = None;
+                    }
                     let _ = events.send(InputEvent::Reply(msg));
                 }
                 Some(Some(msg)) => log::warn!("stdin: ignored a {:?} message", msg.msg_type()),
             }
         }
+        if ready.get(2) == Some(&true) {
+            if let Some(m) = &monitor {
+                while m.recv_multipart(zmq::DONTWAIT).is_ok() {}
+            }
+            log::debug!("stdin: a client disconnected");
+            if outstanding.is_some() {
+                probe_at = Some(Instant::now() + Duration::from_millis(100));
+            }
+        }
+        if probe_at.is_some_and(|t| Instant::now() >= t) {
+            probe_at = None;
+            if let Some((_, frames)) = &outstanding {
+                if stdin.send_multipart(frames.clone(), 0).is_err() {
+                    log::info!("stdin: the client waiting for input has disconnected");
+                    outstanding = None;
+                    let _ = events.send(InputEvent::Unreachable);
+                }
+            }
+        }
     }
+}
+
+/// A PAIR socket receiving the stdin socket's disconnect events.
+fn stdin_monitor(ctx: &zmq::Context, stdin: &zmq::Socket) -> Result<Option<zmq::Socket>, String> {
+    let endpoint = "inproc://stdin-monitor";
+    stdin.monitor(endpoint, zmq::SocketEvent::DISCONNECTED as i32).map_err(|e| e.to_string())?;
+    let m = ctx.socket(zmq::PAIR).map_err(|e| e.to_string())?;
+    m.connect(endpoint).map_err(|e| e.to_string())?;
+    Ok(Some(m))
 }
 
 /// The Lua thread's view of the outside world while a request runs: iopub publishing with coalesced
@@ -766,6 +831,16 @@ impl Host for Frontend {
         msg.identities = self.parent.identities.clone();
         let request_id = msg.msg_id().to_string();
         send_frames(&self.stdin, wire::encode(&msg, &self.publisher.signer), "stdin");
+        let result = self.wait_input(&request_id);
+        if !matches!(result, Ok(_)) {
+            let _ = self.stdin.send(&b""[..], 0); // the stdin thread forgets the request
+        }
+        result
+    }
+}
+
+impl Frontend {
+    fn wait_input(&mut self, request_id: &str) -> Result<Input, InputError> {
         let deadline = Instant::now() + self.input_timeout;
         loop {
             if self.interrupt.swap(false, Ordering::SeqCst) {
