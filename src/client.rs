@@ -96,6 +96,16 @@ impl ExecReply {
     pub fn ename(&self) -> &str {
         self.content["ename"].as_str().unwrap_or("")
     }
+    /// Texts the kernel asked to show in a pager (`help()`), from the reply's payload.
+    pub fn pages(&self) -> Vec<&str> {
+        self.content["payload"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["source"] == "page")
+            .filter_map(|p| p["data"]["text/plain"].as_str())
+            .collect()
+    }
 }
 
 impl Client {

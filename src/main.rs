@@ -244,6 +244,11 @@ fn execute_and_report(c: &mut Client, code: &str, opts: &ExecOptions, show_resul
         },
         &mut |_, _| None,
     );
+    if let Ok(reply) = &result {
+        for page in reply.pages() {
+            let _ = writeln!(out, "{page}");
+        }
+    }
     let _ = out.flush();
     drop(out);
     match result {

@@ -264,6 +264,14 @@ fn execute(
         },
         input,
     );
+    match &result {
+        Ok(reply) => {
+            for page in reply.pages() {
+                let _ = writeln!(out, "{page}");
+            }
+        }
+        Err(_) => {}
+    }
     let _ = out.flush();
     match result {
         Ok(reply) if reply.status() == "ok" => Ok(reply.content["execution_count"].as_u64().or(Some(0))),

@@ -38,8 +38,12 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, Error> {
     }
     let mut store = Store::open(path.clone());
     let failed = |e: state::StateError| Error::Failed(e.to_string());
+    if words.iter().any(|w| *w == "-h" || *w == "--help") {
+        print!("{HELP}");
+        return Ok(ExitCode::SUCCESS);
+    }
     match words.as_slice() {
-        [] | ["-h" | "--help"] => {
+        [] => {
             print!("{HELP}");
             Ok(ExitCode::SUCCESS)
         }
