@@ -121,6 +121,7 @@ pub fn start(opts: Options) -> Result<(), String> {
             .map_err(|e| format!("cannot write {}: {e}", files.connection.display()))?;
     }
     log::info!("kernel {} listening on {} (shell {})", opts.id, info.ip, info.shell_port);
+    detach_stdout();
 
     let (exit_tx, exit_rx) = crossbeam_channel::unbounded();
     let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
@@ -207,6 +208,16 @@ pub fn start(opts: Options) -> Result<(), String> {
     }
     log::logger().flush();
     Ok(())
+}
+
+/// The kernel's own stdout belongs to whoever launched it (a terminal, Jupyter's server log); what
+/// user code writes below Lua's io library (os.execute, io.popen children) must not land there.
+fn detach_stdout() {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: dup2 onto fd 1 of a file we just opened; nothing else in the kernel writes fd 1.
+        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    }
 }
 
 fn wait_for_exit(exit_rx: &Receiver<Exit>, shared: &Shared, idle: Option<Duration>) -> Exit {
