@@ -290,7 +290,7 @@ impl Interpreter {
                 .map_err(|e| self.failure_of_error(&e, false));
         }
         let chunk = |src: &str| lua.load(src.to_string()).set_name("=[cell]").into_function();
-        if let Ok(f) = chunk(&format!("return {code}")) {
+        if let Ok(f) = chunk(&returning(code)) {
             return Ok(f);
         }
         let plain = chunk(code);
@@ -304,7 +304,7 @@ impl Interpreter {
         if let Some(pos) = trimmed.rfind('\n') {
             let (head, last) = trimmed.split_at(pos + 1);
             if chunk(&format!("return {last}")).is_ok() {
-                if let Ok(f) = chunk(&format!("{head}return {last}")) {
+                if let Ok(f) = chunk(&format!("{head}{}", returning(last))) {
                     return Ok(f);
                 }
             }
@@ -366,6 +366,13 @@ impl Interpreter {
     }
 }
 
+/// `return <exprs>` without making the last call a tail call (which would drop its frame from
+/// tracebacks and error positions): the values pass through an identity function instead. The
+/// newline keeps a trailing `-- comment` from swallowing the parenthesis.
+fn returning(exprs: &str) -> String {
+    format!("return (function(...) return ... end)({exprs}\n)")
+}
+
 fn interrupted_failure() -> Failure {
     Failure {
         ename: "Interrupted".into(),
@@ -394,6 +401,7 @@ fn clean_traceback(tb: &str) -> Vec<String> {
         .map(str::trim_end)
         .filter(|l| !l.is_empty() && !l.contains("[llmspell]") && !l.contains("[C]: in ?") && !l.contains("function 'xpcall'"))
         .filter(|l| !l.contains("[C]: in function 'error'") && !l.contains("in upvalue 'xpcall'"))
+        .filter(|l| !l.contains("(...tail calls...)") && !l.contains("[C]: in upvalue 'f'"))
         .map(|l| l.replace('\t', "  "))
         .collect();
     if lines.len() <= 1 {
@@ -587,145 +595,105 @@ fn append_text(out: &mut Vec<u8>, v: &Value, tostring: &Function) -> mlua::Resul
     Ok(())
 }
 
-/// The `state` natives. Each returns `ok, value...`; the prelude turns `false, message` into an error
-/// raised at the caller's line.
+/// Why a `state` native failed: a message the prelude raises at the caller's line, or a Lua error
+/// (from the function given to `state.update`) passed on as it is.
+enum NativeError {
+    Message(String),
+    Lua(mlua::Error),
+}
+
+impl From<StateError> for NativeError {
+    fn from(e: StateError) -> Self {
+        NativeError::Message(e.to_string())
+    }
+}
+
+impl From<String> for NativeError {
+    fn from(m: String) -> Self {
+        NativeError::Message(m)
+    }
+}
+
+/// A native returning `true, value` or `false, message`.
+fn checked<A: mlua::FromLuaMulti>(
+    lua: &Lua,
+    store: &Rc<RefCell<Store>>,
+    f: impl Fn(&Lua, &mut Store, A) -> Result<Value, NativeError> + 'static,
+) -> mlua::Result<Function> {
+    let store = store.clone();
+    lua.create_function(move |lua, args: A| match f(lua, &mut store.borrow_mut(), args) {
+        Ok(v) => Ok((true, v)),
+        Err(NativeError::Message(m)) => Ok((false, Value::String(lua.create_string(m)?))),
+        Err(NativeError::Lua(e)) => Err(e),
+    })
+}
+
+/// The `state` natives; the prelude wraps them so failures are errors at the caller's line.
 fn state_natives(lua: &Lua, store: &Rc<RefCell<Store>>) -> mlua::Result<Table> {
     let t = lua.create_table()?;
-    {
-        let store = store.clone();
-        t.set(
-            "set",
-            lua.create_function(move |lua, (key, value): (Value, Value)| {
-                let key = match key_of(&key) {
-                    Ok(k) => k,
-                    Err(m) => return err(lua, m),
+    t.set(
+        "set",
+        checked(lua, store, |_, store, (key, value): (Value, Value)| {
+            let key = key_of(&key)?;
+            if value.is_nil() {
+                store.delete(&key)?;
+            } else {
+                let json = to_json_strict(&value, "value", &mut Vec::new()).map_err(|m| format!("key {key:?}: {m}"))?;
+                store.set(&key, json)?;
+            }
+            Ok(Value::Nil)
+        })?,
+    )?;
+    t.set(
+        "get",
+        checked(lua, store, |lua, store, (key, default): (Value, Value)| match store.get(&key_of(&key)?)? {
+            Some(v) => from_json(lua, &v).map_err(NativeError::Lua),
+            None => Ok(default),
+        })?,
+    )?;
+    t.set(
+        "delete",
+        checked(lua, store, |_, store, key: Value| Ok(Value::Boolean(store.delete(&key_of(&key)?)?)))?,
+    )?;
+    t.set(
+        "keys",
+        checked(lua, store, |lua, store, prefix: Option<String>| {
+            let keys = store.keys(prefix.as_deref())?;
+            lua.create_sequence_from(keys).map(Value::Table).map_err(NativeError::Lua)
+        })?,
+    )?;
+    t.set(
+        "clear",
+        checked(lua, store, |_, store, ()| {
+            store.clear()?;
+            Ok(Value::Nil)
+        })?,
+    )?;
+    t.set(
+        "update",
+        checked(lua, store, |lua, store, (key, f): (Value, Function)| {
+            let key = key_of(&key)?;
+            // Runs under the store's cross-process lock: `f` should be quick (other kernels wait).
+            let new = store.update(&key, |old| -> Result<Option<Json>, NativeError> {
+                let old = match old {
+                    Some(v) => from_json(lua, &v).map_err(NativeError::Lua)?,
+                    None => Value::Nil,
                 };
-                let result = if value.is_nil() {
-                    store.borrow_mut().delete(&key).map(|_| ())
-                } else {
-                    let json = match to_json_strict(&value, "value", &mut Vec::new()) {
-                        Ok(j) => j,
-                        Err(m) => return err(lua, format!("key {key:?}: {m}")),
-                    };
-                    store.borrow_mut().set(&key, json)
-                };
-                match result {
-                    Ok(()) => Ok((true, Value::Nil, Value::Nil)),
-                    Err(e) => err(lua, e),
+                let new: Value = f.call(old).map_err(NativeError::Lua)?;
+                if new.is_nil() {
+                    return Ok(None);
                 }
-            })?,
-        )?;
-    }
-    {
-        let store = store.clone();
-        t.set(
-            "get",
-            lua.create_function(move |lua, (key, default): (Value, Value)| {
-                let key = match key_of(&key) {
-                    Ok(k) => k,
-                    Err(m) => return err(lua, m),
-                };
-                let got = store.borrow_mut().get(&key);
-                match got {
-                    Ok(Some(v)) => Ok((true, from_json(lua, &v)?, Value::Nil)),
-                    Ok(None) => Ok((true, default, Value::Nil)),
-                    Err(e) => err(lua, e),
-                }
-            })?,
-        )?;
-    }
-    {
-        let store = store.clone();
-        t.set(
-            "delete",
-            lua.create_function(move |lua, key: Value| {
-                let key = match key_of(&key) {
-                    Ok(k) => k,
-                    Err(m) => return err(lua, m),
-                };
-                let deleted = store.borrow_mut().delete(&key);
-                match deleted {
-                    Ok(existed) => Ok((true, Value::Boolean(existed), Value::Nil)),
-                    Err(e) => err(lua, e),
-                }
-            })?,
-        )?;
-    }
-    {
-        let store = store.clone();
-        t.set(
-            "keys",
-            lua.create_function(move |lua, prefix: Option<String>| {
-                let keys = store.borrow_mut().keys(prefix.as_deref());
-                match keys {
-                    Ok(keys) => Ok((true, Value::Table(lua.create_sequence_from(keys)?), Value::Nil)),
-                    Err(e) => err(lua, e),
-                }
-            })?,
-        )?;
-    }
-    {
-        let store = store.clone();
-        t.set(
-            "clear",
-            lua.create_function(move |lua, ()| {
-                let cleared = store.borrow_mut().clear();
-                match cleared {
-                    Ok(()) => Ok((true, Value::Nil, Value::Nil)),
-                    Err(e) => err(lua, e),
-                }
-            })?,
-        )?;
-    }
-    {
-        let store = store.clone();
-        t.set(
-            "update",
-            lua.create_function(move |lua, (key, f): (Value, Function)| {
-                let key = match key_of(&key) {
-                    Ok(k) => k,
-                    Err(m) => return err(lua, m),
-                };
-                let result = store.borrow_mut().update(&key, |old| -> Result<Option<Json>, UpdateError> {
-                    let old = match old {
-                        Some(v) => from_json(lua, &v).map_err(UpdateError::Lua)?,
-                        None => Value::Nil,
-                    };
-                    let new: Value = f.call(old).map_err(UpdateError::Lua)?;
-                    if new.is_nil() {
-                        return Ok(None);
-                    }
-                    to_json_strict(&new, "value", &mut Vec::new())
-                        .map(Some)
-                        .map_err(|m| UpdateError::Refused(format!("key {key:?}: the function returned a {m}")))
-                });
-                match result {
-                    Ok(Some(v)) => Ok((true, from_json(lua, &v)?, Value::Nil)),
-                    Ok(None) => Ok((true, Value::Nil, Value::Nil)),
-                    Err(UpdateError::Lua(e)) => Err(e),
-                    Err(UpdateError::State(e)) => err(lua, e),
-                    Err(UpdateError::Refused(m)) => err(lua, m),
-                }
-            })?,
-        )?;
-    }
+                let json = to_json_strict(&new, "value", &mut Vec::new())
+                    .map_err(|m| format!("key {key:?}: the function returned something that cannot be stored: {m}"))?;
+                Ok(Some(json))
+            })?;
+            match new {
+                Some(v) => from_json(lua, &v).map_err(NativeError::Lua),
+                None => Ok(Value::Nil),
+            }
+        })?,
+    )?;
     Ok(t)
-}
-
-fn err(lua: &Lua, e: impl std::fmt::Display) -> mlua::Result<(bool, Value, Value)> {
-    Ok((false, Value::String(lua.create_string(e.to_string())?), Value::Nil))
-}
-
-enum UpdateError {
-    State(StateError),
-    Lua(mlua::Error),
-    Refused(String),
-}
-
-impl From<StateError> for UpdateError {
-    fn from(e: StateError) -> Self {
-        UpdateError::State(e)
-    }
 }
 
 fn key_of(key: &Value) -> Result<String, String> {

@@ -435,9 +435,9 @@ end
 ---------------------------------------------------------------------------------------------------
 local function checked(name, f)
   return function(...)
-    local ok, a, b = f(...)
-    if not ok then error(name .. ": " .. tostring(a), 2) end
-    return a, b
+    local ok, value = f(...)
+    if not ok then error(name .. ": " .. tostring(value), 2) end
+    return value
   end
 end
 local native = K.state
