@@ -403,11 +403,13 @@ def wait_until(pred, timeout: float, interval: float = 0.05) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether pid is a live llmspell process (a reused pid must never be signalled)."""
     try:
         import psutil
 
         p = psutil.Process(pid)
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        return (p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+                and any("llmspell" in part for part in p.cmdline()))
     except Exception:
         return False
 
