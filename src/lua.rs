@@ -195,7 +195,10 @@ impl Interpreter {
         self.exiting.set(false);
         // A cell may have stopped the collector; the next one should not inherit that.
         let _ = self.lua.gc_restart();
-        if let Err(e) = self.store.borrow_mut().flush() {
+        let flushed = self.store.borrow_mut().flush();
+        if let Err(e) = flushed {
+            // Reported as lost, so lost: a later cell must not write them behind the user's back.
+            self.store.borrow_mut().discard_pending();
             outcome.error.get_or_insert(Failure {
                 ename: "StateError".into(),
                 evalue: format!("state changes of this cell were not saved: {e}"),

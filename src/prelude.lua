@@ -440,13 +440,20 @@ local function checked(name, f)
     return value
   end
 end
+-- set and clear return nothing (a cell `state.set(k, v)` shows no value).
+local function checked_silent(name, f)
+  return function(...)
+    local ok, value = f(...)
+    if not ok then error(name .. ": " .. tostring(value), 2) end
+  end
+end
 local native = K.state
 local state = {
-  set = checked("state.set", native.set),
+  set = checked_silent("state.set", native.set),
   get = checked("state.get", native.get),
   delete = checked("state.delete", native.delete),
   keys = checked("state.keys", native.keys),
-  clear = checked("state.clear", native.clear),
+  clear = checked_silent("state.clear", native.clear),
   update = checked("state.update", native.update),
 }
 K.state = nil

@@ -312,6 +312,14 @@ impl Store {
         self.cleared || !self.pending.is_empty()
     }
 
+    /// Drops the pending changes: the caller reported them as not saved, so they must not reach
+    /// the file later. The next access re-reads the file.
+    pub fn discard_pending(&mut self) {
+        self.pending.clear();
+        self.cleared = false;
+        self.loaded = Loaded::No;
+    }
+
     /// Commits the pending changes in one atomic, durable write; no-op when nothing is pending.
     pub fn flush(&mut self) -> Result<(), StateError> {
         if !self.has_pending() {
