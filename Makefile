@@ -8,6 +8,7 @@ DEBUG_BIN := target/debug/llmspell
 DEMO_HOME := target/demo-home
 
 .PHONY: help build demo test test-rust test-jupyter venv bench install fuzz soak clean
+FUZZ_SECS ?= 60
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -39,6 +40,16 @@ test-jupyter: venv ## jupyter_kernel_test, jupyter_client, jupyter console and n
 
 bench: build venv ## side-by-side figures against xeus-python, ipykernel and ilua (target/bench.json)
 	$(PY) bench/bench.py --bin $(abspath $(BIN))
+
+soak: ## long tests: 100 000 requests with the kernel's memory sampled, and the stable wire fuzzer
+	$(CARGO) test --release --test soak -- --ignored --nocapture
+
+fuzz: ## fuzz the wire decoder and HMAC check for FUZZ_SECS seconds (cargo-fuzz, on the stable toolchain)
+	@if command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked; then \
+	  cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run wire_decode -- -max_total_time=$(FUZZ_SECS); \
+	else \
+	  FUZZ_SECS=$(FUZZ_SECS) $(CARGO) test --release --test soak fuzz_wire_decode_stable -- --ignored --nocapture; \
+	fi
 
 install: build ## install the binary to ~/.cargo/bin and the kernelspec for the current user
 	$(CARGO) install --path . --locked

@@ -186,6 +186,9 @@ pub fn start(opts: Options) -> Result<(), String> {
         ready_rx.recv().map_err(|_| "the Lua thread died while starting".to_string())??;
     }
     watch_signals(shared.clone())?;
+    // A file-size limit must fail the write (EFBIG, reported by state), not kill the kernel.
+    // SAFETY: setting a signal disposition to SIG_IGN has no handler code to be unsafe.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 
     let reason = wait_for_exit(&exit_rx, &shared, opts.idle_timeout);
     match reason {
@@ -286,7 +289,7 @@ impl Sockets {
             control: make(zmq::ROUTER, info.map(|i| i.control_port))?,
             stdin: make(zmq::ROUTER, info.map(|i| i.stdin_port))?,
             iopub: make(zmq::XPUB, info.map(|i| i.iopub_port))?,
-            hb: make(zmq::REP, info.map(|i| i.hb_port))?,
+            hb: make(zmq::ROUTER, info.map(|i| i.hb_port))?,
         };
         // Tell us when a client that an input_request is addressed to has gone.
         sockets.stdin.set_router_mandatory(true).map_err(|e| e.to_string())?;
@@ -364,11 +367,13 @@ fn connected_push(ctx: &zmq::Context, endpoint: &str) -> Result<zmq::Socket, Str
     Ok(s)
 }
 
+/// Echoes every message back to its sender. A ROUTER rather than the classic REP: REP keeps one
+/// request/reply state for all peers, so one broken peer could cost another its echo.
 fn heartbeat(hb: zmq::Socket) {
     loop {
-        match hb.recv_msg(0) {
-            Ok(m) => {
-                if hb.send(m, 0).is_err() {
+        match hb.recv_multipart(0) {
+            Ok(frames) => {
+                if let Err(zmq::Error::ETERM) = hb.send_multipart(frames, 0) {
                     return;
                 }
             }
@@ -969,13 +974,28 @@ impl Core {
     fn run(mut self, requests: Receiver<Message>) {
         while let Ok(msg) = requests.recv() {
             self.shared_busy.busy.store(true, Ordering::Relaxed);
-            let failed = self.handle(&msg);
+            // A bug in a handler must cost one request, not the shell for good.
+            let failed = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(&msg))) {
+                Ok(failed) => failed,
+                Err(_) => {
+                    log::error!("internal error while serving a {} (see the panic above)", msg.msg_type());
+                    self.reply(&msg, json!({
+                        "status": "error", "ename": "InternalError",
+                        "evalue": "the kernel failed serving this request; see its log", "traceback": [],
+                        "execution_count": self.execution_count,
+                    }));
+                    true
+                }
+            };
             if failed && msg.content["stop_on_error"].as_bool().unwrap_or(true) {
                 // Abort the execute requests queued behind the failed one, as ipykernel does. This
                 // happens before the failed request's idle: a client that waits for idle and then
                 // sends more code must not see it aborted.
+                // Only the failed client's own requests: other clients of a shared kernel did not
+                // ask to depend on it.
+                let session = msg.header["session"].clone();
                 while let Ok(next) = requests.try_recv() {
-                    if next.msg_type() == "execute_request" {
+                    if next.msg_type() == "execute_request" && next.header["session"] == session {
                         self.begin(&next);
                         self.reply(&next, json!({"status": "aborted", "execution_count": self.execution_count}));
                         self.end(&next);

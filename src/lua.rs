@@ -91,6 +91,8 @@ pub enum Completeness {
 /// Instructions between two looks at the interrupt flag: ~10 µs of Lua, so interrupts land well
 /// within a millisecond, at a cost too small to measure.
 const HOOK_INSTRUCTIONS: u32 = 1000;
+/// Memory the kernel may use beyond `--memory-limit` for its own work around a cell.
+const MEMORY_HEADROOM: usize = 4 << 20;
 
 /// Per-execution facts the natives and the hook record.
 #[derive(Default)]
@@ -110,6 +112,8 @@ pub struct Interpreter {
     exiting: Rc<Cell<bool>>,
     store: Rc<RefCell<Store>>,
     memory_limit: Option<usize>,
+    /// Lua memory in use before any user code: the limit counts from here.
+    base_memory: usize,
 }
 
 pub fn version() -> &'static str {
@@ -156,8 +160,9 @@ impl Interpreter {
             })
             .map_err(|e| format!("cannot install the interrupt hook: {e}"))?;
         }
+        let base_memory = lua.used_memory();
         if let Some(limit) = opts.memory_limit {
-            lua.set_memory_limit(lua.used_memory() + limit).map_err(|e| format!("cannot limit memory: {e}"))?;
+            lua.set_memory_limit(base_memory + limit).map_err(|e| format!("cannot limit memory: {e}"))?;
         }
         Ok(Interpreter {
             lua,
@@ -167,6 +172,7 @@ impl Interpreter {
             exiting,
             store,
             memory_limit: opts.memory_limit,
+            base_memory,
         })
     }
 
@@ -176,11 +182,18 @@ impl Interpreter {
         self.exiting.set(false);
         let _ = self.k.call_function::<()>("reset_stdin", ());
         let mut outcome = Outcome::default();
+        // The memory limit is for user code; the kernel's own work around it (compiling, rendering
+        // the result) gets some headroom, so a session whose globals fill the limit can still run
+        // the cell that frees them.
+        self.set_memory_headroom(true);
         match self.compile(code, script) {
             Err(failure) => outcome.error = Some(failure),
             Ok(function) => {
                 let args: Vec<String> = script.map(|s| s.args.clone()).unwrap_or_default();
-                let called: mlua::Result<MultiValue> = self.k.call_function("run", (function, Variadic::from_iter(args)));
+                let run: Function = self.k.get("run").expect("the prelude defines run");
+                self.set_memory_headroom(false);
+                let called: mlua::Result<MultiValue> = run.call((function, Variadic::from_iter(args)));
+                self.set_memory_headroom(true);
                 // Our own work after the cell must not be hit by the interrupt the cell ended with.
                 self.interrupt.store(false, Ordering::SeqCst);
                 let run = std::mem::take(&mut *self.run.borrow_mut());
@@ -206,6 +219,13 @@ impl Interpreter {
             });
         }
         outcome
+    }
+
+    fn set_memory_headroom(&self, on: bool) {
+        if let Some(limit) = self.memory_limit {
+            let extra = if on { MEMORY_HEADROOM } else { 0 };
+            let _ = self.lua.set_memory_limit(self.base_memory + limit + extra);
+        }
     }
 
     fn finish(&self, values: MultiValue, show: bool, interrupted: bool, outcome: &mut Outcome) {
@@ -246,9 +266,18 @@ impl Interpreter {
         if interrupted {
             return interrupted_failure();
         }
+        if message == "not enough memory" {
+            return self.memory_failure();
+        }
         let mut traceback = vec![format!("RuntimeError: {message}")];
         traceback.extend(clean_traceback(tb));
         Failure { ename: "RuntimeError".into(), evalue: message, traceback }
+    }
+
+    fn memory_failure(&self) -> Failure {
+        let limit = self.memory_limit.map(|l| format!(" (the kernel's memory limit is {} MB)", l >> 20));
+        let evalue = format!("not enough memory{}", limit.unwrap_or_default());
+        Failure { ename: "MemoryError".into(), traceback: vec![format!("MemoryError: {evalue}")], evalue }
     }
 
     fn failure_of_error(&self, e: &mlua::Error, interrupted: bool) -> Failure {
@@ -256,11 +285,7 @@ impl Interpreter {
             return interrupted_failure();
         }
         match root_cause(e) {
-            mlua::Error::MemoryError(_) => {
-                let limit = self.memory_limit.map(|l| format!(" (the kernel's memory limit is {} MB)", l >> 20));
-                let evalue = format!("not enough memory{}", limit.unwrap_or_default());
-                Failure { ename: "MemoryError".into(), traceback: vec![format!("MemoryError: {evalue}")], evalue }
-            }
+            mlua::Error::MemoryError(_) => self.memory_failure(),
             mlua::Error::SyntaxError { message, .. } => syntax_failure(message),
             mlua::Error::RuntimeError(m) => {
                 let (message, tb) = m.split_once("\nstack traceback:").unwrap_or((m, ""));
@@ -341,7 +366,12 @@ impl Interpreter {
     pub fn inspect(&mut self, code: &str, cursor: usize) -> Option<String> {
         let cursor = cursor.min(code.len());
         let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == ':';
-        let start = code[..cursor].rfind(|c: char| !is_name(c)).map(|i| i + 1).unwrap_or(0);
+        let start = code[..cursor]
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !is_name(c))
+            .map(|(i, c)| i + c.len_utf8())
+            .unwrap_or(0);
         let end = code[cursor..].find(|c: char| !is_name(c)).map(|i| cursor + i).unwrap_or(code.len());
         let name = code[start..end].trim_matches(|c| c == '.' || c == ':');
         if name.is_empty() {

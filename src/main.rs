@@ -441,6 +441,12 @@ fn init_logging(file: Option<&std::path::Path>) {
         }
     }
     b.init();
+    // Panics go to the log too: a detached kernel's stderr is /dev/null.
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        log::error!("panic: {info}");
+        default(info);
+    }));
 }
 
 /// Writes `<prefix>/share/jupyter/kernels/<name>/kernel.json` (prefix default: the user's data dir).

@@ -421,6 +421,25 @@ _G.pcall = function(f, ...) return pass_stop(raw_pcall(f, ...)) end
 _G.xpcall = function(f, h, ...) return pass_stop(raw_xpcall(f, h, ...)) end
 coroutine.resume = function(co, ...) return pass_stop(raw_resume(co, ...)) end
 
+-- The kernel's own functions keep the raw pcall and friends as upvalues: not for user code to take.
+local getinfo, raw_getupvalue, raw_setupvalue, raw_upvaluejoin =
+  debug.getinfo, debug.getupvalue, debug.setupvalue, debug.upvaluejoin
+local function kernel_function(f)
+  return type(f) == "function" and getinfo(f, "S").source == "=[llmspell]"
+end
+debug.getupvalue = function(f, n)
+  if kernel_function(f) then return nil end
+  return raw_getupvalue(f, n)
+end
+debug.setupvalue = function(f, n, v)
+  if kernel_function(f) then return nil end
+  return raw_setupvalue(f, n, v)
+end
+debug.upvaluejoin = function(f1, n1, f2, n2)
+  if kernel_function(f1) or kernel_function(f2) then error("upvaluejoin: kernel functions are sealed", 2) end
+  return raw_upvaluejoin(f1, n1, f2, n2)
+end
+
 -- Interrupts are a count hook: user code may not remove it.
 debug.sethook = function()
   error("debug.sethook is reserved by the kernel (it delivers interrupts)", 2)
