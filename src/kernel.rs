@@ -919,7 +919,7 @@ struct Core {
     replies: zmq::Socket,
     signer: Signer,
     session: String,
-    shared_busy: Arc<Shared>,
+    shared: Arc<Shared>,
     execution_count: u64,
     /// Every cell stored in history: execution_count, code, and its result as text.
     history: Vec<HistoryEntry>,
@@ -965,7 +965,7 @@ impl Core {
             replies: connected_push(ctx, "inproc://shell-replies")?,
             signer,
             session,
-            shared_busy: shared.clone(),
+            shared: shared.clone(),
             execution_count: 0,
             history: Vec::new(),
         })
@@ -973,7 +973,7 @@ impl Core {
 
     fn run(mut self, requests: Receiver<Message>) {
         while let Ok(msg) = requests.recv() {
-            self.shared_busy.busy.store(true, Ordering::Relaxed);
+            self.shared.busy.store(true, Ordering::Relaxed);
             // A bug in a handler must cost one request, not the shell for good.
             let failed = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(&msg))) {
                 Ok(failed) => failed,
@@ -1006,8 +1006,8 @@ impl Core {
                 }
             }
             self.end(&msg);
-            self.shared_busy.touch();
-            self.shared_busy.busy.store(false, Ordering::Relaxed);
+            self.shared.touch();
+            self.shared.busy.store(false, Ordering::Relaxed);
         }
     }
 
@@ -1085,7 +1085,7 @@ impl Core {
             "shutdown_request" => {
                 let restart = c["restart"].as_bool().unwrap_or(false);
                 self.reply(msg, json!({"status": "ok", "restart": restart}));
-                let _ = self.shared_busy.exit.send(Exit::Shutdown);
+                let _ = self.shared.exit.send(Exit::Shutdown);
             }
             "interrupt_request" => self.reply(msg, json!({"status": "ok"})),
             t if t.ends_with("_request") => self.reply(msg, unsupported(msg)),
@@ -1119,7 +1119,7 @@ impl Core {
             args: run["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect(),
         });
         // A stale interrupt (sent while nothing ran) must not kill this cell.
-        self.shared_busy.interrupt.store(false, Ordering::SeqCst);
+        self.shared.interrupt.store(false, Ordering::SeqCst);
         let outcome = self.interp.execute(&code, script.as_ref());
         let mut user_expressions = serde_json::Map::new();
         if outcome.error.is_none() {

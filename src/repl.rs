@@ -81,49 +81,75 @@ pub fn run(client: Client) -> Result<u8, String> {
     }
 }
 
+/// One line of input, or why there is none.
+enum Line {
+    Text(String),
+    /// Ctrl-C at the prompt: drop the cell.
+    Cancel,
+    /// End of input.
+    End,
+}
+
+/// Reads lines until they form a cell the kernel calls complete (or a meta command). `next` gets the
+/// indent the kernel suggests for a continuation line (None for the first line). At end of input a
+/// partial cell is returned as it is, so its error is reported.
+fn read_cell(client: &Shared, next: &mut dyn FnMut(Option<&str>) -> Line) -> Line {
+    let mut cell = String::new();
+    let mut indent: Option<String> = None;
+    loop {
+        match next(indent.as_deref()) {
+            Line::Text(line) => {
+                if !cell.is_empty() {
+                    cell.push('\n');
+                }
+                cell.push_str(&line);
+                if cell.trim().is_empty() {
+                    cell.clear();
+                    continue;
+                }
+                if cell.trim_start().starts_with('.') && !cell.contains('\n') {
+                    return Line::Text(cell);
+                }
+                match is_complete(&client.borrow(), &cell) {
+                    Completeness::Complete => return Line::Text(cell),
+                    Completeness::Incomplete(i) => indent = Some(i),
+                }
+            }
+            Line::Cancel => return Line::Cancel,
+            Line::End if cell.trim().is_empty() => return Line::End,
+            Line::End => return Line::Text(cell),
+        }
+    }
+}
+
 fn interactive(client: Shared, sigint: Option<i32>) -> Result<u8, String> {
     let mut rl: Editor<KernelHelper, rustyline::history::DefaultHistory> =
         Editor::new().map_err(|e| format!("cannot start line editing: {e}"))?;
     rl.set_helper(Some(KernelHelper { client: client.clone() }));
     let history = connection::home().join("history");
     let _ = rl.load_history(&history);
-    println!("llmspell {} — Lua 5.4 on kernel {} (.help for help, Ctrl-D to leave)", env!("CARGO_PKG_VERSION"), kernel_name(&client.borrow()));
+    println!(
+        "llmspell {} — Lua 5.4 on kernel {} (.help for help, Ctrl-D to leave)",
+        env!("CARGO_PKG_VERSION"),
+        kernel_name(&client.borrow())
+    );
     let mut count = 1u64;
     loop {
-        let mut cell = String::new();
-        let mut prompt = format!("In [{count}]: ");
-        let mut indent = String::new();
-        let cell = loop {
-            match rl.readline_with_initial(&prompt, (&indent, "")) {
-                Ok(line) => {
-                    if !cell.is_empty() {
-                        cell.push('\n');
-                    }
-                    cell.push_str(&line);
-                    if cell.trim().is_empty() {
-                        cell.clear();
-                        continue;
-                    }
-                    if cell.trim_start().starts_with('.') && !cell.contains('\n') {
-                        break Some(cell);
-                    }
-                    match is_complete(&client.borrow(), &cell) {
-                        Completeness::Complete => break Some(cell),
-                        Completeness::Incomplete(i) => {
-                            indent = i;
-                            prompt = format!("{:>w$}: ", "...", w = format!("In [{count}]").len());
-                        }
-                    }
-                }
-                Err(ReadlineError::Interrupted) => {
-                    cell.clear();
-                    break None; // Ctrl-C at the prompt: drop the line
-                }
-                Err(ReadlineError::Eof) => return Ok(0),
-                Err(e) => return Err(format!("cannot read input: {e}")),
+        let first = format!("In [{count}]: ");
+        let more = format!("{:>w$}: ", "...", w = first.len() - 2);
+        let mut next = |indent: Option<&str>| {
+            let prompt = if indent.is_some() { &more } else { &first };
+            match rl.readline_with_initial(prompt, (indent.unwrap_or(""), "")) {
+                Ok(line) => Line::Text(line),
+                Err(ReadlineError::Interrupted) => Line::Cancel,
+                Err(_) => Line::End,
             }
         };
-        let Some(cell) = cell else { continue };
+        let cell = match read_cell(&client, &mut next) {
+            Line::Text(cell) => cell,
+            Line::Cancel => continue,
+            Line::End => return Ok(0),
+        };
         let _ = rl.add_history_entry(cell.as_str());
         let _ = rl.append_history(&history).or_else(|_| rl.save_history(&history));
         match meta(&cell, &client.borrow()) {
@@ -131,12 +157,7 @@ fn interactive(client: Shared, sigint: Option<i32>) -> Result<u8, String> {
             Some(false) => continue,
             None => {}
         }
-        let mut input = |prompt: &str, _password: bool| -> Option<String> {
-            match rl.readline(prompt) {
-                Ok(l) => Some(l),
-                Err(_) => None,
-            }
-        };
+        let mut input = |prompt: &str, _password: bool| rl.readline(prompt).ok();
         if let Some(n) = execute(&client, &cell, sigint, true, &mut input)? {
             count = n + 1;
         }
@@ -148,48 +169,23 @@ fn scripted(client: Shared, sigint: Option<i32>) -> Result<u8, String> {
     let mut lines = stdin.lock().lines();
     let mut status = 0u8;
     loop {
-        let mut cell = String::new();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if !cell.is_empty() {
-                        cell.push('\n');
-                    }
-                    cell.push_str(&line);
-                    if cell.trim().is_empty() {
-                        cell.clear();
-                        continue;
-                    }
-                    if cell.trim_start().starts_with('.') && !cell.contains('\n') {
-                        break;
-                    }
-                    if let Completeness::Complete = is_complete(&client.borrow(), &cell) {
-                        break;
-                    }
-                }
-                _ => {
-                    if cell.trim().is_empty() {
-                        return Ok(status);
-                    }
-                    break; // end of input: run what is left (an incomplete cell reports its error)
-                }
-            }
-        }
+        let mut next = |_: Option<&str>| match lines.next() {
+            Some(Ok(line)) => Line::Text(line),
+            _ => Line::End,
+        };
+        let cell = match read_cell(&client, &mut next) {
+            Line::Text(cell) => cell,
+            Line::Cancel => continue,
+            Line::End => return Ok(status),
+        };
         match meta(&cell, &client.borrow()) {
             Some(true) => return Ok(status),
             Some(false) => continue,
             None => {}
         }
-        let mut input = |_: &str, _: bool| -> Option<String> {
-            match lines.next() {
-                Some(Ok(l)) => Some(l),
-                _ => Some(String::new()),
-            }
-        };
-        match execute(&client, &cell, sigint, false, &mut input) {
-            Ok(Some(_)) => {}
-            Ok(None) => status = 1,
-            Err(e) => return Err(e),
+        let mut input = |_: &str, _: bool| Some(lines.next().and_then(|l| l.ok()).unwrap_or_default());
+        if execute(&client, &cell, sigint, false, &mut input)?.is_none() {
+            status = 1;
         }
     }
 }
