@@ -158,7 +158,8 @@ fn interactive(client: Shared, sigint: Option<i32>) -> Result<u8, String> {
             None => {}
         }
         let mut input = |prompt: &str, _password: bool| rl.readline(prompt).ok();
-        if let Some(n) = execute(&client, &cell, sigint, true, &mut input)? {
+        let (n, _) = execute(&client, &cell, sigint, true, &mut input)?;
+        if let Some(n) = n {
             count = n + 1;
         }
     }
@@ -184,7 +185,7 @@ fn scripted(client: Shared, sigint: Option<i32>) -> Result<u8, String> {
             None => {}
         }
         let mut input = |_: &str, _: bool| Some(lines.next().and_then(|l| l.ok()).unwrap_or_default());
-        if execute(&client, &cell, sigint, false, &mut input)?.is_none() {
+        if !execute(&client, &cell, sigint, false, &mut input)?.1 {
             status = 1;
         }
     }
@@ -215,14 +216,14 @@ fn kernel_name(client: &Client) -> String {
     client.connection_file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-/// Runs one cell; Some(execution_count) if it succeeded, None if it failed.
+/// Runs one cell: the kernel's execution count after it, and whether it succeeded.
 fn execute(
     client: &Shared,
     code: &str,
     sigint: Option<i32>,
     tty: bool,
     input: &mut dyn FnMut(&str, bool) -> Option<String>,
-) -> Result<Option<u64>, String> {
+) -> Result<(Option<u64>, bool), String> {
     let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::Lines, script: None };
     let mut out = std::io::stdout();
     let result = client.borrow_mut().execute(
@@ -270,8 +271,7 @@ fn execute(
     }
     let _ = out.flush();
     match result {
-        Ok(reply) if reply.status() == "ok" => Ok(reply.content["execution_count"].as_u64().or(Some(0))),
-        Ok(_) => Ok(None),
+        Ok(reply) => Ok((reply.content["execution_count"].as_u64(), reply.status() == "ok")),
         Err(e) => Err(format!("{e}; the next command starts a fresh kernel")),
     }
 }
