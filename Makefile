@@ -38,7 +38,13 @@ test-jupyter: venv ## jupyter_kernel_test, jupyter_client, jupyter console and n
 	$(CARGO) build
 	LLMSPELL_BIN=$(abspath $(DEBUG_BIN)) $(PY) -m pytest -q tests/jupyter
 
-bench: build venv ## side-by-side figures against xeus-python, ipykernel and ilua (target/bench.json)
+$(VENV)/.bench-ok: $(VENV)/.ok bench/requirements.txt
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	touch $@
+
+bench: build $(VENV)/.bench-ok ## side-by-side figures against xeus-python, ipykernel and ilua (target/bench.json)
+	@command -v lua5.4 >/dev/null || { apt-get update -qq && apt-get install -y -qq lua5.4; } || echo "bench: no lua5.4: ILua and the lua5.4 baseline are skipped"
+	$(CARGO) build --release --example bench_client
 	$(PY) bench/bench.py --bin $(abspath $(BIN))
 
 soak: ## long tests: 100 000 requests with the kernel's memory sampled, and the stable wire fuzzer

@@ -345,6 +345,10 @@ impl Client {
             if readable[1] {
                 // Drain everything queued: output floods arrive in bursts.
                 while let Ok(frames) = self.iopub.recv_multipart(zmq::DONTWAIT) {
+                    // Other clients' output is skipped before the costly verify-and-parse.
+                    if !parent_mentions(&frames, &id) {
+                        continue;
+                    }
                     let Ok(m) = wire::decode(frames, &self.signer) else { continue };
                     if m.parent_msg_id() != id {
                         continue;
@@ -454,6 +458,14 @@ impl Client {
     pub fn shutdown(&self, timeout: Duration) -> bool {
         self.control_request("shutdown_request", json!({ "restart": false }), timeout).is_ok()
     }
+}
+
+/// Whether the parent_header frame of a raw message contains `msg_id` (a cheap pre-filter; the
+/// message is still verified and parsed before it is used).
+fn parent_mentions(frames: &[Vec<u8>], msg_id: &str) -> bool {
+    let Some(d) = frames.iter().position(|f| f == wire::DELIMITER) else { return false };
+    let needle = msg_id.as_bytes();
+    frames.get(d + 3).is_some_and(|parent| parent.windows(needle.len()).any(|w| w == needle))
 }
 
 fn drain_fd(fd: RawFd) {

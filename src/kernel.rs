@@ -2,14 +2,14 @@
 //! shutdown.
 //!
 //! Threads (each ZeroMQ socket belongs to exactly one of them):
-//! - heartbeat: echoes on its REP socket and nothing else, so a busy kernel still looks alive.
+//! - heartbeat: echoes on its ROUTER socket and nothing else, so a busy kernel still looks alive.
 //! - iopub: owns the XPUB socket; greets each subscription with `iopub_welcome` and forwards the
 //!   signed messages other threads push to it over `inproc://iopub`, in order.
-//! - shell: decodes requests and hands them to the Lua thread in arrival order; sends back the replies
-//!   that thread pushes over `inproc://shell-replies`.
 //! - control: answers kernel_info, interrupt and shutdown itself, so they work while Lua is busy.
 //! - stdin: sends the Lua thread's `input_request`s to the asking client, returns `input_reply`s.
-//! - lua: runs [`Core`], one request at a time, against the interpreter in `lua.rs`.
+//! - lua: owns the shell socket and runs [`Core`]: reads one request at a time in arrival order,
+//!   serves it with the interpreter in `lua.rs`, replies. Requests that arrive while a cell runs
+//!   wait in ZeroMQ's queue; keeping shell on this thread saves two thread hand-offs per request.
 //! - signals: SIGINT interrupts, SIGTERM/SIGHUP shut down.
 //!
 //! Every thread waits on sockets with `zmq::poll` or on channels; none polls on a timer.
@@ -133,13 +133,11 @@ pub fn start(opts: Options) -> Result<(), String> {
         exit: exit_tx,
     });
     let session = wire::random_hex(16);
-    let (req_tx, req_rx) = crossbeam_channel::unbounded::<Message>();
     let (input_tx, input_rx) = crossbeam_channel::unbounded::<InputEvent>();
 
     // The inproc PULL ends are bound before any thread connects to them.
     let Sockets { shell, control, stdin, iopub, hb } = sockets;
     let iopub_pull = bound_pull(&ctx, "inproc://iopub")?;
-    let replies_pull = bound_pull(&ctx, "inproc://shell-replies")?;
     let stdin_pull = bound_pull(&ctx, "inproc://stdin-requests")?;
 
     let max = opts.max_message_bytes;
@@ -148,11 +146,6 @@ pub fn start(opts: Options) -> Result<(), String> {
         let signer = signer.clone();
         let session = session.clone();
         spawn("iopub", move || iopub_loop(iopub, iopub_pull, &signer, &session));
-    }
-    {
-        let signer = signer.clone();
-        let shared = shared.clone();
-        spawn("shell", move || shell_loop(shell, replies_pull, req_tx, &signer, &shared, max));
     }
     {
         let signer = signer.clone();
@@ -172,11 +165,11 @@ pub fn start(opts: Options) -> Result<(), String> {
         let opts = opts.clone();
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         spawn("lua", move || {
-            let core = Core::new(&ctx, signer, session, &shared, &opts, input_rx, wake_rx);
+            let core = Core::new(&ctx, shell, signer, session, &shared, &opts, input_rx, wake_rx);
             match core {
                 Ok(core) => {
                     let _ = ready_tx.send(Ok(()));
-                    core.run(req_rx);
+                    core.run();
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -488,44 +481,6 @@ fn recv_request(
         Err(e) => {
             log::warn!("{channel}: dropped a message: {e}");
             Some(None)
-        }
-    }
-}
-
-fn shell_loop(
-    shell: zmq::Socket,
-    replies: zmq::Socket,
-    requests: Sender<Message>,
-    signer: &Signer,
-    shared: &Shared,
-    max: usize,
-) {
-    let mut guard = ReplayGuard::new(10_000);
-    loop {
-        let mut items = [shell.as_poll_item(zmq::POLLIN), replies.as_poll_item(zmq::POLLIN)];
-        if let Err(zmq::Error::ETERM) = zmq::poll(&mut items, -1) {
-            return;
-        }
-        if items[1].is_readable() {
-            match replies.recv_multipart(0) {
-                Ok(frames) => {
-                    send_frames(&shell, frames, "shell");
-                }
-                Err(zmq::Error::ETERM) => return,
-                Err(_) => {}
-            }
-        }
-        if items[0].is_readable() {
-            match recv_request(&shell, signer, &mut guard, max, "shell") {
-                None => return,
-                Some(None) => {}
-                Some(Some(msg)) => {
-                    shared.touch();
-                    if requests.send(msg).is_err() {
-                        return;
-                    }
-                }
-            }
         }
     }
 }
@@ -916,7 +871,11 @@ impl Host for SharedHost {
 struct Core {
     interp: Interpreter,
     frontend: std::rc::Rc<std::cell::RefCell<Frontend>>,
-    replies: zmq::Socket,
+    /// The shell socket: requests are read one at a time, in arrival order, and replied to here
+    /// (no hand-off between threads on the request path).
+    shell: zmq::Socket,
+    guard: ReplayGuard,
+    max_message_bytes: usize,
     signer: Signer,
     session: String,
     shared: Arc<Shared>,
@@ -926,8 +885,10 @@ struct Core {
 }
 
 impl Core {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         ctx: &zmq::Context,
+        shell: zmq::Socket,
         signer: Signer,
         session: String,
         shared: &Arc<Shared>,
@@ -962,7 +923,9 @@ impl Core {
         Ok(Core {
             interp,
             frontend,
-            replies: connected_push(ctx, "inproc://shell-replies")?,
+            shell,
+            guard: ReplayGuard::new(10_000),
+            max_message_bytes: opts.max_message_bytes,
             signer,
             session,
             shared: shared.clone(),
@@ -971,8 +934,30 @@ impl Core {
         })
     }
 
-    fn run(mut self, requests: Receiver<Message>) {
-        while let Ok(msg) = requests.recv() {
+    /// The next request on shell: waiting for one, or only if one is already there.
+    fn next_request(&mut self, wait: bool) -> Next {
+        loop {
+            if !wait && !matches!(self.shell.poll(zmq::POLLIN, 0), Ok(n) if n > 0) {
+                return Next::Nothing;
+            }
+            match recv_request(&self.shell, &self.signer, &mut self.guard, self.max_message_bytes, "shell") {
+                None => return Next::Closed,
+                Some(None) => continue, // dropped (and logged): look again
+                Some(Some(msg)) => {
+                    self.shared.touch();
+                    return Next::Request(msg);
+                }
+            }
+        }
+    }
+
+    fn run(mut self) {
+        loop {
+            let msg = match self.next_request(true) {
+                Next::Request(msg) => msg,
+                Next::Nothing => continue,
+                Next::Closed => return,
+            };
             self.shared.busy.store(true, Ordering::Relaxed);
             // A bug in a handler must cost one request, not the shell for good.
             let failed = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(&msg))) {
@@ -994,7 +979,7 @@ impl Core {
                 // Only the failed client's own requests: other clients of a shared kernel did not
                 // ask to depend on it.
                 let session = msg.header["session"].clone();
-                while let Ok(next) = requests.try_recv() {
+                while let Next::Request(next) = self.next_request(false) {
                     if next.msg_type() == "execute_request" && next.header["session"] == session {
                         self.begin(&next);
                         self.reply(&next, json!({"status": "aborted", "execution_count": self.execution_count}));
@@ -1025,7 +1010,7 @@ impl Core {
     }
 
     fn reply(&self, req: &Message, content: Value) {
-        reply(&self.replies, &self.signer, &self.session, req, content);
+        reply(&self.shell, &self.signer, &self.session, req, content);
     }
 
     fn publish(&self, msg_type: &str, content: Value) {
@@ -1211,6 +1196,12 @@ struct HistoryEntry {
     line: u64,
     input: String,
     output: Option<String>,
+}
+
+enum Next {
+    Request(Message),
+    Nothing,
+    Closed,
 }
 
 /// Shell-style glob: `*` any run, `?` one character.

@@ -1,0 +1,931 @@
+#!/usr/bin/env python3
+"""`make bench`: llmspell side by side with xeus-python, ipykernel and ILua, and the targets of issue 5.
+
+usage: bench.py --bin target/release/llmspell [--quick] [--json target/bench.json]
+                [--sections kernels,client,cli,scale,state,binary] [--kernels llmspell,xeus-python,...]
+
+One run measures, in turn and on the same machine:
+
+kernels   through stock jupyter_client (one client for every kernel):
+          start      launch -> first kernel_info_reply (median of several launches; the client's
+                     ZMQ_RECONNECT_IVL is 1 ms, so a kernel that binds in 5 ms is not charged libzmq's
+                     default 100 ms retry; the same client settings for every kernel)
+          execute    no-op execute_request -> execute_reply and iopub idle (p50, p99)
+          info       kernel_info round trip on shell (p50)
+          flood      a loop printing 10 000 lines -> every line and idle received; whether all arrived
+                     (the client reads shell and iopub together, as a frontend does)
+          memory     RSS of the kernel process tree idle after start, and after the work
+          idle CPU   utime+stime of the kernel process tree over a window of doing nothing
+          and a do-nothing kernel (examples/bench_client.rs --mock-kernel, column "floor"): what
+          jupyter_client and ZeroMQ cost by themselves
+client    examples/bench_client.rs (llmspell's own Rust client): execute p50/p99, requests/s with 1, 4 and
+          16 clients, and the raw ZeroMQ DEALER/ROUTER round trip as the floor
+cli       warm `llmspell exec 'x = 1'`, warm and cold `llmspell run hello.lua`, `lua5.4 hello.lua`
+scale     `llmspell exec` printing 10k / 100k / 1M lines: time, all arrived, kernel peak RSS
+state     state.set / state.get cost with 1k / 10k / 100k keys held; a cell setting 100k keys
+binary    size of the stripped release binary
+
+Nothing is asserted: the run prints one table (figures side by side, targets with measured ratios) and
+writes everything as JSON. Kernels or tools that are missing are skipped with a note.
+"""
+import argparse
+import json
+import os
+import platform
+import queue
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# kernel label -> (kernelspec name, language)
+KERNELS = {
+    "llmspell": ("llmspell", "lua"),
+    "xeus-python": ("xpython", "python"),
+    "ipykernel": ("python3", "python"),
+    "ilua": ("lua", "lua"),
+    # examples/bench_client.rs --mock-kernel: answers everything at once; jupyter_client's own floor
+    "floor": ("llmspell-bench-floor", "lua"),
+}
+NOOP = {"python": "pass", "lua": "local x = 1"}
+
+
+def flood_code(lang, n):
+    if lang == "python":
+        return f"for i in range({n}): print(i)", "".join(f"{i}\n" for i in range(n))
+    return f"for i = 1, {n} do print(i) end", "".join(f"{i}\n" for i in range(1, n + 1))
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# /proc helpers
+
+def tree_pids(pid):
+    """pid and all its descendants (children of every thread)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                try:
+                    with open(f"/proc/{p}/task/{tid}/children") as f:
+                        todo += [int(c) for c in f.read().split()]
+                except OSError:
+                    pass
+        except OSError:
+            pass
+    return out
+
+
+def status_kb(pid, field):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_kb(pid):
+    return sum(status_kb(p, "VmRSS") for p in tree_pids(pid))
+
+
+def cpu_ticks(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def tree_cpu_ticks(pid):
+    return sum(cpu_ticks(p) for p in tree_pids(pid))
+
+
+def reset_peak_rss(pid):
+    """Resets VmHWM (Linux: write 5 to clear_refs); False if not allowed."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class RssSampler:
+    """Samples a process tree's RSS every few ms in a thread; .peak_kb when stopped."""
+
+    def __init__(self, pid, interval=0.005):
+        self.pid, self.interval, self.peak_kb = pid, interval, 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak_kb = max(self.peak_kb, tree_rss_kb(self.pid))
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak_kb = max(self.peak_kb, tree_rss_kb(self.pid))
+
+
+# ----------------------------------------------------------------------------------------------------
+# statistics
+
+def pct(xs, p):
+    xs = sorted(xs)
+    if not xs:
+        return None
+    i = min(len(xs), max(1, int(-(-len(xs) * p // 1)))) - 1  # nearest rank
+    return xs[i]
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def r(x, nd=1):
+    return None if x is None else round(x, nd)
+
+
+# ----------------------------------------------------------------------------------------------------
+# jupyter_client side
+
+class CellLost(Exception):
+    pass
+
+
+def run_cell(kc, code, timeout=60.0, want_output=False):
+    """execute_request -> execute_reply and iopub idle, reading shell and iopub together.
+    Returns (seconds, stdout text, reply content). Raises CellLost(partial) if reply or idle
+    do not arrive within timeout."""
+    import zmq
+    shell, iopub = kc.shell_channel, kc.iopub_channel
+    poller = zmq.Poller()
+    poller.register(shell.socket, zmq.POLLIN)
+    poller.register(iopub.socket, zmq.POLLIN)
+    t0 = time.perf_counter()
+    msg_id = kc.execute(code, store_history=False)
+    deadline = t0 + timeout
+    reply, idle, out = None, False, []
+    while reply is None or not idle:
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            err = CellLost(f"{'no reply' if reply is None else 'reply'}, {'idle' if idle else 'no idle'}")
+            err.text = "".join(out)
+            raise err
+        events = dict(poller.poll(max(1, int(left * 1000))))
+        if shell.socket in events:
+            try:
+                m = shell.get_msg(timeout=0)
+                if m["parent_header"].get("msg_id") == msg_id:
+                    reply = m["content"]
+            except queue.Empty:
+                pass
+        if iopub.socket in events:
+            while True:
+                try:
+                    m = iopub.get_msg(timeout=0)
+                except queue.Empty:
+                    break
+                if m["parent_header"].get("msg_id") != msg_id:
+                    continue
+                t = m["msg_type"]
+                if t == "stream":
+                    if want_output and m["content"].get("name") == "stdout":
+                        out.append(m["content"]["text"])
+                elif t == "status" and m["content"]["execution_state"] == "idle":
+                    idle = True
+    return time.perf_counter() - t0, "".join(out), reply
+
+
+def iopub_ready(kc, timeout=30.0):
+    """Sends kernel_info until an iopub message reaches us (the subscription is live)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        kc.kernel_info()
+        try:
+            kc.get_shell_msg(timeout=1)
+        except queue.Empty:
+            continue
+        try:
+            kc.get_iopub_msg(timeout=0.3)
+            while True:  # drain
+                kc.get_iopub_msg(timeout=0.05)
+        except queue.Empty:
+            return True
+    return False
+
+
+def start_kernel(name, ctx, env, timeout=60.0, log_to=None):
+    """Starts a kernel; returns (km, kc, ms to first kernel_info_reply, ms spent in start_kernel()).
+    The kernel's stdout and stderr go to log_to (a file object), if given."""
+    from jupyter_client.manager import KernelManager
+    km = KernelManager(kernel_name=name, context=ctx)
+    kw = {"stdout": log_to, "stderr": log_to} if log_to is not None else {}
+    t0 = time.perf_counter()
+    km.start_kernel(env=env, **kw)
+    t_launch = time.perf_counter() - t0
+    kc = km.client(context=ctx)
+    kc.start_channels(hb=False)
+    kc.kernel_info()
+    last = time.perf_counter()
+    while True:
+        try:
+            m = kc.get_shell_msg(timeout=0.05)
+            if m["msg_type"] == "kernel_info_reply":
+                break
+        except queue.Empty:
+            pass
+        now = time.perf_counter()
+        if now - t0 > timeout:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+            raise TimeoutError(f"{name}: no kernel_info_reply within {timeout} s")
+        if now - last > 0.2:  # in case a kernel drops requests that arrive before it is ready
+            kc.kernel_info()
+            last = now
+    return km, kc, (time.perf_counter() - t0) * 1000, t_launch * 1000
+
+
+def stop_kernel(km, kc):
+    try:
+        kc.stop_channels()
+    except Exception:
+        pass
+    try:
+        km.shutdown_kernel(now=True)
+    except Exception:
+        pass
+
+
+def bench_jupyter_kernel(label, spec, lang, cfg, env, log_to=None, minimal=False):
+    """minimal: start, round trips and memory only (the do-nothing floor kernel has no output or idle)."""
+    import zmq
+    res = {"kernel": label, "kernelspec": spec}
+    ctx = zmq.Context()
+    ctx.setsockopt(zmq.RECONNECT_IVL, 1)
+    starts, launches = [], []
+    km = kc = None
+    try:
+        for i in range(cfg["starts"]):
+            km, kc, ms, launch_ms = start_kernel(spec, ctx, env, log_to=log_to)
+            starts.append(ms)
+            launches.append(launch_ms)
+            if i < cfg["starts"] - 1:
+                stop_kernel(km, kc)
+                km = kc = None
+                time.sleep(0.2)  # let the killed kernel go before the next launch
+        res["start_ms"] = r(med(starts))
+        res["start_ms_all"] = [r(s) for s in starts]
+        # jupyter_client's own share (ports, connection file, Popen); the rest is the kernel's
+        res["start_kernel_call_ms"] = r(med(launches))
+        res["start_after_launch_ms"] = r(med([s - l for s, l in zip(starts, launches)]))
+        pid = km.provisioner.process.pid
+        res["pid"] = pid
+        if not iopub_ready(kc):
+            res["error"] = "iopub never became ready"
+            return res
+        time.sleep(1.0)
+        res["rss_idle_kb"] = tree_rss_kb(pid)
+        if not minimal:
+            c0 = tree_cpu_ticks(pid)
+            t0 = time.monotonic()
+            time.sleep(cfg["idle_s"])
+            ticks = tree_cpu_ticks(pid) - c0
+            res["idle_cpu_ms"] = r(ticks * 1000 / CLK_TCK)
+            res["idle_cpu_window_s"] = r(time.monotonic() - t0, 2)
+            res["idle_cpu_ticks"] = ticks
+        noop = NOOP[lang]
+        for _ in range(cfg["warmup"]):
+            run_cell(kc, noop, timeout=30)
+        rtts = [run_cell(kc, noop, timeout=30)[0] * 1e6 for _ in range(cfg["rtt_n"])]
+        res["execute_us_p50"] = r(pct(rtts, 0.50))
+        res["execute_us_p99"] = r(pct(rtts, 0.99))
+        infos = []
+        for _ in range(cfg["rtt_n"]):
+            t = time.perf_counter()
+            mid = kc.kernel_info()
+            while kc.get_shell_msg(timeout=30)["parent_header"].get("msg_id") != mid:
+                pass
+            infos.append((time.perf_counter() - t) * 1e6)
+        res["kernel_info_us_p50"] = r(pct(infos, 0.50))
+        if minimal:
+            res["rss_work_kb"] = tree_rss_kb(pid)
+            return res
+        code, expected = flood_code(lang, 10_000)
+        times, complete, notes = [], True, []
+        for _ in range(cfg["flood_runs"]):
+            try:
+                dt, text, reply = run_cell(kc, code, timeout=cfg["flood_timeout"], want_output=True)
+                ok = text == expected
+                times.append(dt * 1000)
+                if not ok:
+                    got = text.count("\n")
+                    notes.append(f"{got} of 10000 lines")
+                    complete = False
+            except CellLost as e:
+                complete = False
+                notes.append(f"lost ({e}; {e.text.count(chr(10))} of 10000 lines in {cfg['flood_timeout']} s)")
+                break  # the kernel's iopub is unreliable now: do not pile up more
+        res["flood10k_ms"] = r(med(times)) if times else None
+        res["flood10k_ms_all"] = [r(t) for t in times]
+        res["flood10k_all_arrived"] = complete
+        if notes:
+            res["flood10k_notes"] = notes
+        time.sleep(0.5)
+        res["rss_work_kb"] = tree_rss_kb(pid)
+    except Exception as e:
+        res["error"] = f"{type(e).__name__}: {e}"
+        log(traceback.format_exc())
+    finally:
+        if km is not None:
+            stop_kernel(km, kc)
+        ctx.destroy(linger=0)
+    return res
+
+
+# ----------------------------------------------------------------------------------------------------
+# CLI side
+
+class Cli:
+    def __init__(self, bin_path, home, env):
+        self.bin = str(bin_path)
+        self.home = Path(home)
+        self.env = dict(env, LLMSPELL_HOME=str(home), LLMSPELL_IDLE_TIMEOUT="900")
+
+    def run(self, args, stdout=subprocess.PIPE, timeout=600, cwd=None):
+        """Runs llmspell ARGS; returns (seconds, rc, stdout bytes or None, rusage)."""
+        return timed([self.bin] + list(args), self.env, stdout=stdout, timeout=timeout, cwd=cwd)
+
+    def kernel_pid(self, kid="default"):
+        try:
+            return json.loads((self.home / "kernels" / f"{kid}.json").read_text())["pid"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def stop(self, kid=None):
+        args = ["kernel", "stop"] + ([kid] if kid else ["--all"])
+        subprocess.run([self.bin] + args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=60)
+
+
+def timed(cmd, env, stdout=subprocess.PIPE, timeout=600, cwd=None):
+    """Wall time of one command, with its own rusage (os.wait4). stdout: PIPE, DEVNULL or a file."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=cwd)
+    out = err = b""
+    if stdout is subprocess.PIPE:
+        out = p.stdout.read()
+    err = p.stderr.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    dt = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if err.strip():
+        log(f"  [{os.path.basename(cmd[0])} stderr] {err.decode(errors='replace').strip()[:300]}")
+    return dt, p.returncode, out, ru
+
+
+def bench_cli(cli, lua, cfg, tmp):
+    res = {}
+    hello = Path(tmp) / "hello.lua"
+    hello.write_text('print("hello")\n')
+    n = cfg["cli_n"]
+
+    cli.stop()
+    cli.run(["exec", "x = 1"])  # start the kernel
+    cli.run(["run", str(hello)])
+    # Interleaved, so drift in the machine's load hits every figure alike.
+    kinds = {"warm_exec": (lambda: cli.run(["exec", "x = 1"]), b""),
+             "warm_run": (lambda: cli.run(["run", str(hello)]), b"hello\n")}
+    if lua:
+        kinds["lua_run"] = (lambda: timed([lua, str(hello)], cli.env), b"hello\n")
+    samples = {k: [] for k in kinds}
+    bad = {k: 0 for k in kinds}
+    for _ in range(n):
+        for k, (fn, want) in kinds.items():
+            dt, rc, out, _ = fn()
+            bad[k] += rc != 0 or out != want
+            samples[k].append(dt * 1000)
+    for k, ts in samples.items():
+        res[k] = {"median_ms": r(med(ts), 2), "min_ms": r(min(ts), 2), "max_ms": r(max(ts), 2), "n": len(ts),
+                  "failures": bad[k]}
+    cold = []
+    cbad = 0
+    for _ in range(cfg["cold_n"]):
+        cli.stop()
+        dt, rc, out, _ = cli.run(["run", str(hello)])
+        cbad += rc != 0 or out != b"hello\n"
+        cold.append(dt * 1000)
+    res["cold_run"] = {"median_ms": r(med(cold), 2), "min_ms": r(min(cold), 2), "max_ms": r(max(cold), 2),
+                       "n": len(cold), "failures": cbad}
+    res["lua"] = lua
+    return res
+
+
+def bench_scale(cli, cfg, tmp):
+    """`llmspell exec` printing N lines to a file; kernel peak RSS from VmHWM (reset before each run)."""
+    res = {}
+    cli.run(["exec", "x = 1"])
+    pid = cli.kernel_pid()
+    res["kernel_rss_idle_kb"] = tree_rss_kb(pid) if pid else None
+    for n in cfg["scale_lines"]:
+        code = f"for i = 1, {n} do print(i) end"
+        path = Path(tmp) / f"out{n}.txt"
+        reset_ok = reset_peak_rss(pid) if pid else False
+        with open(path, "wb") as f, RssSampler(pid, 0.01) as sampler:
+            dt, rc, _, ru = cli.run(["exec", code], stdout=f)
+        hwm = status_kb(pid, "VmHWM") if reset_ok else None
+        data = path.read_bytes()
+        expected = "".join(f"{i}\n" for i in range(1, n + 1)).encode()
+        lines = data.count(b"\n")
+        res[str(n)] = {
+            "ms": r(dt * 1000),
+            "all_arrived": data == expected and rc == 0,
+            "lines": lines,
+            "rc": rc,
+            "kernel_peak_rss_kb": hwm if hwm else sampler.peak_kb,
+            "kernel_peak_rss_source": "VmHWM" if hwm else "sampled",
+            "kernel_rss_after_kb": tree_rss_kb(pid),
+            "client_cpu_ms": r((ru.ru_utime + ru.ru_stime) * 1000),
+        }
+        path.unlink()
+        log(f"  scale {n}: {res[str(n)]}")
+    return res
+
+
+def bench_state(bin_path, env, cfg, tmp):
+    """state cost on a dedicated kernel (through jupyter_client, no CLI overhead in the figures)."""
+    import zmq
+    home = Path(tmp) / "state-home"
+    home.mkdir()
+    kenv = dict(env, LLMSPELL_HOME=str(home))
+    ctx = zmq.Context()
+    km, kc, _, _ = start_kernel("llmspell", ctx, kenv)
+    res = {}
+    M = cfg["state_ops"]
+    try:
+        iopub_ready(kc)
+
+        def cell(code, reps):
+            ts = []
+            for _ in range(reps):
+                dt, _, reply = run_cell(kc, code, timeout=600)
+                if reply.get("status") != "ok":
+                    raise RuntimeError(f"{code[:60]!r}: {reply.get('ename')}: {reply.get('evalue')}")
+                ts.append(dt * 1e6)
+            return med(ts)
+
+        def clocked(code, reps):
+            """A cell that prints CPU seconds (os.clock) of its timed part; median over reps."""
+            ts = []
+            for _ in range(reps):
+                _, text, reply = run_cell(kc, code, timeout=600, want_output=True)
+                if reply.get("status") != "ok":
+                    raise RuntimeError(f"{code[:60]!r}: {reply.get('ename')}: {reply.get('evalue')}")
+                ts.append(float(text.split()[-1]))
+            return med(ts)
+
+        reps = cfg["state_reps"]
+        for k in cfg["state_keys"]:
+            cell("state.clear()", 1)
+            fill = cell(f'for i = 1, {k} do state.set("key" .. i, i) end', 1)
+            m = min(M, k)
+            # CPU time of m calls inside one cell (os.clock: the kernel's CPU, immune to the cell's
+            # fixed costs and to preemption), less the same loop without the call.
+            loop = clocked(f'local c = os.clock() for i = 1, {m} do local key = "key" .. i end print(os.clock() - c)', reps)
+            setm = clocked(f'local s, c = state.set, os.clock() for i = 1, {m} do s("key" .. i, -i) end '
+                           f'print(os.clock() - c)', reps)
+            getm = clocked(f'local g, c = state.get, os.clock() for i = 1, {m} do g("key" .. i) end '
+                           f'print(os.clock() - c)', reps)
+            noop = cell("local x = 1", 5)
+            set1 = cell('state.set("key1", 0)', 5)
+            size = (home / "state.json").stat().st_size if (home / "state.json").exists() else None
+            row = {
+                "keys": k,
+                "fill_cell_ms": r(fill / 1000),
+                "set_us": r((setm - loop) * 1e6 / m, 3),
+                "get_us": r((getm - loop) * 1e6 / m, 3),
+                "one_set_cell_ms": r(set1 / 1000, 3),
+                "noop_cell_ms": r(noop / 1000, 3),
+                "ops_per_cell": m,
+                "file_bytes": size,
+            }
+            res[str(k)] = row
+            log(f"  state {k}: {row}")
+        res["rss_after_kb"] = tree_rss_kb(km.provisioner.process.pid)
+    finally:
+        stop_kernel(km, kc)
+        ctx.destroy(linger=0)
+    return res
+
+
+def build_bench_client():
+    """Builds examples/bench_client.rs; returns (path or None, error or None)."""
+    cargo = os.environ.get("CARGO", "cargo")
+    exe = ROOT / "target" / "release" / "examples" / "bench_client"
+    if shutil.which(cargo):
+        b = subprocess.run([cargo, "build", "--release", "--quiet", "--example", "bench_client"], cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if b.returncode != 0:
+            return None, "cargo build --example bench_client failed: " + b.stderr.strip()[-500:]
+    if not exe.exists():
+        return None, f"{exe} missing and cargo not found"
+    return exe, None
+
+
+def bench_own_client(cli, cfg, exe):
+    cli.stop()
+    subprocess.run([cli.bin, "kernel", "start", "--daemon", "--id", "bench"], env=cli.env,
+                   stdout=subprocess.DEVNULL, check=False)
+    conn = cli.home / "kernels" / "bench.json"
+    try:
+        p = subprocess.run([str(exe), "--connection-file", str(conn), "--n", str(cfg["client_n"]),
+                            "--warmup", str(cfg["client_n"] // 10), "--duration", str(cfg["client_duration"]),
+                            "--raw-n", str(cfg["raw_n"]), "--clients", "1,4,16"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+        if p.returncode != 0:
+            return {"error": f"bench_client exited {p.returncode}: {p.stderr.strip()[-500:]}"}
+        return json.loads(p.stdout)
+    finally:
+        cli.stop("bench")
+
+
+def binary_size(bin_path, tmp):
+    res = {"path": str(bin_path), "bytes": os.path.getsize(bin_path)}
+    strip = shutil.which("strip")
+    if strip:
+        copy = Path(tmp) / "llmspell.stripped"
+        shutil.copy(bin_path, copy)
+        if subprocess.run([strip, str(copy)], stderr=subprocess.DEVNULL).returncode == 0:
+            res["stripped_bytes"] = os.path.getsize(copy)
+    else:
+        res["note"] = "strip not found: size as built"
+    return res
+# ----------------------------------------------------------------------------------------------------
+# the table: one row per figure, the kernels side by side, and the target verdict on the rows that have one
+
+def fmt(x, unit="", nd=1):
+    if x is None:
+        return "—"
+    if isinstance(x, bool):
+        return "yes" if x else "NO"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}{unit}"
+    return f"{x}{unit}"
+
+
+def mb(kb):
+    return None if kb is None else kb / 1024
+
+
+def ratio(a, b):
+    return None if a is None or not b else a / b
+
+
+def build_report(R, order):
+    """Returns (kernel columns, rows). A row: figure, {column: text}, and optionally target, ratio, holds."""
+    K = R.get("kernels", {})
+    cols = ["llmspell"] + [k for k in order if k in K and k != "llmspell"]
+    rows = []
+
+    def row(figure, values, target=None, ratio=None, holds=None, measured=None):
+        if not isinstance(values, dict):
+            values = {"llmspell": values}
+        rows.append({"figure": figure, "values": values, "target": target, "ratio": ratio, "holds": holds,
+                     "measured": measured})
+
+    def kvals(key, conv=lambda x: x, unit="", nd=1):
+        return {c: fmt(conv(K.get(c, {}).get(key)) if K.get(c, {}).get(key) is not None else None, unit, nd)
+                for c in cols}
+
+    L, X = K.get("llmspell", {}), K.get("xeus-python", {})
+
+    # 1. through jupyter_client
+    if K:
+        rt = ratio(L.get("start_ms"), X.get("start_ms"))
+        row("start → first kernel_info_reply (ms, median)", kvals("start_ms"), "≤ 0.1 × xeus-python", rt,
+            None if rt is None else rt <= 0.1)
+        row("  of which after jupyter_client's start_kernel() returned (ms)", kvals("start_after_launch_ms"))
+        F = K.get("floor", {})
+
+        def above_floor(key, nd):
+            return {c: fmt(K[c][key] - F[key], nd=nd) if K.get(c, {}).get(key) is not None
+                    and F.get(key) is not None and c != "floor" else "" for c in cols}
+        rt = ratio(L.get("execute_us_p50"), X.get("execute_us_p50"))
+        row("no-op execute round trip p50 (µs)", kvals("execute_us_p50", nd=0), "≤ 0.5 × xeus-python", rt,
+            None if rt is None else rt <= 0.5)
+        if F.get("execute_us_p50") is not None:
+            row("  p50 above the do-nothing floor (µs)", above_floor("execute_us_p50", 0))
+        row("no-op execute round trip p99 (µs)", kvals("execute_us_p99", nd=0))
+        row("kernel_info round trip p50 (µs)", kvals("kernel_info_us_p50", nd=0))
+        refs = [(c, K[c]["flood10k_ms"]) for c in cols if c != "llmspell" and K[c].get("flood10k_all_arrived")
+                and K[c].get("flood10k_ms")]
+        best = min(refs, key=lambda x: x[1]) if refs else None
+        complete = L.get("flood10k_all_arrived")
+        if best and L.get("flood10k_ms") is not None:
+            rt = L["flood10k_ms"] / best[1]
+            row("10 000-line flood (ms)", kvals("flood10k_ms"),
+                f"all lines, ≤ 0.5 × fastest complete ref ({best[0]})", rt, bool(complete) and rt <= 0.5)
+        else:
+            row("10 000-line flood (ms)", kvals("flood10k_ms"), "all lines, ≤ 0.5 × fastest complete ref", None,
+                False if L and not complete else None)
+        flood = kvals("flood10k_ms")
+        for c in cols:
+            if K.get(c, {}).get("flood10k_ms") is None and K.get(c, {}).get("flood10k_notes"):
+                flood[c] = "lost"
+        rows[-1]["values"] = flood
+        row("10 000-line flood: every line arrived", kvals("flood10k_all_arrived"))
+        rss = L.get("rss_idle_kb")
+        rt = ratio(rss, X.get("rss_idle_kb"))
+        row("RSS idle (MB, kernel process tree)", kvals("rss_idle_kb", mb), "≤ 8 MB and ≤ 0.2 × xeus-python", rt,
+            None if rss is None else rss <= 8 * 1024 and (rt is None or rt <= 0.2))
+        row("RSS after the work (MB)", kvals("rss_work_kb", mb))
+        win = L.get("idle_cpu_window_s") or next((K.get(c, {}).get("idle_cpu_window_s") for c in cols), None)
+        ticks = L.get("idle_cpu_ticks")
+        row(f"idle CPU (ms of CPU in {fmt(win, ' s', 0)} idle)", kvals("idle_cpu_ms", nd=0),
+            f"no measurable use (0 ticks of 1/{CLK_TCK} s)", None, None if ticks is None else ticks == 0,
+            None if ticks is None else f"{ticks} ticks")
+
+    # 2. llmspell's own client
+    C = R.get("own_client")
+    if C and "error" not in C:
+        ex, raw, shape = C.get("execute_us", {}), C.get("zmq_raw_us", {}), C.get("zmq_execute_shape_us", {})
+        rt = ratio(ex.get("p50"), raw.get("p50"))
+        row("own client: no-op execute p50 / p99 (µs)", f"{fmt(ex.get('p50'), nd=0)} / {fmt(ex.get('p99'), nd=0)}",
+            "p50 ≤ 2 × raw ZeroMQ round trip", rt, None if rt is None else rt <= 2)
+        row("own client: kernel_info p50 (µs)", fmt(C.get("kernel_info_us", {}).get("p50"), nd=0))
+        row("  floor: raw ZeroMQ DEALER/ROUTER round trip p50 / p99 (µs)",
+            f"{fmt(raw.get('p50'), nd=0)} / {fmt(raw.get('p99'), nd=0)}")
+        row("  floor: raw ZeroMQ + busy/idle on PUB, p50 (µs)", fmt(shape.get("p50"), nd=0))
+        conc = C.get("concurrent", {})
+        row("own client: executes/s with 1 / 4 / 16 clients",
+            " / ".join(fmt(conc.get(k, {}).get("rps"), nd=0) for k in ("1", "4", "16")))
+        row("own client: execute p50 (µs) with 1 / 4 / 16 clients",
+            " / ".join(fmt(conc.get(k, {}).get("latency_us", {}).get("p50"), nd=0) for k in ("1", "4", "16")))
+    elif C:
+        row("own client", "error (see JSON)")
+
+    # 3. the CLI
+    CL = R.get("cli", {})
+    if CL:
+        def cm(k):
+            return CL.get(k, {}).get("median_ms")
+        row("CLI: warm `llmspell exec 'x = 1'` (ms, median)", fmt(cm("warm_exec"), nd=2))
+        rt = ratio(cm("warm_run"), cm("lua_run"))
+        row("CLI: warm `llmspell run hello.lua` (ms)", fmt(cm("warm_run"), nd=2), "≤ 3 × `lua5.4 hello.lua`", rt,
+            None if rt is None else rt <= 3)
+        row("CLI: cold `llmspell run hello.lua`, spawns the kernel (ms)", fmt(cm("cold_run"), nd=2), "≤ 30 ms",
+            ratio(cm("cold_run"), 30), None if cm("cold_run") is None else cm("cold_run") <= 30)
+        row("  reference: `lua5.4 hello.lua` (ms)", fmt(cm("lua_run"), nd=2))
+
+    # 4. scale
+    S = R.get("scale", {})
+    base = S.get("10000", {}).get("kernel_peak_rss_kb")
+    for n in ("10000", "100000", "1000000"):
+        if n not in S:
+            continue
+        s = S[n]
+        text = f"{fmt(s['ms'])} / {fmt(s['all_arrived'])} / {fmt(mb(s['kernel_peak_rss_kb']))}"
+        label = f"`llmspell exec` printing {int(n):,} lines: ms / all / kernel peak RSS MB"
+        if n == "1000000":
+            peak = s.get("kernel_peak_rss_kb")
+            bounded = peak is not None and base is not None and peak <= 2 * base
+            row(label, text, "all lines; peak RSS ≤ 2 × at 10 000 lines", ratio(peak, base),
+                bool(s.get("all_arrived")) and bounded)
+        else:
+            row(label, text)
+    ST = R.get("state", {})
+    keys = [k for k in ("1000", "10000", "100000") if k in ST]
+    if keys:
+        lab = " / ".join(f"{int(k) // 1000}k" for k in keys)
+        row(f"state.set µs per call, store holding {lab} keys", " / ".join(fmt(ST[k]["set_us"], nd=2) for k in keys))
+        row(f"state.get µs per call, store holding {lab} keys", " / ".join(fmt(ST[k]["get_us"], nd=2) for k in keys))
+        row(f"cell with one state.set (ms), {lab} keys (no-op cell: "
+            f"{fmt(ST[keys[0]]['noop_cell_ms'], nd=2)})", " / ".join(fmt(ST[k]["one_set_cell_ms"], nd=2) for k in keys))
+        if "100000" in ST:
+            row("cell setting 100 000 keys (ms)", fmt(ST["100000"]["fill_cell_ms"]))
+
+    B = R.get("binary", {})
+    if B:
+        size = B.get("stripped_bytes", B.get("bytes"))
+        row("release binary, stripped (MB)", fmt(size / 1e6, nd=2), "≤ 5 MB", size / 5e6, size <= 5e6)
+    return cols, rows
+
+
+def print_table(cols, rows):
+    header = ["figure"] + cols + ["target", "ratio", "holds"]
+    table = [header]
+    for rw in rows:
+        cells = [rw["figure"]] + [rw["values"].get(c, "") for c in cols]
+        if rw["target"]:
+            verdict = {True: "yes", False: "NO", None: "?"}[rw["holds"]]
+            if rw.get("measured"):
+                verdict += f" ({rw['measured']})"
+            cells += [rw["target"], "—" if rw["ratio"] is None else f"{rw['ratio']:.3g}", verdict]
+        else:
+            cells += ["", "", ""]
+        table.append(cells)
+    widths = [max(len(t[i]) for t in table) for i in range(len(header))]
+    right = set(range(1, len(cols) + 1)) | {len(header) - 2}
+
+    def line(cells):
+        return "| " + " | ".join(c.rjust(w) if i in right else c.ljust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+
+    print(line(table[0]))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for t in table[1:]:
+        print(line(t))
+# ----------------------------------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "llmspell"))
+    ap.add_argument("--quick", action="store_true", help="fewer samples (about 2 minutes)")
+    ap.add_argument("--json", default=str(ROOT / "target" / "bench.json"))
+    ap.add_argument("--sections", default="kernels,client,cli,scale,state,binary")
+    ap.add_argument("--kernels", default="llmspell,xeus-python,ipykernel,ilua,floor",
+                    help="floor: a do-nothing kernel (examples/bench_client.rs --mock-kernel), jupyter_client's floor")
+    a = ap.parse_args()
+    sections = set(a.sections.split(","))
+    quick = a.quick
+    cfg = {
+        "starts": 3 if quick else 7,
+        "warmup": 20 if quick else 50,
+        "rtt_n": 150 if quick else 500,
+        "flood_runs": 3 if quick else 5,
+        "flood_timeout": 10.0,
+        "idle_s": 3.0 if quick else 10.0,
+        "cli_n": 8 if quick else 20,
+        "cold_n": 4 if quick else 10,
+        "scale_lines": [10_000, 100_000, 1_000_000],
+        "state_keys": [1_000, 10_000, 100_000],
+        "state_ops": 2_000 if quick else 10_000,
+        "state_reps": 2 if quick else 3,
+        "client_n": 500 if quick else 2000,
+        "client_duration": 1.0 if quick else 2.0,
+        "raw_n": 5000 if quick else 20000,
+    }
+    bin_path = Path(a.bin).resolve()
+    if not bin_path.exists():
+        print(f"bench: {bin_path} does not exist (make build)", file=sys.stderr)
+        return 2
+    t_start = time.monotonic()
+    tmp = tempfile.mkdtemp(prefix="llmspell-bench-")
+    home = Path(tmp) / "home"
+    home.mkdir(mode=0o700)
+    prefix = Path(tmp) / "prefix"
+    # The llmspell kernelspec in a private prefix; every kernel inherits a private LLMSPELL_HOME.
+    env = dict(os.environ)
+    env["LLMSPELL_HOME"] = str(home)
+    env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(prefix / "share" / "jupyter"), env.get("JUPYTER_PATH")]))
+    env["JUPYTER_RUNTIME_DIR"] = str(Path(tmp) / "runtime")
+    env["IPYTHONDIR"] = str(Path(tmp) / "ipython")
+    env["LLMSPELL_LOG"] = "warn"
+    logs = ROOT / "target" / "bench-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    os.environ.update({k: env[k] for k in ("LLMSPELL_HOME", "JUPYTER_PATH", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR")})
+    lua = shutil.which("lua5.4")
+    if lua and not env.get("LUA_INTERPRETER") and not shutil.which("lua"):
+        env["LUA_INTERPRETER"] = lua  # ILua runs `lua` unless told otherwise
+    R = {"meta": {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "loadavg_start": os.getloadavg(),
+        "host": platform.node(), "cpus": os.cpu_count(), "kernel": platform.release(),
+        "python": platform.python_version(), "quick": quick, "bin": str(bin_path), "config": cfg,
+        "lua5.4": lua, "notes": [],
+    }}
+    try:
+        import jupyter_client
+        R["meta"]["jupyter_client"] = jupyter_client.__version__
+    except ImportError:
+        print("bench: jupyter_client is not installed (make venv)", file=sys.stderr)
+        return 2
+    notes = R["meta"]["notes"]
+    cli = Cli(bin_path, home, env)
+    order = [k for k in a.kernels.split(",") if k in KERNELS]
+    client_exe, client_err = (None, "not asked for")
+    if sections & {"kernels", "client"}:
+        log("building examples/bench_client.rs ...")
+        client_exe, client_err = build_bench_client()
+        if client_err:
+            notes.append(client_err)
+    try:
+        if "kernels" in sections:
+            if client_exe:
+                spec_dir = prefix / "share" / "jupyter" / "kernels" / KERNELS["floor"][0]
+                spec_dir.mkdir(parents=True, exist_ok=True)
+                (spec_dir / "kernel.json").write_text(json.dumps({
+                    "argv": [str(client_exe), "--mock-kernel", "{connection_file}"],
+                    "display_name": "do-nothing kernel (bench floor)", "language": "lua"}))
+            inst = subprocess.run([str(bin_path), "kernel", "install", "--prefix", str(prefix)], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if inst.returncode != 0:
+                notes.append("llmspell kernel install failed: " + inst.stderr.strip())
+            from jupyter_client.kernelspec import KernelSpecManager
+            specs = KernelSpecManager().find_kernel_specs()
+            R["kernels"] = {}
+            for label in order:
+                spec, lang = KERNELS[label]
+                if spec not in specs:
+                    if label != "floor":
+                        notes.append(f"{label}: kernelspec {spec!r} not installed (pip install -r bench/requirements.txt); skipped")
+                    continue
+                if label == "ilua" and "ilua" not in " ".join(KernelSpecManager().get_kernel_spec(spec).argv):
+                    notes.append(f"ilua: kernelspec {spec!r} is not ILua's; skipped")
+                    continue
+                if label == "ilua" and not shutil.which(env.get("LUA_INTERPRETER", "lua")):
+                    notes.append("ilua: no `lua` interpreter (apt-get install lua5.4); skipped")
+                    continue
+                log(f"kernel {label} ...")
+                with open(logs / f"{label}.log", "w") as kernel_log:
+                    R["kernels"][label] = bench_jupyter_kernel(label, spec, lang, cfg, env, kernel_log,
+                                                               minimal=label == "floor")
+                log(f"  {R['kernels'][label]}")
+        def section(name, fn):
+            """Runs one section; a failure is noted and the next section still runs."""
+            if name not in sections:
+                return
+            log(f"{name} ...")
+            try:
+                R[{"client": "own_client"}.get(name, name)] = fn()
+            except Exception as e:
+                notes.append(f"{name}: aborted: {type(e).__name__}: {e}")
+                log(traceback.format_exc())
+
+        if "cli" in sections and not lua:
+            notes.append("lua5.4 not installed: no `lua5.4 hello.lua` baseline (apt-get install lua5.4)")
+        section("client", lambda: bench_own_client(cli, cfg, client_exe) if client_exe else {"error": client_err})
+        section("cli", lambda: bench_cli(cli, lua, cfg, tmp))
+        section("scale", lambda: bench_scale(cli, cfg, tmp))
+        section("state", lambda: bench_state(bin_path, env, cfg, tmp))
+        section("binary", lambda: binary_size(bin_path, tmp))
+    except Exception as e:
+        notes.append(f"aborted: {type(e).__name__}: {e}")
+        log(traceback.format_exc())
+    finally:
+        try:
+            cli.stop()
+        except Exception:
+            pass
+        shutil.rmtree(tmp, ignore_errors=True)
+    R["meta"]["seconds"] = round(time.monotonic() - t_start, 1)
+    R["meta"]["loadavg_end"] = os.getloadavg()
+    cols, rows = build_report(R, order)
+    R["targets"] = [{k: rw[k] for k in ("figure", "target", "ratio", "holds", "measured")} | {"llmspell": rw["values"].get("llmspell")}
+                    for rw in rows if rw["target"]]
+    R["table"] = {"columns": ["figure"] + cols + ["target", "ratio", "holds"], "rows": rows}
+    print()
+    print(f"llmspell bench — {R['meta']['when']}, {os.cpu_count()} CPUs, jupyter_client "
+          f"{R['meta'].get('jupyter_client')}, {'quick' if quick else 'full'} run in {R['meta']['seconds']} s")
+    cpus = os.cpu_count() or 1
+    # The run itself keeps about one CPU busy: judge the end by a higher bar than the start.
+    if R["meta"]["loadavg_start"][0] > 0.5 * cpus or R["meta"]["loadavg_end"][0] > cpus:
+        print(f"warning: load average {R['meta']['loadavg_start'][0]:.2f} at start, "
+              f"{R['meta']['loadavg_end'][0]:.2f} at end: other work shares the CPUs, figures are noisy")
+    print_table(cols, rows)
+    if "floor" in cols:
+        print("floor = a kernel that answers every request at once (examples/bench_client.rs --mock-kernel):"
+              " jupyter_client's and ZeroMQ's own cost")
+    held = [t for t in R["targets"] if t["holds"]]
+    print(f"targets holding: {len(held)} of {len(R['targets'])}"
+          + (f"; missed: {', '.join(t['figure'].split(' (')[0] for t in R['targets'] if t['holds'] is False)}"
+             if any(t["holds"] is False for t in R["targets"]) else ""))
+    for k, v in R.get("kernels", {}).items():
+        for extra in ("error", "flood10k_notes"):
+            if v.get(extra):
+                print(f"note: {k}: {extra}: {v[extra]}")
+    for n in notes:
+        print(f"note: {n}")
+    out = Path(a.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(R, indent=1, default=str))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
