@@ -318,8 +318,16 @@ impl Interpreter {
                 .map_err(|e| self.failure_of_error(&e, false));
         }
         let chunk = |src: &str| lua.load(src.to_string()).set_name("=[cell]").into_function();
-        if let Ok(f) = chunk(&returning(code)) {
-            return Ok(f);
+        // A cell that starts with a statement keyword cannot be an expression: skip that try.
+        let first_word = code.trim_start().split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next();
+        let statement = matches!(
+            first_word,
+            Some("local" | "function" | "for" | "while" | "if" | "repeat" | "do" | "return" | "goto" | "break")
+        );
+        if !statement {
+            if let Ok(f) = chunk(&returning(code)) {
+                return Ok(f);
+            }
         }
         let plain = chunk(code);
         if plain.is_ok() {
