@@ -121,7 +121,6 @@ pub fn start(opts: Options) -> Result<(), String> {
             .map_err(|e| format!("cannot write {}: {e}", files.connection.display()))?;
     }
     log::info!("kernel {} listening on {} (shell {})", opts.id, info.ip, info.shell_port);
-    detach_stdout();
 
     let (exit_tx, exit_rx) = crossbeam_channel::unbounded();
     let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
@@ -139,6 +138,7 @@ pub fn start(opts: Options) -> Result<(), String> {
     let Sockets { shell, control, stdin, iopub, hb } = sockets;
     let iopub_pull = bound_pull(&ctx, "inproc://iopub")?;
     let stdin_pull = bound_pull(&ctx, "inproc://stdin-requests")?;
+    let child_output = ChildOutput::start(Publisher::connect(&ctx, signer.clone(), session.clone())?)?;
 
     let max = opts.max_message_bytes;
     spawn("heartbeat", move || heartbeat(hb));
@@ -158,6 +158,7 @@ pub fn start(opts: Options) -> Result<(), String> {
         let ctx = ctx.clone();
         spawn("stdin", move || stdin_loop(&ctx, stdin, stdin_pull, input_tx, &signer, max));
     }
+    let child_output_handle = child_output.clone();
     {
         let shared = shared.clone();
         let ctx = ctx.clone();
@@ -165,7 +166,7 @@ pub fn start(opts: Options) -> Result<(), String> {
         let opts = opts.clone();
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         spawn("lua", move || {
-            let core = Core::new(&ctx, shell, signer, session, &shared, &opts, input_rx, wake_rx);
+            let core = Core::new(&ctx, shell, signer, session, &shared, &opts, input_rx, wake_rx, child_output);
             match core {
                 Ok(core) => {
                     let _ = ready_tx.send(Ok(()));
@@ -192,6 +193,7 @@ pub fn start(opts: Options) -> Result<(), String> {
     // socket with ETERM and waits (bounded by LINGER) for queued replies to leave. A thread stuck in
     // native code must not keep the process alive, so the wait is bounded.
     shared.interrupt();
+    child_output_handle.stop();
     let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
     std::thread::spawn(move || {
         let mut ctx = ctx;
@@ -206,13 +208,116 @@ pub fn start(opts: Options) -> Result<(), String> {
     Ok(())
 }
 
-/// The kernel's own stdout belongs to whoever launched it (a terminal, Jupyter's server log); what
-/// user code writes below Lua's io library (os.execute, io.popen children) must not land there.
-fn detach_stdout() {
-    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: dup2 onto fd 1 of a file we just opened; nothing else in the kernel writes fd 1.
-        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+/// Output that child processes of user code write (os.execute, io.popen's stderr) to fds 1 and 2:
+/// a thread forwards it as stream output of the running execute request, so `os.execute("ls")`
+/// shows its listing like `lua` would; between requests it is discarded. The kernel's own stdout
+/// and stderr (a terminal, Jupyter's server log) never see user output.
+pub struct ChildOutput {
+    /// The execute request whose output this is, while one runs.
+    parent: std::sync::Mutex<Option<Message>>,
+    flush_requests: Sender<Sender<()>>,
+    wake_fd: i32,
+    /// Set at shutdown: the thread ends and closes its socket, so the context can terminate.
+    stopping: AtomicBool,
+}
+
+impl ChildOutput {
+    /// Redirects fds 1 and 2 into pipes and starts the forwarding thread.
+    fn start(publisher: Publisher) -> Result<Arc<ChildOutput>, String> {
+        let pipe = || -> Result<[i32; 2], String> {
+            let mut fds = [0i32; 2];
+            // SAFETY: pipe2 fills a local array.
+            if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+                return Err(format!("cannot create a pipe: {}", std::io::Error::last_os_error()));
+            }
+            // SAFETY: fcntl on the fd we just created.
+            unsafe { libc::fcntl(fds[0], libc::F_SETFL, libc::O_NONBLOCK) };
+            Ok(fds)
+        };
+        let (out, err, wake) = (pipe()?, pipe()?, pipe()?);
+        // SAFETY: dup2 of our own pipe ends onto 1 and 2; dup2 clears CLOEXEC on the new fds, so
+        // children inherit them. The originals are closed: fds 1 and 2 keep the pipes open.
+        unsafe {
+            libc::dup2(out[1], 1);
+            libc::dup2(err[1], 2);
+            libc::close(out[1]);
+            libc::close(err[1]);
+        }
+        let (flush_tx, flush_rx) = crossbeam_channel::unbounded::<Sender<()>>();
+        let shared = Arc::new(ChildOutput {
+            parent: std::sync::Mutex::new(None),
+            flush_requests: flush_tx,
+            wake_fd: wake[1],
+            stopping: AtomicBool::new(false),
+        });
+        let me = shared.clone();
+        spawn("child-output", move || me.forward([out[0], err[0]], wake[0], flush_rx, publisher));
+        Ok(shared)
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // SAFETY: a one-byte write to our own pipe.
+        unsafe { libc::write(self.wake_fd, b"!".as_ptr() as *const libc::c_void, 1) };
+    }
+
+    fn set_parent(&self, parent: Option<Message>) {
+        *self.parent.lock().unwrap_or_else(|e| e.into_inner()) = parent;
+    }
+
+    /// Returns once everything written to the pipes so far has been published.
+    fn sync(&self) {
+        let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
+        if self.flush_requests.send(ack_tx).is_ok() {
+            // SAFETY: a one-byte write to our own pipe.
+            unsafe { libc::write(self.wake_fd, b"!".as_ptr() as *const libc::c_void, 1) };
+            let _ = ack_rx.recv_timeout(Duration::from_secs(1));
+        }
+    }
+
+    fn forward(&self, pipes: [i32; 2], wake: i32, flush_requests: Receiver<Sender<()>>, publisher: Publisher) {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let mut fds = [
+                libc::pollfd { fd: pipes[0], events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: pipes[1], events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: wake, events: libc::POLLIN, revents: 0 },
+            ];
+            // SAFETY: poll on a local array of valid fds.
+            if unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) } < 0 {
+                continue; // EINTR
+            }
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let flushing = fds[2].revents != 0;
+            if flushing {
+                // SAFETY: draining our own non-blocking wake pipe into a local buffer.
+                while unsafe { libc::read(wake, buf.as_mut_ptr() as *mut libc::c_void, 64) } > 0 {}
+            }
+            for (i, name) in ["stdout", "stderr"].iter().enumerate() {
+                // A flush drains what is there (bounded, in case a background child never stops).
+                let mut budget = if flushing { 16 } else { 1 };
+                while budget > 0 {
+                    budget -= 1;
+                    // SAFETY: reading into a local buffer from our own non-blocking pipe.
+                    let n = unsafe { libc::read(pipes[i], buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+                    if n <= 0 {
+                        break;
+                    }
+                    let parent = self.parent.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    if let Some(parent) = parent {
+                        let text = String::from_utf8_lossy(&buf[..n as usize]).into_owned();
+                        publisher.publish(&parent, "stream", json!({ "name": name, "text": text }));
+                    }
+                }
+            }
+            if flushing {
+                while let Ok(ack) = flush_requests.try_recv() {
+                    let _ = ack.send(());
+                }
+            }
+        }
     }
 }
 
@@ -692,6 +797,7 @@ fn stdin_monitor(ctx: &zmq::Context, stdin: &zmq::Socket) -> Result<Option<zmq::
 /// The Lua thread's view of the outside world while a request runs: iopub publishing with coalesced
 /// stream output, and stdin. `lua.rs` reaches it through the [`Host`] trait.
 struct Frontend {
+    child_output: Arc<ChildOutput>,
     publisher: Publisher,
     stdin: zmq::Socket,
     input_events: Receiver<InputEvent>,
@@ -785,6 +891,11 @@ impl Host for Frontend {
         !self.raw_stdin
     }
 
+    fn sync_output(&mut self) {
+        self.flush_all();
+        self.child_output.sync();
+    }
+
     fn input(&mut self, prompt: &str, password: bool) -> Result<Input, InputError> {
         self.flush_all();
         if !self.allow_stdin {
@@ -864,6 +975,9 @@ impl Host for SharedHost {
     fn line_input(&self) -> bool {
         self.0.borrow().line_input()
     }
+    fn sync_output(&mut self) {
+        self.0.borrow_mut().sync_output()
+    }
 }
 
 /// The request loop on the Lua thread: busy/idle, execution counting, history, and dispatch to the
@@ -895,8 +1009,10 @@ impl Core {
         opts: &Options,
         input_events: Receiver<InputEvent>,
         interrupt_wake: Receiver<()>,
+        child_output: Arc<ChildOutput>,
     ) -> Result<Core, String> {
         let frontend = Frontend {
+            child_output,
             publisher: Publisher::connect(ctx, signer.clone(), session.clone())?,
             stdin: connected_push(ctx, "inproc://stdin-requests")?,
             input_events,
@@ -1105,7 +1221,11 @@ impl Core {
         });
         // A stale interrupt (sent while nothing ran) must not kill this cell.
         self.shared.interrupt.store(false, Ordering::SeqCst);
+        let child_output = self.frontend.borrow().child_output.clone();
+        child_output.set_parent(Some(msg.clone()));
         let outcome = self.interp.execute(&code, script.as_ref());
+        self.frontend.borrow_mut().sync_output();
+        child_output.set_parent(None);
         let mut user_expressions = serde_json::Map::new();
         if outcome.error.is_none() {
             if let Some(exprs) = c["user_expressions"].as_object() {

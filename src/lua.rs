@@ -48,6 +48,8 @@ pub trait Host {
     fn input(&mut self, prompt: &str, password: bool) -> Result<Input, InputError>;
     /// Whether the client answers input line by line (true) or with raw chunks and EOF (false).
     fn line_input(&self) -> bool;
+    /// Publishes all output so far, child processes' included (before and after running one).
+    fn sync_output(&mut self);
 }
 
 pub struct Options {
@@ -582,6 +584,10 @@ fn natives(
     {
         let host = host.clone();
         k.set("line_input", lua.create_function(move |_, ()| Ok(host.borrow().line_input()))?)?;
+    }
+    {
+        let host = host.clone();
+        k.set("sync_output", lua.create_function(move |_, ()| Ok(host.borrow_mut().sync_output()))?)?;
     }
     {
         let run = run.clone();

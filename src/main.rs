@@ -439,6 +439,15 @@ fn init_logging(file: Option<&std::path::Path>) {
         if let Ok(f) = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path) {
             b.target(env_logger::Target::Pipe(Box::new(f)));
         }
+    } else {
+        // The kernel turns fds 1 and 2 into pipes that capture child processes' output: log to a
+        // copy of the original stderr.
+        use std::os::unix::io::FromRawFd;
+        // SAFETY: dup(2) returns a new fd we own (or -1, checked).
+        let fd = unsafe { libc::dup(2) };
+        if fd >= 0 {
+            b.target(env_logger::Target::Pipe(Box::new(unsafe { std::fs::File::from_raw_fd(fd) })));
+        }
     }
     b.init();
     // Panics go to the log too: a detached kernel's stderr is /dev/null.

@@ -388,6 +388,20 @@ function File:lines(...)
   return function() return self:read(table.unpack(fmts, 1, fmts.n)) end
 end
 
+-- Child processes write straight to the kernel's fds 1 and 2, which the kernel forwards: flush ours
+-- first and theirs after, so output stays in order.
+local sync_output, raw_execute, raw_popen = K.sync_output, os.execute, io.popen
+os.execute = function(...)
+  sync_output()
+  local a, b, c = raw_execute(...)
+  sync_output()
+  return a, b, c
+end
+io.popen = function(...)
+  sync_output()
+  return raw_popen(...)
+end
+
 local real_lines, real_type = io.lines, io.type
 io.stdout, io.stderr, io.stdin = stdout, stderr, stdin
 io.write = function(...) write(1, ...); return stdout end

@@ -234,10 +234,13 @@ fn auto_started_kernel_is_detached_and_logs_to_its_log_file() {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split_whitespace().collect();
     assert_eq!(fields[3], pid.to_string(), "session id of the kernel: {stat}");
-    // No stdio inherited from the client.
-    for fd in 0..=2 {
+    // No stdio inherited from the client: stdin is /dev/null, stdout and stderr are the kernel's
+    // own pipes (it forwards child processes' output to the running request).
+    let target = std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap();
+    assert_eq!(target, Path::new("/dev/null"), "kernel fd 0");
+    for fd in 1..=2 {
         let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
-        assert_eq!(target, Path::new("/dev/null"), "kernel fd {fd}");
+        assert!(target.to_string_lossy().starts_with("pipe:"), "kernel fd {fd}: {target:?}");
     }
     let log = std::fs::read_to_string(home.kernels_dir().join("default.log")).expect("kernels/default.log");
     assert!(!log.is_empty(), "the log is empty");
@@ -464,6 +467,28 @@ fn run_keeps_stdout_and_stderr_separate() {
     assert_eq!(code(&o), 0, "{}", show(&o));
     assert_eq!(stdout(&o), "out 1\nout 2\n");
     assert_eq!(stderr(&o), "err 1\nerr 2\n");
+}
+
+#[test]
+fn run_shows_child_process_output_in_order_on_the_right_stream() {
+    // Like `lua script.lua`: what os.execute and io.popen's children write reaches the user.
+    let home = Home::new("children");
+    let path = script(
+        &home,
+        "children.lua",
+        "print('lua 1')\nos.execute('echo child out; echo child err >&2')\nprint('lua 2')\n\
+         local f = io.popen('echo piped') print('read: ' .. f:read('l')) f:close()\n",
+    );
+    let o = home.run(&["run", &path], "");
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    assert_eq!(stdout(&o), "lua 1\nchild out\nlua 2\nread: piped\n");
+    assert_eq!(stderr(&o), "child err\n");
+    // Between requests it goes nowhere: the next cell's output is only its own.
+    let o = home.run(&["exec", "os.execute('(sleep 0.3; echo late) &')"], "");
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let o = home.run(&["exec", "print('next')"], "");
+    assert_eq!(stdout(&o), "next\n");
 }
 
 #[test]
