@@ -798,6 +798,8 @@ fn stdin_monitor(ctx: &zmq::Context, stdin: &zmq::Socket) -> Result<Option<zmq::
 /// stream output, and stdin. `lua.rs` reaches it through the [`Host`] trait.
 struct Frontend {
     child_output: Arc<ChildOutput>,
+    /// This request started child processes: their output is synced once more before the reply.
+    children: bool,
     publisher: Publisher,
     stdin: zmq::Socket,
     input_events: Receiver<InputEvent>,
@@ -894,6 +896,7 @@ impl Host for Frontend {
     fn sync_output(&mut self) {
         self.flush_all();
         self.child_output.sync();
+        self.children = true;
     }
 
     fn input(&mut self, prompt: &str, password: bool) -> Result<Input, InputError> {
@@ -1013,6 +1016,7 @@ impl Core {
     ) -> Result<Core, String> {
         let frontend = Frontend {
             child_output,
+            children: false,
             publisher: Publisher::connect(ctx, signer.clone(), session.clone())?,
             stdin: connected_push(ctx, "inproc://stdin-requests")?,
             input_events,
@@ -1223,8 +1227,13 @@ impl Core {
         self.shared.interrupt.store(false, Ordering::SeqCst);
         let child_output = self.frontend.borrow().child_output.clone();
         child_output.set_parent(Some(msg.clone()));
+        self.frontend.borrow_mut().children = false;
         let outcome = self.interp.execute(&code, script.as_ref());
-        self.frontend.borrow_mut().sync_output();
+        if self.frontend.borrow().children {
+            // A child may still have been writing (io.popen's stderr): publish that first. (Only
+            // then: the round trip to the forwarding thread is not free.)
+            self.frontend.borrow_mut().sync_output();
+        }
         child_output.set_parent(None);
         let mut user_expressions = serde_json::Map::new();
         if outcome.error.is_none() {
