@@ -819,22 +819,18 @@ struct Frontend {
 }
 
 impl Frontend {
-    fn flush_streams(&mut self) {
-        if self.pending.is_empty() {
-            return;
-        }
-        // Send only whole UTF-8 characters; a character cut by a write boundary waits for its rest.
+    /// Publishes the pending output. Unless `all`, a character cut by a write boundary waits for
+    /// its rest; with `all` (end of a request, another message follows) it goes as it is.
+    fn flush_output(&mut self, all: bool) {
         let cut = match std::str::from_utf8(&self.pending) {
-            Ok(_) => self.pending.len(),
-            Err(e) if e.error_len().is_none() => e.valid_up_to(),
-            Err(_) => self.pending.len(),
+            Err(e) if !all && e.error_len().is_none() => e.valid_up_to(),
+            _ => self.pending.len(),
         };
         if cut == 0 {
             return;
         }
         let rest = self.pending.split_off(cut);
-        let text = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending = rest;
+        let text = String::from_utf8_lossy(&std::mem::replace(&mut self.pending, rest)).into_owned();
         let name = match self.pending_stream {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
@@ -843,20 +839,17 @@ impl Frontend {
         self.last_flush = Instant::now();
     }
 
-    fn publish(&mut self, msg_type: &str, content: Value) {
-        self.flush_all();
-        self.publisher.publish(&self.parent, msg_type, content);
+    fn flush_streams(&mut self) {
+        self.flush_output(false);
     }
 
     fn flush_all(&mut self) {
-        self.flush_streams();
-        if !self.pending.is_empty() {
-            // A dangling partial character at the very end: send it as it is.
-            let text = String::from_utf8_lossy(&self.pending).into_owned();
-            self.pending.clear();
-            let name = if self.pending_stream == Stream::Stdout { "stdout" } else { "stderr" };
-            self.publisher.publish(&self.parent, "stream", json!({ "name": name, "text": text }));
-        }
+        self.flush_output(true);
+    }
+
+    fn publish(&mut self, msg_type: &str, content: Value) {
+        self.flush_all();
+        self.publisher.publish(&self.parent, msg_type, content);
     }
 }
 
