@@ -397,9 +397,9 @@ impl Client {
                 }
             }
             let mut next = 3;
-            if sigint.is_some() {
+            if let Some(fd) = sigint {
                 if readable[next] {
-                    drain_fd(sigint.unwrap());
+                    drain_fd(fd);
                     interrupts += 1;
                     if interrupts >= 3 {
                         return Err(ClientError::Other("interrupted (the kernel did not stop the code)".into()));

@@ -3,8 +3,9 @@
 //!
 //! Threads (each ZeroMQ socket belongs to exactly one of them):
 //! - heartbeat: echoes on its ROUTER socket and nothing else, so a busy kernel still looks alive.
-//! - iopub: owns the XPUB socket; greets each subscription with `iopub_welcome` and forwards the
-//!   signed messages other threads push to it over `inproc://iopub`, in order.
+//! - iopub: greets each subscription with `iopub_welcome` and sends held messages when their time is
+//!   up. The XPUB socket itself is shared under a lock ([`IopubSocket`]): the thread that has
+//!   something to publish sends it, so output never waits for a hand-off between threads.
 //! - control: answers kernel_info, interrupt and shutdown itself, so they work while Lua is busy.
 //! - stdin: sends the Lua thread's `input_request`s to the asking client, returns `input_reply`s.
 //! - lua: owns the shell socket and runs [`Core`]: reads one request at a time in arrival order,
@@ -12,7 +13,8 @@
 //!   wait in ZeroMQ's queue; keeping shell on this thread saves two thread hand-offs per request.
 //! - signals: SIGINT interrupts, SIGTERM/SIGHUP shut down.
 //!
-//! Every thread waits on sockets with `zmq::poll` or on channels; none polls on a timer.
+//! Every thread waits on sockets with `zmq::poll`, on file descriptors or on channels; none polls on
+//! a timer.
 
 use crate::connection::{self, ConnectionInfo, KernelFiles};
 use crate::lua::{self, Completeness, Host, Input, InputError, Interpreter, Stream};
@@ -136,21 +138,21 @@ pub fn start(opts: Options) -> Result<(), String> {
 
     // The inproc PULL ends are bound before any thread connects to them.
     let Sockets { shell, control, stdin, iopub, hb } = sockets;
-    let iopub_pull = bound_pull(&ctx, "inproc://iopub")?;
     let stdin_pull = bound_pull(&ctx, "inproc://stdin-requests")?;
-    let child_output = ChildOutput::start(Publisher::connect(&ctx, signer.clone(), session.clone())?)?;
+    let iopub_fd = iopub.get_fd().map_err(|e| format!("cannot watch the iopub socket: {e}"))?;
+    let publisher = Publisher { iopub: Arc::new(IopubSocket::new(iopub, signer.clone(), session.clone())?) };
+    let child_output = ChildOutput::start(publisher.clone())?;
 
     let max = opts.max_message_bytes;
     spawn("heartbeat", move || heartbeat(hb));
     {
-        let signer = signer.clone();
-        let session = session.clone();
-        spawn("iopub", move || iopub_loop(iopub, iopub_pull, &signer, &session));
+        let iopub = publisher.iopub.clone();
+        spawn("iopub", move || iopub_loop(iopub, iopub_fd));
     }
     {
         let signer = signer.clone();
         let shared = shared.clone();
-        let publisher = Publisher::connect(&ctx, signer.clone(), session.clone())?;
+        let publisher = publisher.clone();
         spawn("control", move || control_loop(control, publisher, &signer, &shared, max));
     }
     {
@@ -162,11 +164,10 @@ pub fn start(opts: Options) -> Result<(), String> {
     {
         let shared = shared.clone();
         let ctx = ctx.clone();
-        let signer = signer.clone();
         let opts = opts.clone();
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         spawn("lua", move || {
-            let core = Core::new(&ctx, shell, signer, session, &shared, &opts, input_rx, wake_rx, child_output);
+            let core = Core::new(&ctx, shell, publisher, &shared, &opts, input_rx, wake_rx, child_output);
             match core {
                 Ok(core) => {
                     let _ = ready_tx.send(Ok(()));
@@ -214,7 +215,7 @@ pub fn start(opts: Options) -> Result<(), String> {
 /// and stderr (a terminal, Jupyter's server log) never see user output.
 pub struct ChildOutput {
     /// The execute request whose output this is, while one runs.
-    parent: std::sync::Mutex<Option<Message>>,
+    parent: std::sync::Mutex<Option<Arc<Message>>>,
     flush_requests: Sender<Sender<()>>,
     wake_fd: i32,
     /// Set at shutdown: the thread ends and closes its socket, so the context can terminate.
@@ -261,7 +262,7 @@ impl ChildOutput {
         unsafe { libc::write(self.wake_fd, b"!".as_ptr() as *const libc::c_void, 1) };
     }
 
-    fn set_parent(&self, parent: Option<Message>) {
+    fn set_parent(&self, parent: Option<Arc<Message>>) {
         *self.parent.lock().unwrap_or_else(|e| e.into_inner()) = parent;
     }
 
@@ -481,14 +482,153 @@ fn heartbeat(hb: zmq::Socket) {
     }
 }
 
-fn iopub_loop(xpub: zmq::Socket, pull: zmq::Socket, signer: &Signer, session: &str) {
+/// The iopub thread: greets each new subscriber, and sends held messages whose time is up. It waits on
+/// the socket's ZMQ_FD (readable when the socket may have news) rather than on the socket itself,
+/// which other threads use under the lock, and on the hold timer.
+fn iopub_loop(iopub: Arc<IopubSocket>, fd: std::os::unix::io::RawFd) {
     loop {
-        let mut items = [xpub.as_poll_item(zmq::POLLIN), pull.as_poll_item(zmq::POLLIN)];
-        if let Err(zmq::Error::ETERM) = zmq::poll(&mut items, -1) {
+        let mut fds = [
+            libc::pollfd { fd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: iopub.timer, events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: poll on a local array; the fds stay open until the socket is closed, which happens
+        // only after this thread has seen ETERM below.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            continue; // EINTR
+        }
+        if fds[1].revents != 0 {
+            let mut expirations = 0u64;
+            // SAFETY: reading the 8-byte expiration count of our own non-blocking timerfd.
+            unsafe { libc::read(iopub.timer, &mut expirations as *mut u64 as *mut libc::c_void, 8) };
+            iopub.release();
+        }
+        if !iopub.greet_subscribers() {
             return;
         }
-        if items[0].is_readable() {
-            match xpub.recv_bytes(0) {
+    }
+}
+
+/// How long `busy` and `execute_input` may be held back before they go out on their own.
+const IOPUB_HOLD: Duration = Duration::from_millis(2);
+
+/// The XPUB socket, shared by every thread that publishes: each sends under the lock, so a message
+/// goes from its thread straight to ZeroMQ (no hand-off to another thread on the request path).
+/// Sockets are not thread-safe, but one used by one thread at a time, with the lock's memory barrier
+/// between, is what ZeroMQ allows.
+///
+/// A request's opening messages (busy, execute_input) are held until the next message, the reply,
+/// or IOPUB_HOLD, whichever comes first: a quick request's iopub messages and its reply then leave
+/// together, and ZeroMQ's I/O thread is woken once instead of once per message — on a small machine
+/// those wake-ups are most of a round trip.
+struct IopubSocket {
+    state: std::sync::Mutex<IopubState>,
+    /// A timerfd: armed while messages are held; the iopub thread sends them when it fires.
+    timer: std::os::unix::io::RawFd,
+    signer: Signer,
+    session: String,
+}
+
+struct IopubState {
+    /// None once the context has terminated.
+    socket: Option<zmq::Socket>,
+    held: Vec<Vec<Vec<u8>>>,
+}
+
+impl IopubSocket {
+    fn new(socket: zmq::Socket, signer: Signer, session: String) -> Result<IopubSocket, String> {
+        // SAFETY: creating a timerfd; the result is checked.
+        let timer = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK) };
+        if timer < 0 {
+            return Err(format!("cannot create a timer: {}", std::io::Error::last_os_error()));
+        }
+        let state = IopubState { socket: Some(socket), held: Vec::new() };
+        Ok(IopubSocket { state: std::sync::Mutex::new(state), timer, signer, session })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, IopubState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_timer(&self, after: Option<Duration>) {
+        let after = after.unwrap_or_default();
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+            it_value: libc::timespec { tv_sec: after.as_secs() as _, tv_nsec: after.subsec_nanos() as _ },
+        };
+        // SAFETY: our own timerfd and a local itimerspec (all zero disarms it).
+        unsafe { libc::timerfd_settime(self.timer, 0, &spec, std::ptr::null_mut()) };
+    }
+
+    /// Sends a message, after any held ones.
+    fn send(&self, frames: Vec<Vec<u8>>) {
+        let mut state = self.lock();
+        self.flush(&mut state, Some(frames));
+    }
+
+    /// Holds a message back (see the type's comment).
+    fn hold(&self, frames: Vec<Vec<u8>>) {
+        let mut state = self.lock();
+        if state.held.is_empty() {
+            self.set_timer(Some(IOPUB_HOLD));
+        }
+        state.held.push(frames);
+    }
+
+    /// Sends the held messages now.
+    fn release(&self) {
+        let mut state = self.lock();
+        if !state.held.is_empty() {
+            self.flush(&mut state, None);
+        }
+    }
+
+    fn flush(&self, state: &mut IopubState, next: Option<Vec<Vec<u8>>>) {
+        let held = std::mem::take(&mut state.held);
+        if !held.is_empty() {
+            self.set_timer(None);
+        }
+        let Some(socket) = state.socket.as_ref() else { return };
+        for frames in held.into_iter().chain(next) {
+            match socket.send_multipart(frames, 0) {
+                Ok(()) => {}
+                Err(zmq::Error::ETERM) => {
+                    state.socket = None;
+                    return;
+                }
+                Err(zmq::Error::EAGAIN) => {
+                    log::warn!("iopub: a subscriber stopped reading for {IOPUB_STALL_MS} ms; message dropped")
+                }
+                Err(e) => log::debug!("iopub: send failed: {e}"),
+            }
+        }
+        // A send may have taken in a subscription (and consumed the ZMQ_FD wake-up the iopub
+        // thread waits for): greet it here.
+        if !Self::welcome(socket, &self.signer, &self.session) {
+            state.socket = None;
+        }
+    }
+
+    /// Greets pending subscriptions; false once the context has terminated (the socket is closed).
+    fn greet_subscribers(&self) -> bool {
+        let mut state = self.lock();
+        let Some(socket) = state.socket.as_ref() else { return false };
+        if Self::welcome(socket, &self.signer, &self.session) {
+            return true;
+        }
+        state.socket = None;
+        false
+    }
+
+    /// Answers every subscription waiting on the socket with `iopub_welcome`; false on ETERM.
+    fn welcome(socket: &zmq::Socket, signer: &Signer, session: &str) -> bool {
+        loop {
+            match socket.get_events() {
+                Ok(events) if events.contains(zmq::POLLIN) => {}
+                Ok(_) => return true,
+                Err(zmq::Error::ETERM) => return false,
+                Err(_) => return true,
+            }
+            match socket.recv_bytes(zmq::DONTWAIT) {
                 // A subscription is [1, topic...]; unsubscriptions ([0, ...]) need nothing.
                 Ok(sub) if sub.first() == Some(&1) => {
                     let topic = String::from_utf8_lossy(&sub[1..]).into_owned();
@@ -500,22 +640,61 @@ fn iopub_loop(xpub: zmq::Socket, pull: zmq::Socket, signer: &Signer, session: &s
                         ..Message::default()
                     };
                     msg.identities = vec![sub[1..].to_vec()];
-                    send_frames(&xpub, wire::encode(&msg, signer), "iopub");
+                    if let Err(zmq::Error::ETERM) = socket.send_multipart(wire::encode(&msg, signer), 0) {
+                        return false;
+                    }
                 }
                 Ok(_) => {}
-                Err(zmq::Error::ETERM) => return,
-                Err(_) => {}
+                Err(zmq::Error::ETERM) => return false,
+                Err(_) => return true,
             }
         }
-        if items[1].is_readable() {
-            match pull.recv_multipart(0) {
-                Ok(frames) => {
-                    send_frames(&xpub, frames, "iopub");
-                }
-                Err(zmq::Error::ETERM) => return,
-                Err(_) => {}
-            }
-        }
+    }
+}
+
+impl Drop for IopubSocket {
+    fn drop(&mut self) {
+        // SAFETY: closing our own timerfd once, when the last user is gone.
+        unsafe { libc::close(self.timer) };
+    }
+}
+
+/// Publishes on iopub: signs, and prefixes the msg_type as the topic.
+#[derive(Clone)]
+struct Publisher {
+    iopub: Arc<IopubSocket>,
+}
+
+impl Publisher {
+    fn signer(&self) -> &Signer {
+        &self.iopub.signer
+    }
+
+    fn session(&self) -> &str {
+        &self.iopub.session
+    }
+
+    fn encode(&self, parent: &Message, msg_type: &str, content: Value) -> Vec<Vec<u8>> {
+        let topic = vec![msg_type.as_bytes().to_vec()];
+        wire::encode_child(parent, msg_type, self.session(), &content, topic, self.signer())
+    }
+
+    fn publish(&self, parent: &Message, msg_type: &str, content: Value) {
+        self.iopub.send(self.encode(parent, msg_type, content));
+    }
+
+    /// Publishes, but lets the message wait for the next one (at most IOPUB_HOLD).
+    fn publish_held(&self, parent: &Message, msg_type: &str, content: Value) {
+        self.iopub.hold(self.encode(parent, msg_type, content));
+    }
+
+    /// Sends what is held now: before a reply, or before the kernel may block.
+    fn release(&self) {
+        self.iopub.release();
+    }
+
+    fn status(&self, parent: &Message, state: &str) {
+        self.publish(parent, "status", json!({ "execution_state": state }));
     }
 }
 
@@ -590,35 +769,11 @@ fn recv_request(
     }
 }
 
-/// Publishes on iopub through the iopub thread: signs, and prefixes the msg_type as the topic.
-struct Publisher {
-    push: zmq::Socket,
-    signer: Signer,
-    session: String,
-}
-
-impl Publisher {
-    fn connect(ctx: &zmq::Context, signer: Signer, session: String) -> Result<Publisher, String> {
-        Ok(Publisher { push: connected_push(ctx, "inproc://iopub")?, signer, session })
-    }
-
-    fn publish(&self, parent: &Message, msg_type: &str, content: Value) {
-        let mut msg = wire::child(parent, msg_type, &self.session, content);
-        msg.identities = vec![msg_type.as_bytes().to_vec()];
-        send_frames(&self.push, wire::encode(&msg, &self.signer), "iopub");
-    }
-
-    fn status(&self, parent: &Message, state: &str) {
-        self.publish(parent, "status", json!({ "execution_state": state }));
-    }
-}
-
 /// A reply on a ROUTER socket (or the push that leads to one), addressed to the asker.
 fn reply(socket: &zmq::Socket, signer: &Signer, session: &str, req: &Message, content: Value) {
     let msg_type = reply_type(req.msg_type());
-    let mut msg = wire::child(req, &msg_type, session, content);
-    msg.identities = req.identities.clone();
-    send_frames(socket, wire::encode(&msg, signer), "reply");
+    let frames = wire::encode_child(req, &msg_type, session, &content, req.identities.clone(), signer);
+    send_frames(socket, frames, "reply");
 }
 
 fn reply_type(request: &str) -> String {
@@ -671,7 +826,7 @@ fn control_loop(control: zmq::Socket, publisher: Publisher, signer: &Signer, sha
         };
         shared.touch();
         publisher.status(&msg, "busy");
-        let session = &publisher.session;
+        let session = publisher.session();
         match msg.msg_type() {
             "kernel_info_request" => reply(&control, signer, session, &msg, kernel_info_content()),
             "interrupt_request" => {
@@ -807,7 +962,7 @@ struct Frontend {
     interrupt: Arc<AtomicBool>,
     input_timeout: Duration,
     /// The request being served: parent of everything published.
-    parent: Message,
+    parent: Arc<Message>,
     allow_stdin: bool,
     /// Our own client sends stdin as raw chunks (with EOF) instead of lines.
     raw_stdin: bool,
@@ -887,13 +1042,16 @@ impl Host for Frontend {
     }
 
     fn sync_output(&mut self) {
+        // Before a child process may run for long: what is held goes out now.
         self.flush_all();
+        self.publisher.release();
         self.child_output.sync();
         self.children = true;
     }
 
     fn input(&mut self, prompt: &str, password: bool) -> Result<Input, InputError> {
         self.flush_all();
+        self.publisher.release();
         if !self.allow_stdin {
             return Err(InputError::Failed(
                 "stdin is not available: the client did not allow input (allow_stdin is false)".into(),
@@ -903,14 +1061,14 @@ impl Host for Frontend {
         let mut msg = wire::child(
             &self.parent,
             "input_request",
-            &self.publisher.session,
+            self.publisher.session(),
             json!({ "prompt": prompt, "password": password }),
         );
         msg.identities = self.parent.identities.clone();
         let request_id = msg.msg_id().to_string();
-        send_frames(&self.stdin, wire::encode(&msg, &self.publisher.signer), "stdin");
+        send_frames(&self.stdin, wire::encode(&msg, self.publisher.signer()), "stdin");
         let result = self.wait_input(&request_id);
-        if !matches!(result, Ok(_)) {
+        if result.is_err() {
             let _ = self.stdin.send(&b""[..], 0); // the stdin thread forgets the request
         }
         result
@@ -999,8 +1157,7 @@ impl Core {
     fn new(
         ctx: &zmq::Context,
         shell: zmq::Socket,
-        signer: Signer,
-        session: String,
+        publisher: Publisher,
         shared: &Arc<Shared>,
         opts: &Options,
         input_events: Receiver<InputEvent>,
@@ -1010,13 +1167,13 @@ impl Core {
         let frontend = Frontend {
             child_output,
             children: false,
-            publisher: Publisher::connect(ctx, signer.clone(), session.clone())?,
+            publisher: publisher.clone(),
             stdin: connected_push(ctx, "inproc://stdin-requests")?,
             input_events,
             interrupt_wake,
             interrupt: shared.interrupt.clone(),
             input_timeout: opts.input_timeout,
-            parent: Message::default(),
+            parent: Arc::new(Message::default()),
             allow_stdin: false,
             raw_stdin: false,
             silent: false,
@@ -1039,8 +1196,8 @@ impl Core {
             shell,
             guard: ReplayGuard::new(10_000),
             max_message_bytes: opts.max_message_bytes,
-            signer,
-            session,
+            signer: publisher.signer().clone(),
+            session: publisher.session().to_string(),
             shared: shared.clone(),
             execution_count: 0,
             history: Vec::new(),
@@ -1067,7 +1224,7 @@ impl Core {
     fn run(mut self) {
         loop {
             let msg = match self.next_request(true) {
-                Next::Request(msg) => msg,
+                Next::Request(msg) => Arc::new(msg),
                 Next::Nothing => continue,
                 Next::Closed => return,
             };
@@ -1093,6 +1250,7 @@ impl Core {
                 // ask to depend on it.
                 let session = msg.header["session"].clone();
                 while let Next::Request(next) = self.next_request(false) {
+                    let next = Arc::new(next);
                     if next.msg_type() == "execute_request" && next.header["session"] == session {
                         self.begin(&next);
                         self.reply(&next, json!({"status": "aborted", "execution_count": self.execution_count}));
@@ -1109,11 +1267,11 @@ impl Core {
         }
     }
 
-    fn begin(&self, msg: &Message) {
+    fn begin(&self, msg: &Arc<Message>) {
         let mut f = self.frontend.borrow_mut();
         f.parent = msg.clone();
         f.silent = false;
-        f.publisher.status(msg, "busy");
+        f.publisher.publish_held(msg, "status", json!({ "execution_state": "busy" }));
     }
 
     fn end(&self, msg: &Message) {
@@ -1123,6 +1281,8 @@ impl Core {
     }
 
     fn reply(&self, req: &Message, content: Value) {
+        // busy (and execute_input) go before the reply, as clients expect.
+        self.frontend.borrow().publisher.release();
         reply(&self.shell, &self.signer, &self.session, req, content);
     }
 
@@ -1132,7 +1292,7 @@ impl Core {
 
     /// Serves one shell request up to its reply (the caller publishes idle); true if it was an
     /// execute request that failed.
-    fn handle(&mut self, msg: &Message) -> bool {
+    fn handle(&mut self, msg: &Arc<Message>) -> bool {
         self.begin(msg);
         let c = &msg.content;
         let mut failed = false;
@@ -1210,7 +1370,8 @@ impl Core {
         }
         let count = self.execution_count;
         if !silent {
-            self.publish("execute_input", json!({ "code": code, "execution_count": count }));
+            let content = json!({ "code": code, "execution_count": count });
+            self.frontend.borrow().publisher.publish_held(msg, "execute_input", content);
         }
         let script = ours.get("run").map(|run| lua::Script {
             name: run["name"].as_str().unwrap_or("script").to_string(),
@@ -1219,7 +1380,7 @@ impl Core {
         // A stale interrupt (sent while nothing ran) must not kill this cell.
         self.shared.interrupt.store(false, Ordering::SeqCst);
         let child_output = self.frontend.borrow().child_output.clone();
-        child_output.set_parent(Some(msg.clone()));
+        child_output.set_parent(Some(self.frontend.borrow().parent.clone()));
         self.frontend.borrow_mut().children = false;
         let outcome = self.interp.execute(&code, script.as_ref());
         if self.frontend.borrow().children {

@@ -162,6 +162,10 @@ impl Interpreter {
             })
             .map_err(|e| format!("cannot install the interrupt hook: {e}"))?;
         }
+        // Generational collection, as the `lua` program itself runs: a cell's young garbage is
+        // collected without marking the whole session (the prelude, help texts, the user's
+        // globals) again each time; measured with callgrind, a tenth off a no-op request.
+        lua.gc_set_mode(mlua::prelude::LuaGcMode::Generational(mlua::prelude::LuaGcGenParams::default()));
         let base_memory = lua.used_memory();
         if let Some(limit) = opts.memory_limit {
             lua.set_memory_limit(base_memory + limit).map_err(|e| format!("cannot limit memory: {e}"))?;
@@ -209,7 +213,13 @@ impl Interpreter {
         }
         self.exiting.set(false);
         // A cell may have stopped the collector; the next one should not inherit that.
-        let _ = self.lua.gc_restart();
+        self.lua.gc_restart();
+        if outcome.error.is_some() && self.memory_limit.is_some() {
+            // A failed cell's garbage is old by now, and the generational collector leaves old
+            // garbage for its next major cycle: under a memory limit the next cell needs that
+            // memory back now (a runaway allocation may have filled the limit).
+            let _ = self.lua.gc_collect();
+        }
         let flushed = self.store.borrow_mut().flush();
         if let Err(e) = flushed {
             // Reported as lost, so lost: a later cell must not write them behind the user's back.
@@ -587,7 +597,10 @@ fn natives(
     }
     {
         let host = host.clone();
-        k.set("sync_output", lua.create_function(move |_, ()| Ok(host.borrow_mut().sync_output()))?)?;
+        k.set("sync_output", lua.create_function(move |_, ()| {
+            host.borrow_mut().sync_output();
+            Ok(())
+        })?)?;
     }
     {
         let run = run.clone();

@@ -261,13 +261,10 @@ fn execute(
         },
         input,
     );
-    match &result {
-        Ok(reply) => {
-            for page in reply.pages() {
-                let _ = writeln!(out, "{page}");
-            }
+    if let Ok(reply) = &result {
+        for page in reply.pages() {
+            let _ = writeln!(out, "{page}");
         }
-        Err(_) => {}
     }
     let _ = out.flush();
     match result {

@@ -23,6 +23,9 @@ pub struct Message {
     pub metadata: Value,
     pub content: Value,
     pub buffers: Vec<Vec<u8>>,
+    /// The header frame as it arrived (empty for a message built here): replies echo it as their
+    /// parent_header without serialising the header again.
+    pub raw_header: Vec<u8>,
 }
 
 impl Message {
@@ -152,7 +155,8 @@ pub fn decode(frames: Vec<Vec<u8>>, signer: &Signer) -> Result<Message, WireErro
         Ok(v @ Value::Object(_)) => Ok(v),
         _ => Err(WireError::BadJson(part)),
     };
-    let header = object(&header, "header")?;
+    let raw_header = header;
+    let header = object(&raw_header, "header")?;
     for field in ["msg_id", "msg_type"] {
         if !header[field].is_string() {
             return Err(WireError::MissingField(if field == "msg_id" { "msg_id" } else { "msg_type" }));
@@ -165,45 +169,83 @@ pub fn decode(frames: Vec<Vec<u8>>, signer: &Signer) -> Result<Message, WireErro
         metadata: object(&metadata, "metadata")?,
         content: object(&content, "content")?,
         buffers,
+        raw_header,
     })
 }
 
 /// The frames of a message, signed. `identities` go first (ROUTER routing or an iopub topic).
 pub fn encode(msg: &Message, signer: &Signer) -> Vec<Vec<u8>> {
-    let header = serde_json::to_vec(&msg.header).expect("JSON values serialise");
-    let parent = serde_json::to_vec(&msg.parent_header).expect("JSON values serialise");
-    let metadata = serde_json::to_vec(&msg.metadata).expect("JSON values serialise");
-    let content = serde_json::to_vec(&msg.content).expect("JSON values serialise");
-    let sig = signer.sign(&[&header, &parent, &metadata, &content]);
-    let mut frames = msg.identities.clone();
-    frames.push(DELIMITER.to_vec());
-    frames.push(sig.into_bytes());
-    frames.extend([header, parent, metadata, content]);
+    let json = |v: &Value| serde_json::to_vec(v).expect("JSON values serialise");
+    let parts = [json(&msg.header), json(&msg.parent_header), json(&msg.metadata), json(&msg.content)];
+    let mut frames = signed(msg.identities.clone(), signer, parts);
     frames.extend(msg.buffers.iter().cloned());
     frames
 }
 
+/// The frames of a reply or broadcast for `parent`: what `encode(&child(...))` gives, without building
+/// a Message. Every message the kernel sends on a request's behalf goes through here, so it is lean:
+/// the header is written straight from its fields and the parent's header frame is echoed as it
+/// arrived.
+pub fn encode_child(
+    parent: &Message,
+    msg_type: &str,
+    session: &str,
+    content: &Value,
+    identities: Vec<Vec<u8>>,
+    signer: &Signer,
+) -> Vec<Vec<u8>> {
+    let parent_json = if parent.raw_header.is_empty() {
+        serde_json::to_vec(&parent.header).expect("JSON values serialise")
+    } else {
+        parent.raw_header.clone()
+    };
+    let mut content_json = Vec::with_capacity(256);
+    serde_json::to_writer(&mut content_json, content).expect("JSON values serialise");
+    signed(identities, signer, [header_json(msg_type, session), parent_json, b"{}".to_vec(), content_json])
+}
+
+fn signed(mut frames: Vec<Vec<u8>>, signer: &Signer, parts: [Vec<u8>; 4]) -> Vec<Vec<u8>> {
+    let [header, parent, metadata, content] = parts;
+    let sig = signer.sign(&[&header, &parent, &metadata, &content]);
+    frames.reserve(6);
+    frames.push(DELIMITER.to_vec());
+    frames.push(sig.into_bytes());
+    frames.extend([header, parent, metadata, content]);
+    frames
+}
+
+/// A message header's fields, in the order the spec lists them.
+#[derive(serde::Serialize)]
+struct Header<'a> {
+    msg_id: &'a str,
+    session: &'a str,
+    username: &'a str,
+    date: &'a str,
+    msg_type: &'a str,
+    version: &'a str,
+}
+
+fn header_json(msg_type: &str, session: &str) -> Vec<u8> {
+    let (msg_id, date) = (new_id(), now_iso8601());
+    let h = Header { msg_id: &msg_id, session, username: username(), date: &date, msg_type, version: PROTOCOL_VERSION };
+    let mut out = Vec::with_capacity(192);
+    serde_json::to_writer(&mut out, &h).expect("a header serialises");
+    out
+}
+
 /// A header for a new message of `msg_type` in `session`.
 pub fn header(msg_type: &str, session: &str) -> Value {
-    json!({
-        "msg_id": new_id(),
-        "session": session,
-        "username": username(),
-        "date": now_iso8601(),
-        "msg_type": msg_type,
-        "version": PROTOCOL_VERSION,
-    })
+    serde_json::from_slice(&header_json(msg_type, session)).expect("a header is JSON")
 }
 
 /// A reply or broadcast for `parent` (its header becomes the parent_header).
 pub fn child(parent: &Message, msg_type: &str, session: &str, content: Value) -> Message {
     Message {
-        identities: Vec::new(),
         header: header(msg_type, session),
         parent_header: parent.header.clone(),
         metadata: json!({}),
         content,
-        buffers: Vec::new(),
+        ..Message::default()
     }
 }
 
@@ -234,16 +276,19 @@ fn username() -> &'static str {
     NAME.get_or_init(|| std::env::var("USER").unwrap_or_else(|_| "llmspell".into()))
 }
 
+/// Lower-case hex. (Not `write!("{:02x}")` per byte: signing every message made that a tenth of a
+/// request's instructions.)
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.extend([DIGITS[(b >> 4) as usize], DIGITS[(b & 15) as usize]]);
+    }
+    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 fn unhex(text: &[u8]) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
@@ -262,6 +307,7 @@ mod tests {
             metadata: json!({}),
             content: json!({"code": "print(1)"}),
             buffers: vec![b"raw".to_vec()],
+            ..Message::default()
         }
     }
 
@@ -274,6 +320,30 @@ mod tests {
         assert_eq!(back.content["code"], "print(1)");
         assert_eq!(back.buffers, vec![b"raw".to_vec()]);
         assert_eq!(back.msg_type(), "execute_request");
+    }
+
+    #[test]
+    fn encode_child_echoes_the_parent_header_frame_and_matches_encode_of_child() {
+        let signer = Signer::new("secret");
+        let sent = encode(&sample(), &signer);
+        let request = decode(sent.clone(), &signer).unwrap();
+        let content = json!({"status": "ok", "execution_count": 3});
+        let frames = encode_child(&request, "execute_reply", "s2", &content, vec![b"id".to_vec()], &signer);
+        assert_eq!(frames[0], b"id", "identities first");
+        assert_eq!(frames[4], sent[3], "parent_header is the request's header frame as sent");
+        let reply = decode(frames, &signer).unwrap();
+        let built = child(&request, "execute_reply", "s2", content.clone());
+        assert_eq!(reply.parent_header, built.parent_header);
+        assert_eq!(reply.content, content);
+        assert_eq!(reply.metadata, json!({}));
+        for field in ["session", "username", "msg_type", "version"] {
+            assert_eq!(reply.header[field], built.header[field], "{field}");
+        }
+        assert_ne!(reply.msg_id(), built.msg_id());
+        // A parent built here (no frame to echo) is serialised instead.
+        let local = sample();
+        let frames = encode_child(&local, "status", "s2", &json!({}), vec![], &signer);
+        assert_eq!(decode(frames, &signer).unwrap().parent_header, local.header);
     }
 
     #[test]

@@ -130,6 +130,7 @@ fn seeds() -> Vec<Vec<u8>> {
                 metadata: json!({"llmspell": {"stdin": "raw"}}),
                 content: content.clone(),
                 buffers: if i == 3 { vec![b"buf".to_vec(), Vec::new()] } else { Vec::new() },
+                raw_header: Vec::new(),
             };
             let frames = wire::encode(&msg, &Signer::new(key));
             let mut input = vec![mode];

@@ -278,15 +278,12 @@ def test_iopub_welcome_for_every_new_subscriber(kernel):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_output_streams_while_the_cell_runs(kernel):
-    """print output is published while the cell still runs, not all at the end."""
-    kc = kernel.kc
-    code = SPIN + 'for i = 1, 3 do print("tick " .. i) spin(0.6) end'
-    msg_id = kc.execute(code, allow_stdin=False)
+def iopub_arrivals(kc, msg_id: str, timeout: float = 30.0) -> list[tuple[float, dict]]:
+    """(arrival time, message) of every iopub message for msg_id, up to and including its idle."""
     arrivals = []
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while True:
-        assert time.monotonic() < deadline, f"no idle within 30 s: {arrivals!r}"
+        assert time.monotonic() < deadline, f"no idle within {timeout:g} s: {arrivals!r}"[:3000]
         try:
             msg = kc.get_iopub_msg(timeout=1)
         except Empty:
@@ -295,7 +292,19 @@ def test_output_streams_while_the_cell_runs(kernel):
             continue
         arrivals.append((time.monotonic(), msg))
         if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            break
+            return arrivals
+
+
+def kinds(arrivals) -> list[str]:
+    return [m["content"]["execution_state"] if m["msg_type"] == "status" else m["msg_type"] for _, m in arrivals]
+
+
+def test_output_streams_while_the_cell_runs(kernel):
+    """print output is published while the cell still runs, not all at the end."""
+    kc = kernel.kc
+    code = SPIN + 'for i = 1, 3 do print("tick " .. i) spin(0.6) end'
+    msg_id = kc.execute(code, allow_stdin=False)
+    arrivals = iopub_arrivals(kc, msg_id)
     streams = [(t, m) for t, m in arrivals if m["msg_type"] == "stream"]
     text = "".join(m["content"]["text"] for _, m in streams)
     assert text == "tick 1\ntick 2\ntick 3\n"
@@ -309,6 +318,29 @@ def test_output_streams_while_the_cell_runs(kernel):
     )
     reply = get_reply(kc, msg_id)
     assert reply["content"]["status"] == "ok"
+
+
+def test_busy_and_execute_input_go_out_while_a_quiet_cell_still_runs(kernel):
+    """The kernel holds busy and execute_input back for a moment so a quick request leaves in one go;
+    a cell that runs long without output must still show busy at once, not at its end."""
+    kc = kernel.kc
+    msg_id = kc.execute(SPIN + "spin(1.5)", allow_stdin=False)
+    arrivals = iopub_arrivals(kc, msg_id)
+    assert kinds(arrivals) == ["busy", "execute_input", "idle"], kinds(arrivals)
+    busy_at, idle_at = arrivals[0][0], arrivals[-1][0]
+    assert idle_at - busy_at >= 1.0, f"busy arrived only {idle_at - busy_at:.2f} s before idle (cell: 1.5 s)"
+    assert get_reply(kc, msg_id)["content"]["status"] == "ok"
+
+
+def test_child_process_output_comes_after_busy_and_execute_input(kernel):
+    kc = kernel.kc
+    msg_id = kc.execute('os.execute("echo from-child; sleep 1")', allow_stdin=False)
+    arrivals = iopub_arrivals(kc, msg_id)
+    order = kinds(arrivals)
+    assert order[:2] == ["busy", "execute_input"] and order[-1] == "idle", order
+    text = "".join(m["content"]["text"] for _, m in arrivals if m["msg_type"] == "stream")
+    assert "from-child" in text, order
+    assert arrivals[-1][0] - arrivals[0][0] >= 0.6, "busy was held until the child had finished"
 
 
 @pytest.mark.timeout(300)
