@@ -39,6 +39,8 @@ struct Args {
     duration: f64,
     raw_n: usize,
     code: String,
+    echo_server: bool,
+    echo_iopub: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -52,6 +54,8 @@ fn parse_args() -> Result<Args, String> {
         std::process::exit(0);
     }
     let raw_only = a.contains("--raw-only");
+    let echo_server = a.contains("--echo-server");
+    let echo_iopub = a.contains("--iopub");
     let connection_file: Option<PathBuf> =
         a.opt_value_from_os_str("--connection-file", |s| Ok::<_, String>(PathBuf::from(s))).map_err(|e| e.to_string())?;
     let clients: Option<String> = a.opt_value_from_str("--clients").map_err(|e| e.to_string())?;
@@ -70,6 +74,8 @@ fn parse_args() -> Result<Args, String> {
             .collect::<Result<_, _>>()?,
         duration: a.opt_value_from_str("--duration").map_err(|e| e.to_string())?.unwrap_or(2.0),
         raw_n: a.opt_value_from_str("--raw-n").map_err(|e| e.to_string())?.unwrap_or(20_000),
+        echo_server,
+        echo_iopub,
         code: a.opt_value_from_str("--code").map_err(|e| e.to_string())?.unwrap_or_else(|| "local x = 1".into()),
     };
     let rest = a.finish();
@@ -196,8 +202,10 @@ fn jupyter_like_frames() -> (Frames, Frames, Frames) {
     (wire::encode(&request, &signer), wire::encode(&reply, &signer), wire::encode(&status, &signer))
 }
 
-/// The floor: a ROUTER echo thread and a DEALER over tcp loopback in this process; optionally a PUB
-/// socket publishing busy before and idle after each reply (the shape of a Jupyter execute). Kept
+/// The floor: a ROUTER echo server and a DEALER over tcp loopback; optionally a PUB socket publishing
+/// busy before and idle after each reply (the shape of a Jupyter execute). The server is a thread of
+/// this process (sharing its ZeroMQ I/O thread with the client: fewer thread wake-ups than any two
+/// processes can have) or, as a client and a kernel are, another process (`--echo-server`). Kept
 /// alive across rounds so it can be measured interleaved with the kernel.
 struct RawRig {
     dealer: zmq::Socket,
@@ -205,40 +213,87 @@ struct RawRig {
     request: Vec<Vec<u8>>,
     with_iopub: bool,
     server: Option<std::thread::JoinHandle<()>>,
+    child: Option<std::process::Child>,
     request_bytes: usize,
     reply_bytes: usize,
     _ctx: zmq::Context,
 }
 
+/// Binds a ROUTER and a PUB on free loopback ports: (router, publisher, their endpoints).
+fn echo_sockets(ctx: &zmq::Context) -> Result<(zmq::Socket, zmq::Socket, String, String), String> {
+    let router = ctx.socket(zmq::ROUTER).map_err(|e| e.to_string())?;
+    router.bind("tcp://127.0.0.1:*").map_err(|e| e.to_string())?;
+    let publisher = ctx.socket(zmq::PUB).map_err(|e| e.to_string())?;
+    publisher.bind("tcp://127.0.0.1:*").map_err(|e| e.to_string())?;
+    let endpoint = router.get_last_endpoint().unwrap().unwrap();
+    let pub_endpoint = publisher.get_last_endpoint().unwrap().unwrap();
+    Ok((router, publisher, endpoint, pub_endpoint))
+}
+
+/// Answers each request with a reply shaped like an execute_reply (and busy/idle statuses around
+/// it when `with_iopub`), until a "stop" request.
+fn echo_serve(router: zmq::Socket, publisher: zmq::Socket, with_iopub: bool) {
+    let (_, reply, status) = jupyter_like_frames();
+    loop {
+        let Ok(mut frames) = router.recv_multipart(0) else { return };
+        if frames.len() == 2 && frames[1] == b"stop" {
+            return;
+        }
+        let identity = frames.remove(0);
+        if with_iopub {
+            let _ = publisher.send_multipart(status.iter(), 0);
+        }
+        let mut out = Vec::with_capacity(reply.len() + 1);
+        out.push(identity);
+        out.extend(reply.iter().cloned());
+        let _ = router.send_multipart(out, 0);
+        if with_iopub {
+            let _ = publisher.send_multipart(status.iter(), 0);
+        }
+    }
+}
+
+/// `bench_client --echo-server [--iopub]`: the floor's server as its own process; prints its two
+/// endpoints on one line, then serves until stopped.
+fn echo_server_process(with_iopub: bool) -> Result<(), String> {
+    let ctx = zmq::Context::new();
+    let (router, publisher, endpoint, pub_endpoint) = echo_sockets(&ctx)?;
+    println!("{endpoint} {pub_endpoint}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    echo_serve(router, publisher, with_iopub);
+    Ok(())
+}
+
 impl RawRig {
-    fn new(with_iopub: bool) -> Result<RawRig, String> {
+    fn new(with_iopub: bool, separate_process: bool) -> Result<RawRig, String> {
         let ctx = zmq::Context::new();
-        let router = ctx.socket(zmq::ROUTER).map_err(|e| e.to_string())?;
-        router.bind("tcp://127.0.0.1:*").map_err(|e| e.to_string())?;
-        let endpoint = router.get_last_endpoint().unwrap().unwrap();
-        let publisher = ctx.socket(zmq::PUB).map_err(|e| e.to_string())?;
-        publisher.bind("tcp://127.0.0.1:*").map_err(|e| e.to_string())?;
-        let pub_endpoint = publisher.get_last_endpoint().unwrap().unwrap();
-        let (request, reply, status) = jupyter_like_frames();
+        let (mut server, mut child) = (None, None);
+        let (endpoint, pub_endpoint) = if separate_process {
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let mut cmd = std::process::Command::new(exe);
+            cmd.arg("--echo-server").stdout(std::process::Stdio::piped());
+            if with_iopub {
+                cmd.arg("--iopub");
+            }
+            let mut c = cmd.spawn().map_err(|e| format!("cannot start the echo server: {e}"))?;
+            let mut line = String::new();
+            use std::io::BufRead;
+            std::io::BufReader::new(c.stdout.take().expect("piped")).read_line(&mut line).map_err(|e| e.to_string())?;
+            child = Some(c);
+            let mut parts = line.split_whitespace().map(String::from);
+            match (parts.next(), parts.next()) {
+                (Some(a), Some(b)) => (a, b),
+                _ => return Err(format!("the echo server said {line:?}")),
+            }
+        } else {
+            let (router, publisher, endpoint, pub_endpoint) = echo_sockets(&ctx)?;
+            server = Some(std::thread::spawn(move || echo_serve(router, publisher, with_iopub)));
+            (endpoint, pub_endpoint)
+        };
+        let (request, reply, _) = jupyter_like_frames();
         let request_bytes = request.iter().map(|f| f.len()).sum();
         let reply_bytes = reply.iter().map(|f| f.len()).sum();
-        let server = std::thread::spawn(move || loop {
-            let Ok(mut frames) = router.recv_multipart(0) else { return };
-            if frames.len() == 2 && frames[1] == b"stop" {
-                return;
-            }
-            let identity = frames.remove(0);
-            if with_iopub {
-                let _ = publisher.send_multipart(status.iter(), 0);
-            }
-            let mut out = Vec::with_capacity(reply.len() + 1);
-            out.push(identity);
-            out.extend(reply.iter().cloned());
-            let _ = router.send_multipart(out, 0);
-            if with_iopub {
-                let _ = publisher.send_multipart(status.iter(), 0);
-            }
-        });
         let dealer = ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
         dealer.set_linger(0).map_err(|e| e.to_string())?;
         dealer.connect(&endpoint).map_err(|e| e.to_string())?;
@@ -246,7 +301,7 @@ impl RawRig {
         sub.set_linger(0).map_err(|e| e.to_string())?;
         sub.set_subscribe(b"").map_err(|e| e.to_string())?;
         sub.connect(&pub_endpoint).map_err(|e| e.to_string())?;
-        let rig = RawRig { dealer, sub, request, with_iopub, server: Some(server), request_bytes, reply_bytes, _ctx: ctx };
+        let rig = RawRig { dealer, sub, request, with_iopub, server, child, request_bytes, reply_bytes, _ctx: ctx };
         if with_iopub {
             // PUB drops until the subscription has arrived: go round until a status comes through.
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -282,6 +337,9 @@ impl Drop for RawRig {
         let _ = self.dealer.send_multipart([&b"stop"[..]], 0);
         if let Some(h) = self.server.take() {
             let _ = h.join();
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
         }
     }
 }
@@ -359,6 +417,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if args.echo_server {
+        if let Err(e) = echo_server_process(args.echo_iopub) {
+            eprintln!("bench_client --echo-server: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Some(path) = &args.mock_kernel {
         if let Err(e) = mock_kernel(path) {
             eprintln!("bench_client --mock-kernel: {e}");
@@ -368,10 +433,10 @@ fn main() {
     }
     let mut out = json!({});
     let mut errors: Vec<String> = Vec::new();
-    let rigs = (RawRig::new(false), RawRig::new(true));
-    let (raw, shape) = match rigs {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => {
+    let rigs = (RawRig::new(false, false), RawRig::new(false, true), RawRig::new(true, true));
+    let (raw, raw_2proc, shape) = match rigs {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             println!("{}", json!({ "errors": [format!("raw zmq: {e}")] }));
             return;
         }
@@ -388,19 +453,17 @@ fn main() {
     };
     // Warm up, then rounds that interleave the floor and the kernel, so drift in the machine's load
     // falls on both alike.
-    let mut lat = (Vec::new(), Vec::new(), Vec::new(), Vec::new()); // raw, shape, execute, kernel_info
+    // raw (one process), raw (two processes), execute shape (two processes), execute, kernel_info
+    type Lat = [Vec<f64>; 5];
+    let mut lat: Lat = Default::default();
     let rounds = 10;
-    let run = |lat: &mut (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>), client: &mut Option<Client>, n: usize, raw_n: usize, keep: bool| -> Result<(), String> {
-        for _ in 0..raw_n {
-            let t = raw.round_trip()?;
-            if keep {
-                lat.0.push(t);
-            }
-        }
-        for _ in 0..raw_n / 2 {
-            let t = shape.round_trip()?;
-            if keep {
-                lat.1.push(t);
+    let run = |lat: &mut Lat, client: &mut Option<Client>, n: usize, raw_n: usize, keep: bool| -> Result<(), String> {
+        for (i, rig, reps) in [(0, &raw, raw_n), (1, &raw_2proc, raw_n), (2, &shape, raw_n / 2)] {
+            for _ in 0..reps {
+                let t = rig.round_trip()?;
+                if keep {
+                    lat[i].push(t);
+                }
             }
         }
         if let Some(c) = client.as_mut() {
@@ -408,14 +471,14 @@ fn main() {
                 let t = Instant::now();
                 execute_once(c, &args.code)?;
                 if keep {
-                    lat.2.push(micros(t.elapsed()));
+                    lat[3].push(micros(t.elapsed()));
                 }
             }
             for _ in 0..n / 2 {
                 let t = Instant::now();
                 c.request("kernel_info_request", json!({}), Duration::from_secs(10)).map_err(|e| e.to_string())?;
                 if keep {
-                    lat.3.push(micros(t.elapsed()));
+                    lat[4].push(micros(t.elapsed()));
                 }
             }
         }
@@ -431,16 +494,18 @@ fn main() {
     if let Err(e) = result {
         errors.push(format!("round trips: {e}"));
     }
-    let mut s = summary(lat.0);
+    let [raw_us, raw_2proc_us, shape_us, execute_us, kernel_info_us] = lat;
+    let mut s = summary(raw_us);
     s["request_bytes"] = json!(raw.request_bytes);
     s["reply_bytes"] = json!(raw.reply_bytes);
     out["zmq_raw_us"] = s;
-    out["zmq_execute_shape_us"] = summary(lat.1);
-    drop((raw, shape));
+    out["zmq_raw_2proc_us"] = summary(raw_2proc_us);
+    out["zmq_execute_shape_us"] = summary(shape_us);
+    drop((raw, raw_2proc, shape));
     if let Some(path) = &args.connection_file {
         if client.is_some() {
-            out["execute_us"] = summary(lat.2);
-            out["kernel_info_us"] = summary(lat.3);
+            out["execute_us"] = summary(execute_us);
+            out["kernel_info_us"] = summary(kernel_info_us);
         }
         drop(client);
         let mut rps = json!({});
