@@ -816,6 +816,10 @@ def build_report(R, order):
                 v = K.get(c, {}).get("execute_us_p50")
                 return None if v is None else v - F["execute_us_p50"]
             la, xa = above("llmspell"), above("xeus-python")
+            if X.get("execute_us_p50"):
+                # When this is above 0.5, the target above cannot be met by any kernel on this machine.
+                row("  the do-nothing floor ÷ xeus-python (the best ratio any kernel can reach here)",
+                    fmt(F["execute_us_p50"] / X["execute_us_p50"], nd=2))
             if la is not None and xa is not None:
                 row("  llmspell's p50 above the floor ÷ xeus-python's (the kernels' own cost)",
                     fmt(la / xa, nd=2) if xa > 0 else "—")
