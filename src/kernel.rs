@@ -1,11 +1,12 @@
 //! The kernel process: sockets, one thread per channel, the request loop on the Lua thread, busy/idle,
 //! shutdown.
 //!
-//! Threads (each ZeroMQ socket belongs to exactly one of them):
+//! Threads (each ZeroMQ socket belongs to exactly one of them, but for iopub's, shared under a lock):
 //! - heartbeat: echoes on its ROUTER socket and nothing else, so a busy kernel still looks alive.
-//! - iopub: greets each subscription with `iopub_welcome` and sends held messages when their time is
-//!   up. The XPUB socket itself is shared under a lock ([`IopubSocket`]): the thread that has
-//!   something to publish sends it, so output never waits for a hand-off between threads.
+//! - iopub: greets each subscription with `iopub_welcome` and sends held or queued messages when
+//!   their time is up. The XPUB socket itself is shared under a lock ([`IopubSocket`]): the thread
+//!   that has something to publish sends it, so output never waits for a hand-off between threads.
+//!   (design.md gives it one owner thread; that cost every message a thread wake-up.)
 //! - control: answers kernel_info, interrupt and shutdown itself, so they work while Lua is busy.
 //! - stdin: sends the Lua thread's `input_request`s to the asking client, returns `input_reply`s.
 //! - lua: owns the shell socket and runs [`Core`]: reads one request at a time in arrival order,
@@ -140,7 +141,7 @@ pub fn start(opts: Options) -> Result<(), String> {
     let Sockets { shell, control, stdin, iopub, hb } = sockets;
     let stdin_pull = bound_pull(&ctx, "inproc://stdin-requests")?;
     let iopub_fd = iopub.get_fd().map_err(|e| format!("cannot watch the iopub socket: {e}"))?;
-    let publisher = Publisher { iopub: Arc::new(IopubSocket::new(iopub, signer.clone(), session.clone())?) };
+    let publisher = Publisher::new(IopubSocket::new(iopub, signer.clone(), session.clone())?);
     let child_output = ChildOutput::start(publisher.clone())?;
 
     let max = opts.max_message_bytes;
@@ -152,7 +153,8 @@ pub fn start(opts: Options) -> Result<(), String> {
     {
         let signer = signer.clone();
         let shared = shared.clone();
-        let publisher = publisher.clone();
+        // Control answers even while a publisher waits for a stalled subscriber.
+        let publisher = publisher.never_waiting();
         spawn("control", move || control_loop(control, publisher, &signer, &shared, max));
     }
     {
@@ -395,8 +397,10 @@ impl Sockets {
         // Every subscription, even a repeated topic, must reach us so each subscriber gets a welcome.
         sockets.iopub.set_xpub_verbose(true).map_err(|e| e.to_string())?;
         sockets.iopub.set_sndhwm(IOPUB_HWM).map_err(|e| e.to_string())?;
+        // Without XPUB_NODROP a PUB socket silently drops messages for a subscriber that is behind;
+        // with it the send waits (bounded by SNDTIMEO) so a flood of output arrives complete.
         sockets.iopub.set_sndtimeo(IOPUB_STALL_MS).map_err(|e| e.to_string())?;
-        set_xpub_nodrop(&mut sockets.iopub)?;
+        set_int_option(&mut sockets.iopub, zmq_sys::ZMQ_XPUB_NODROP, 1)?;
         Ok(sockets)
     }
 
@@ -432,24 +436,22 @@ fn bracket(ip: &str) -> String {
     }
 }
 
-/// Without XPUB_NODROP a PUB socket silently drops messages for a subscriber that is behind; with it
-/// the send waits (bounded by SNDTIMEO) so a flood of output arrives complete. The `zmq` crate does
-/// not wrap this option.
-fn set_xpub_nodrop(socket: &mut zmq::Socket) -> Result<(), String> {
-    let one: std::os::raw::c_int = 1;
-    // SAFETY: the pointer is the live socket's own; the option takes an int.
+/// Sets an int socket option the `zmq` crate does not wrap (XPUB_NODROP).
+fn set_int_option(socket: &mut zmq::Socket, option: u32, value: i32) -> Result<(), String> {
+    let value: std::os::raw::c_int = value;
+    // SAFETY: the pointer is the live socket's own; these options take an int.
     let rc = unsafe {
         zmq_sys::zmq_setsockopt(
             socket.as_mut_ptr(),
-            zmq_sys::ZMQ_XPUB_NODROP as std::os::raw::c_int,
-            &one as *const _ as *const std::os::raw::c_void,
-            std::mem::size_of_val(&one),
+            option as std::os::raw::c_int,
+            &value as *const _ as *const std::os::raw::c_void,
+            std::mem::size_of_val(&value),
         )
     };
     if rc == 0 {
         Ok(())
     } else {
-        Err("cannot set ZMQ_XPUB_NODROP on the iopub socket".into())
+        Err(format!("cannot set option {option} on the iopub socket: {}", zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() })))
     }
 }
 
@@ -482,17 +484,18 @@ fn heartbeat(hb: zmq::Socket) {
     }
 }
 
-/// The iopub thread: greets each new subscriber, and sends held messages whose time is up. It waits on
-/// the socket's ZMQ_FD (readable when the socket may have news) rather than on the socket itself,
-/// which other threads use under the lock, and on the hold timer.
+/// The iopub thread: greets each new subscriber, and sends what is held or queued when the timer
+/// fires. It waits on the socket's ZMQ_FD (readable when the socket may have news) rather than on the
+/// socket itself, which other threads use under the lock, and on the timer.
 fn iopub_loop(iopub: Arc<IopubSocket>, fd: std::os::unix::io::RawFd) {
     loop {
         let mut fds = [
             libc::pollfd { fd, events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: iopub.timer, events: libc::POLLIN, revents: 0 },
         ];
-        // SAFETY: poll on a local array; the fds stay open until the socket is closed, which happens
-        // only after this thread has seen ETERM below.
+        // SAFETY: poll on a local array. The timerfd lives as long as `iopub`. ZMQ_FD closes with the
+        // socket, which any publishing thread may drop on ETERM; it then fires the timer, so this
+        // thread wakes, finds the socket gone and returns (a poll on a closed fd just reports it).
         if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
             continue; // EINTR
         }
@@ -508,8 +511,13 @@ fn iopub_loop(iopub: Arc<IopubSocket>, fd: std::os::unix::io::RawFd) {
     }
 }
 
+/// One encoded message: its frames.
+type Frames = Vec<Vec<u8>>;
+
 /// How long `busy` and `execute_input` may be held back before they go out on their own.
 const IOPUB_HOLD: Duration = Duration::from_millis(2);
+/// Messages from threads that must not wait for the socket (control), waiting for the next sender.
+const IOPUB_QUEUE: usize = 1000;
 
 /// The XPUB socket, shared by every thread that publishes: each sends under the lock, so a message
 /// goes from its thread straight to ZeroMQ (no hand-off to another thread on the request path).
@@ -520,9 +528,19 @@ const IOPUB_HOLD: Duration = Duration::from_millis(2);
 /// or IOPUB_HOLD, whichever comes first: a quick request's iopub messages and its reply then leave
 /// together, and ZeroMQ's I/O thread is woken once instead of once per message — on a small machine
 /// those wake-ups are most of a round trip.
+///
+/// The control thread must answer while a publisher is stuck on a subscriber that stopped reading:
+/// it never waits for the lock, but queues (see `send_nowait`).
+///
+/// Sends wait for slow subscribers (XPUB_NODROP), so a flood of output arrives complete. A subscriber
+/// that reads nothing for IOPUB_STALL_MS (a suspended `jupyter console`, say) must not make every
+/// later send wait that long, for everyone: the message that waited is sent once more without
+/// waiting, which skips the full subscriber and sets it aside (libzmq deactivates a pipe it could not
+/// write to) until it has read its backlog. The others lose nothing.
 struct IopubSocket {
     state: std::sync::Mutex<IopubState>,
-    /// A timerfd: armed while messages are held; the iopub thread sends them when it fires.
+    queue: (Sender<Frames>, Receiver<Frames>),
+    /// A timerfd: armed while messages are held or queued; the iopub thread sends them when it fires.
     timer: std::os::unix::io::RawFd,
     signer: Signer,
     session: String,
@@ -542,7 +560,13 @@ impl IopubSocket {
             return Err(format!("cannot create a timer: {}", std::io::Error::last_os_error()));
         }
         let state = IopubState { socket: Some(socket), held: Vec::new() };
-        Ok(IopubSocket { state: std::sync::Mutex::new(state), timer, signer, session })
+        Ok(IopubSocket {
+            state: std::sync::Mutex::new(state),
+            queue: crossbeam_channel::bounded(IOPUB_QUEUE),
+            timer,
+            signer,
+            session,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, IopubState> {
@@ -559,10 +583,28 @@ impl IopubSocket {
         unsafe { libc::timerfd_settime(self.timer, 0, &spec, std::ptr::null_mut()) };
     }
 
-    /// Sends a message, after any held ones.
+    /// Wakes the iopub thread now (to send what is queued, or to notice the socket has gone).
+    fn wake(&self) {
+        self.set_timer(Some(Duration::from_nanos(1)));
+    }
+
+    /// Sends a message, after any held or queued ones.
     fn send(&self, frames: Vec<Vec<u8>>) {
         let mut state = self.lock();
         self.flush(&mut state, Some(frames));
+    }
+
+    /// Sends a message without ever waiting for a subscriber: it is queued, and sent now if the
+    /// socket is free, else by whoever holds it next (or the iopub thread, woken for it).
+    fn send_nowait(&self, frames: Vec<Vec<u8>>) {
+        if self.queue.0.try_send(frames).is_err() {
+            log::warn!("iopub: {IOPUB_QUEUE} messages wait for a stalled subscriber; message dropped");
+        }
+        match self.state.try_lock() {
+            Ok(mut state) => self.flush(&mut state, None),
+            Err(std::sync::TryLockError::Poisoned(e)) => self.flush(&mut e.into_inner(), None),
+            Err(std::sync::TryLockError::WouldBlock) => self.wake(),
+        }
     }
 
     /// Holds a message back (see the type's comment).
@@ -574,10 +616,10 @@ impl IopubSocket {
         state.held.push(frames);
     }
 
-    /// Sends the held messages now.
+    /// Sends the held and queued messages now.
     fn release(&self) {
         let mut state = self.lock();
-        if !state.held.is_empty() {
+        if !state.held.is_empty() || !self.queue.1.is_empty() {
             self.flush(&mut state, None);
         }
     }
@@ -585,34 +627,60 @@ impl IopubSocket {
     fn flush(&self, state: &mut IopubState, next: Option<Vec<Vec<u8>>>) {
         let held = std::mem::take(&mut state.held);
         if !held.is_empty() {
+            // Disarmed before the queue is drained: a wake-up for a message queued after the drain
+            // is not cancelled.
             self.set_timer(None);
         }
-        let Some(socket) = state.socket.as_ref() else { return };
-        for frames in held.into_iter().chain(next) {
-            match socket.send_multipart(frames, 0) {
-                Ok(()) => {}
-                Err(zmq::Error::ETERM) => {
-                    state.socket = None;
-                    return;
-                }
-                Err(zmq::Error::EAGAIN) => {
-                    log::warn!("iopub: a subscriber stopped reading for {IOPUB_STALL_MS} ms; message dropped")
-                }
-                Err(e) => log::debug!("iopub: send failed: {e}"),
+        let queued: Vec<_> = self.queue.1.try_iter().collect();
+        if state.socket.is_none() {
+            return;
+        }
+        for frames in held.into_iter().chain(queued).chain(next) {
+            if !self.send_one(state, frames) {
+                state.socket = None;
+                self.wake(); // the iopub thread must notice, and end
+                return;
             }
         }
         // A send may have taken in a subscription (and consumed the ZMQ_FD wake-up the iopub
         // thread waits for): greet it here.
-        if !Self::welcome(socket, &self.signer, &self.session) {
+        if !self.welcome(state) {
             state.socket = None;
+            self.wake();
+        }
+    }
+
+    /// Sends one message; false on ETERM. A send that waited IOPUB_STALL_MS for a subscriber goes
+    /// again without waiting (see the type's comment).
+    fn send_one(&self, state: &mut IopubState, frames: Vec<Vec<u8>>) -> bool {
+        let Some(socket) = state.socket.as_mut() else { return false };
+        match socket.send_multipart(&frames, 0) {
+            Ok(()) => true,
+            Err(zmq::Error::ETERM) => false,
+            Err(zmq::Error::EAGAIN) => {
+                log::warn!(
+                    "iopub: a subscriber has read nothing for {IOPUB_STALL_MS} ms; it misses output until it \
+                     reads again (the others get everything)"
+                );
+                let _ = set_int_option(socket, zmq_sys::ZMQ_XPUB_NODROP, 0);
+                let sent = socket.send_multipart(&frames, 0);
+                let _ = set_int_option(socket, zmq_sys::ZMQ_XPUB_NODROP, 1);
+                !matches!(sent, Err(zmq::Error::ETERM))
+            }
+            Err(e) => {
+                log::debug!("iopub: send failed: {e}");
+                true
+            }
         }
     }
 
     /// Greets pending subscriptions; false once the context has terminated (the socket is closed).
     fn greet_subscribers(&self) -> bool {
         let mut state = self.lock();
-        let Some(socket) = state.socket.as_ref() else { return false };
-        if Self::welcome(socket, &self.signer, &self.session) {
+        if state.socket.is_none() {
+            return false;
+        }
+        if self.welcome(&mut state) {
             return true;
         }
         state.socket = None;
@@ -620,7 +688,8 @@ impl IopubSocket {
     }
 
     /// Answers every subscription waiting on the socket with `iopub_welcome`; false on ETERM.
-    fn welcome(socket: &zmq::Socket, signer: &Signer, session: &str) -> bool {
+    fn welcome(&self, state: &mut IopubState) -> bool {
+        let Some(socket) = state.socket.as_mut() else { return false };
         loop {
             match socket.get_events() {
                 Ok(events) if events.contains(zmq::POLLIN) => {}
@@ -633,14 +702,14 @@ impl IopubSocket {
                 Ok(sub) if sub.first() == Some(&1) => {
                     let topic = String::from_utf8_lossy(&sub[1..]).into_owned();
                     let mut msg = Message {
-                        header: wire::header("iopub_welcome", session),
+                        header: wire::header("iopub_welcome", &self.session),
                         parent_header: json!({}),
                         metadata: json!({}),
                         content: json!({ "subscription": topic }),
                         ..Message::default()
                     };
                     msg.identities = vec![sub[1..].to_vec()];
-                    if let Err(zmq::Error::ETERM) = socket.send_multipart(wire::encode(&msg, signer), 0) {
+                    if let Err(zmq::Error::ETERM) = socket.send_multipart(wire::encode(&msg, &self.signer), 0) {
                         return false;
                     }
                 }
@@ -663,9 +732,20 @@ impl Drop for IopubSocket {
 #[derive(Clone)]
 struct Publisher {
     iopub: Arc<IopubSocket>,
+    /// Never wait for the socket (the control thread's publisher): see IopubSocket::send_nowait.
+    never_wait: bool,
 }
 
 impl Publisher {
+    fn new(iopub: IopubSocket) -> Publisher {
+        Publisher { iopub: Arc::new(iopub), never_wait: false }
+    }
+
+    /// A publisher for a thread that must never wait for a subscriber.
+    fn never_waiting(&self) -> Publisher {
+        Publisher { iopub: self.iopub.clone(), never_wait: true }
+    }
+
     fn signer(&self) -> &Signer {
         &self.iopub.signer
     }
@@ -680,7 +760,12 @@ impl Publisher {
     }
 
     fn publish(&self, parent: &Message, msg_type: &str, content: Value) {
-        self.iopub.send(self.encode(parent, msg_type, content));
+        let frames = self.encode(parent, msg_type, content);
+        if self.never_wait {
+            self.iopub.send_nowait(frames);
+        } else {
+            self.iopub.send(frames);
+        }
     }
 
     /// Publishes, but lets the message wait for the next one (at most IOPUB_HOLD).

@@ -1753,6 +1753,61 @@ fn binding_a_non_loopback_address_warns_that_key_holders_can_run_code() {
     assert!(!log.contains("WARN"), "{log}");
 }
 
+#[test]
+fn a_subscriber_that_stops_reading_costs_the_others_one_wait_and_never_blocks_control() {
+    // A client that subscribes to iopub and then reads nothing (a suspended `jupyter console`, or
+    // anyone who can reach the port: subscribing needs no key) fills its queue; sends then wait for it.
+    let k = Kernel::start("stall", &[]);
+    let info = k.info();
+    let ctx = zmq::Context::new();
+    let stalled = ctx.socket(zmq::SUB).unwrap();
+    stalled.set_rcvhwm(1).unwrap();
+    stalled.set_rcvbuf(4096).unwrap();
+    stalled.set_linger(0).unwrap();
+    stalled.set_subscribe(b"").unwrap();
+    stalled.connect(&format!("tcp://127.0.0.1:{}", info["iopub_port"])).unwrap();
+    assert!(stalled.poll(zmq::POLLIN, 5000).unwrap() > 0, "no iopub_welcome for the stalled subscriber");
+    let _welcome = stalled.recv_multipart(0).unwrap(); // and never another read
+
+    // Tens of thousands of small messages (stdout and stderr alternate, so none are coalesced).
+    let conn = k.conn();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut c = Client::connect_file(&conn, Duration::from_secs(10)).unwrap();
+        let t = Instant::now();
+        let cell = run_cell(&mut c, "for i = 1, 40000 do io.write('o') io.stderr:write('e') end");
+        let _ = done_tx.send((cell, t.elapsed()));
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(done_rx.try_recv().is_err(), "the flood never waited for the stalled subscriber; the test needs more output");
+    let control = k.client();
+    let t = Instant::now();
+    let info_reply = control.control_request("kernel_info_request", json!({}), Duration::from_secs(30)).unwrap();
+    let control_took = t.elapsed();
+    println!("kernel_info on control while iopub waits: {control_took:?}");
+    assert_eq!(info_reply["status"], "ok");
+    assert!(control_took < Duration::from_secs(3), "control waited for iopub: {control_took:?}");
+
+    let (cell, took) = done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the flood did not end within 60 s: sends kept waiting for the stalled subscriber");
+    println!("flood with a stalled subscriber: {took:?}, {} + {} bytes of output", cell.out.len(), cell.err.len());
+    assert_eq!(cell.status(), "ok", "{:?}", cell.reply);
+    assert_eq!((cell.out.len(), cell.err.len()), (40000, 40000), "a reading client lost output");
+    assert!(took < Duration::from_secs(40), "the flood waited more than once: {took:?}");
+    assert!(k.log().contains("has read nothing"), "{}", k.log());
+    // From now on the stalled subscriber costs nothing: quick cells are quick, and complete.
+    let mut c = k.client();
+    let t = Instant::now();
+    for i in 0..20 {
+        let cell = run_cell(&mut c, &format!("print({i}) io.stderr:write('e{i}')"));
+        assert_eq!((cell.out.as_str(), cell.err.as_str()), (format!("{i}\n").as_str(), format!("e{i}").as_str()));
+    }
+    println!("20 cells after the stall: {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(5), "cells still wait for the stalled subscriber: {:?}", t.elapsed());
+    k.assert_alive();
+}
+
 // ------------------------------------------------------------------------------------------------
 // Regression tests from the wire fuzzer (fuzz/fuzz_targets/wire_decode.rs and tests/soak.rs)
 // ------------------------------------------------------------------------------------------------
