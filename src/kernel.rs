@@ -1,7 +1,7 @@
 //! The kernel process: sockets, one thread per channel, the request loop on the Lua thread, busy/idle,
 //! shutdown.
 //!
-//! Threads (each ZeroMQ socket belongs to exactly one of them, but for iopub's, shared under a lock):
+//! Threads (each ZeroMQ socket belongs to exactly one of them, except iopub's, shared under a lock):
 //! - heartbeat: echoes on its ROUTER socket and nothing else, so a busy kernel still looks alive.
 //! - iopub: greets each subscription with `iopub_welcome` and sends held or queued messages when
 //!   their time is up. The XPUB socket itself is shared under a lock ([`IopubSocket`]): the thread
@@ -449,10 +449,11 @@ fn set_int_option(socket: &mut zmq::Socket, option: u32, value: i32) -> Result<(
         )
     };
     if rc == 0 {
-        Ok(())
-    } else {
-        Err(format!("cannot set option {option} on the iopub socket: {}", zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() })))
+        return Ok(());
     }
+    // SAFETY: zmq_errno reads the calling thread's errno.
+    let errno = unsafe { zmq_sys::zmq_errno() };
+    Err(format!("cannot set option {option} on the iopub socket: {}", zmq::Error::from_raw(errno)))
 }
 
 fn bound_pull(ctx: &zmq::Context, endpoint: &str) -> Result<zmq::Socket, String> {
