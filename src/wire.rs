@@ -225,17 +225,23 @@ struct Header<'a> {
     version: &'a str,
 }
 
+impl<'a> Header<'a> {
+    fn new(msg_id: &'a str, session: &'a str, date: &'a str, msg_type: &'a str) -> Header<'a> {
+        Header { msg_id, session, username: username(), date, msg_type, version: PROTOCOL_VERSION }
+    }
+}
+
 fn header_json(msg_type: &str, session: &str) -> Vec<u8> {
     let (msg_id, date) = (new_id(), now_iso8601());
-    let h = Header { msg_id: &msg_id, session, username: username(), date: &date, msg_type, version: PROTOCOL_VERSION };
     let mut out = Vec::with_capacity(192);
-    serde_json::to_writer(&mut out, &h).expect("a header serialises");
+    serde_json::to_writer(&mut out, &Header::new(&msg_id, session, &date, msg_type)).expect("a header serialises");
     out
 }
 
 /// A header for a new message of `msg_type` in `session`.
 pub fn header(msg_type: &str, session: &str) -> Value {
-    serde_json::from_slice(&header_json(msg_type, session)).expect("a header is JSON")
+    let (msg_id, date) = (new_id(), now_iso8601());
+    serde_json::to_value(Header::new(&msg_id, session, &date, msg_type)).expect("a header serialises")
 }
 
 /// A reply or broadcast for `parent` (its header becomes the parent_header).
