@@ -110,32 +110,6 @@ fn value_of(c: &mut Client, expr: &str) -> String {
     cell.result.unwrap_or_default()
 }
 
-/// xorshift64*: reproducible "random" bytes without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-    /// 1 to max bytes.
-    fn some(&mut self, max: usize) -> Vec<u8> {
-        let n = 1 + self.below(max);
-        self.bytes(n)
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Chan {
     Shell,

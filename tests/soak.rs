@@ -91,24 +91,6 @@ fn hundred_thousand_executes_keep_the_kernel_rss_flat() {
 // The stable-toolchain wire fuzzer
 // ------------------------------------------------------------------------------------------------
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
-
 /// Valid messages (as fuzzer inputs: mode byte + frames joined by SEP) to mutate from.
 fn seeds() -> Vec<Vec<u8>> {
     let mut out = Vec::new();

@@ -85,6 +85,23 @@ fn script(home: &Home, id: &str, name: &str, code: &str, args: &[&str], timeout:
     home.run_timeout(&argv, "", timeout)
 }
 
+/// Runs the same script at once in kernels "a" and "b" (as `NAME-ID.lua`; with `id_arg`, the kernel
+/// id is its argument); their outputs, a's first.
+fn script_in_kernels_a_and_b(home: &Home, name: &str, code: &str, id_arg: bool) -> Vec<Output> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|id| {
+                s.spawn(move || {
+                    let args: &[&str] = if id_arg { &[id] } else { &[] };
+                    script(home, id, &format!("{name}-{id}.lua"), code, args, Duration::from_secs(180))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 fn script_ok(home: &Home, id: &str, name: &str, code: &str) -> String {
     let o = script(home, id, name, code, &[], Duration::from_secs(60));
     assert!(o.status.success(), "script {name} failed\n{}", out_text(&o));
@@ -565,16 +582,7 @@ fn two_kernels_updating_one_counter_reach_the_exact_total() {
         "#,
         barrier(2)
     );
-    let outs: Vec<Output> = std::thread::scope(|s| {
-        let handles: Vec<_> = ["a", "b"]
-            .into_iter()
-            .map(|id| {
-                let (home, code) = (&home, &code);
-                s.spawn(move || script(home, id, &format!("count-{id}.lua"), code, &[], Duration::from_secs(180)))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let outs = script_in_kernels_a_and_b(&home, "count", &code, false);
     let mut all = Vec::new();
     for o in &outs {
         assert!(o.status.success(), "{}", out_text(o));
@@ -607,16 +615,7 @@ fn two_kernels_setting_different_keys_lose_none() {
         "#,
         barrier(2)
     );
-    let outs: Vec<Output> = std::thread::scope(|s| {
-        let handles: Vec<_> = ["a", "b"]
-            .into_iter()
-            .map(|id| {
-                let (home, code) = (&home, &code);
-                s.spawn(move || script(home, id, &format!("keys-{id}.lua"), code, &[id], Duration::from_secs(180)))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let outs = script_in_kernels_a_and_b(&home, "keys", &code, true);
     for o in &outs {
         assert!(o.status.success(), "{}", out_text(o));
     }

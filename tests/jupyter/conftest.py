@@ -419,6 +419,20 @@ def pid_alive(pid: int) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
+def start_client(kc, clients: list, ready: bool = True):
+    """Starts kc's channels, waits until the kernel answers (unless not ready), keeps it in clients
+    (closed with the kernel) and returns it."""
+    kc.start_channels()
+    if ready:
+        try:
+            kc.wait_for_ready(timeout=30)
+        except RuntimeError:
+            kc.stop_channels()
+            raise
+    clients.append(kc)
+    return kc
+
+
 class SpecKernel:
     """A kernel launched from the installed kernelspec, with one ready client."""
 
@@ -448,14 +462,7 @@ class SpecKernel:
 
             kc = BlockingKernelClient()
             kc.load_connection_info(self.km.get_connection_info())
-        kc.start_channels()
-        try:
-            kc.wait_for_ready(timeout=30)
-        except RuntimeError:
-            kc.stop_channels()
-            raise
-        self.clients.append(kc)
-        return kc
+        return start_client(kc, self.clients)
 
     def close(self) -> None:
         for kc in self.clients:
@@ -584,15 +591,7 @@ class IdKernel:
 
         kc = BlockingKernelClient(connection_file=str(self.conn_file))
         kc.load_connection_file()
-        kc.start_channels()
-        if ready:
-            try:
-                kc.wait_for_ready(timeout=30)
-            except RuntimeError:
-                kc.stop_channels()
-                raise
-        self.clients.append(kc)
-        return kc
+        return start_client(kc, self.clients, ready)
 
     def stderr(self) -> str:
         self._err.flush()
