@@ -1370,7 +1370,11 @@ fn sixteen_clients_each_get_their_own_replies_and_output_with_nothing_lost() {
         streams.iter().max().unwrap()
     );
     // Every client subscribed before anyone sent, so each saw every client's output: none lost.
-    assert!(streams.iter().all(|&n| n == total), "stream messages seen per client: {streams:?}");
+    assert!(
+        streams.iter().all(|&n| n == total),
+        "stream messages seen per client: {streams:?}\nlog tail:\n{}",
+        tail(&k.log(), 20)
+    );
     k.assert_alive();
 }
 
