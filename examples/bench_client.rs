@@ -56,11 +56,13 @@ fn parse_args() -> Result<Args, String> {
     let raw_only = a.contains("--raw-only");
     let echo_server = a.contains("--echo-server");
     let echo_iopub = a.contains("--iopub");
-    let connection_file: Option<PathBuf> =
-        a.opt_value_from_os_str("--connection-file", |s| Ok::<_, String>(PathBuf::from(s))).map_err(|e| e.to_string())?;
+    let connection_file: Option<PathBuf> = a
+        .opt_value_from_os_str("--connection-file", |s| Ok::<_, String>(PathBuf::from(s)))
+        .map_err(|e| e.to_string())?;
     let clients: Option<String> = a.opt_value_from_str("--clients").map_err(|e| e.to_string())?;
-    let mock_kernel: Option<PathBuf> =
-        a.opt_value_from_os_str("--mock-kernel", |s| Ok::<_, String>(PathBuf::from(s))).map_err(|e| e.to_string())?;
+    let mock_kernel: Option<PathBuf> = a
+        .opt_value_from_os_str("--mock-kernel", |s| Ok::<_, String>(PathBuf::from(s)))
+        .map_err(|e| e.to_string())?;
     let args = Args {
         mock_kernel,
         connection_file: if raw_only { None } else { connection_file },
@@ -76,7 +78,10 @@ fn parse_args() -> Result<Args, String> {
         raw_n: a.opt_value_from_str("--raw-n").map_err(|e| e.to_string())?.unwrap_or(20_000),
         echo_server,
         echo_iopub,
-        code: a.opt_value_from_str("--code").map_err(|e| e.to_string())?.unwrap_or_else(|| "local x = 1".into()),
+        code: a
+            .opt_value_from_str("--code")
+            .map_err(|e| e.to_string())?
+            .unwrap_or_else(|| "local x = 1".into()),
     };
     let rest = a.finish();
     if let Some(x) = rest.first() {
@@ -111,7 +116,8 @@ fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-const QUIET: ExecOptions<'static> = ExecOptions { silent: false, store_history: false, stdin: StdinMode::None, script: None };
+const QUIET: ExecOptions<'static> =
+    ExecOptions { silent: false, store_history: false, stdin: StdinMode::None, script: None };
 
 /// One no-op execute: request → reply and idle. Fails on an error reply.
 fn execute_once(c: &mut Client, code: &str) -> Result<(), String> {
@@ -193,9 +199,14 @@ fn jupyter_like_frames() -> (Frames, Frames, Frames) {
         }),
         ..Message::default()
     };
-    let mut reply = wire::child(&request, "execute_reply", &session, json!({
-        "status": "ok", "execution_count": 1, "user_expressions": {}, "payload": [],
-    }));
+    let mut reply = wire::child(
+        &request,
+        "execute_reply",
+        &session,
+        json!({
+            "status": "ok", "execution_count": 1, "user_expressions": {}, "payload": [],
+        }),
+    );
     reply.identities = vec![];
     let mut status = wire::child(&request, "status", &session, json!({ "execution_state": "idle" }));
     status.identities = vec![b"status".to_vec()];
@@ -279,7 +290,9 @@ impl RawRig {
             let mut c = cmd.spawn().map_err(|e| format!("cannot start the echo server: {e}"))?;
             let mut line = String::new();
             use std::io::BufRead;
-            std::io::BufReader::new(c.stdout.take().expect("piped")).read_line(&mut line).map_err(|e| e.to_string())?;
+            std::io::BufReader::new(c.stdout.take().expect("piped"))
+                .read_line(&mut line)
+                .map_err(|e| e.to_string())?;
             child = Some(c);
             let mut parts = line.split_whitespace().map(String::from);
             match (parts.next(), parts.next()) {
@@ -301,7 +314,8 @@ impl RawRig {
         sub.set_linger(0).map_err(|e| e.to_string())?;
         sub.set_subscribe(b"").map_err(|e| e.to_string())?;
         sub.connect(&pub_endpoint).map_err(|e| e.to_string())?;
-        let rig = RawRig { dealer, sub, request, with_iopub, server, child, request_bytes, reply_bytes, _ctx: ctx };
+        let rig =
+            RawRig { dealer, sub, request, with_iopub, server, child, request_bytes, reply_bytes, _ctx: ctx };
         if with_iopub {
             // PUB drops until the subscription has arrived: go round until a status comes through.
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -392,7 +406,11 @@ fn mock_kernel(path: &Path) -> Result<(), String> {
                 "kernel_info_request" => llmspell::kernel::kernel_info_content(),
                 "execute_request" => {
                     count += 1;
-                    publish(&req, "execute_input", json!({ "code": req.content["code"], "execution_count": count }));
+                    publish(
+                        &req,
+                        "execute_input",
+                        json!({ "code": req.content["code"], "execution_count": count }),
+                    );
                     json!({ "status": "ok", "execution_count": count, "user_expressions": {}, "payload": [] })
                 }
                 _ => json!({ "status": "ok", "restart": false }),
@@ -457,7 +475,12 @@ fn main() {
     type Lat = [Vec<f64>; 5];
     let mut lat: Lat = Default::default();
     let rounds = 10;
-    let run = |lat: &mut Lat, client: &mut Option<Client>, n: usize, raw_n: usize, keep: bool| -> Result<(), String> {
+    let run = |lat: &mut Lat,
+               client: &mut Option<Client>,
+               n: usize,
+               raw_n: usize,
+               keep: bool|
+     -> Result<(), String> {
         for (i, rig, reps) in [(0, &raw, raw_n), (1, &raw_2proc, raw_n), (2, &shape, raw_n / 2)] {
             for _ in 0..reps {
                 let t = rig.round_trip()?;
@@ -476,7 +499,8 @@ fn main() {
             }
             for _ in 0..n / 2 {
                 let t = Instant::now();
-                c.request("kernel_info_request", json!({}), Duration::from_secs(10)).map_err(|e| e.to_string())?;
+                c.request("kernel_info_request", json!({}), Duration::from_secs(10))
+                    .map_err(|e| e.to_string())?;
                 if keep {
                     lat[4].push(micros(t.elapsed()));
                 }

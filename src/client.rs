@@ -58,10 +58,18 @@ pub struct Client {
 
 /// What `execute` reports as it goes.
 pub enum Event<'a> {
-    Stream { name: &'a str, text: &'a str },
+    Stream {
+        name: &'a str,
+        text: &'a str,
+    },
     /// execute_result or display_data: the mime bundle.
-    Display { data: &'a Value, execution_count: Option<u64> },
-    Error { traceback: Vec<String> },
+    Display {
+        data: &'a Value,
+        execution_count: Option<u64>,
+    },
+    Error {
+        traceback: Vec<String>,
+    },
     ClearOutput,
 }
 
@@ -238,7 +246,12 @@ impl Client {
     }
 
     /// A request on control: waits for its reply.
-    pub fn control_request(&self, msg_type: &str, content: Value, timeout: Duration) -> Result<Value, ClientError> {
+    pub fn control_request(
+        &self,
+        msg_type: &str,
+        content: Value,
+        timeout: Duration,
+    ) -> Result<Value, ClientError> {
         let id = self.send(&self.control, msg_type, content, json!({}));
         self.wait_reply(&self.control, &id, timeout)
     }
@@ -306,7 +319,8 @@ impl Client {
         let mut asked: Vec<String> = Vec::new();
         let mut quiet_since = Instant::now();
         while reply.is_none() || !idle {
-            let stdin_fd = if waiting_input.is_some() && opts.stdin == StdinMode::Raw { Some(0) } else { None };
+            let stdin_fd =
+                if waiting_input.is_some() && opts.stdin == StdinMode::Raw { Some(0) } else { None };
             let mut items = vec![
                 self.shell.as_poll_item(zmq::POLLIN),
                 self.iopub.as_poll_item(zmq::POLLIN),
@@ -359,10 +373,12 @@ impl Client {
                             name: c["name"].as_str().unwrap_or("stdout"),
                             text: c["text"].as_str().unwrap_or(""),
                         }),
-                        "execute_result" | "display_data" | "update_display_data" => on_event(Event::Display {
-                            data: &c["data"],
-                            execution_count: c["execution_count"].as_u64(),
-                        }),
+                        "execute_result" | "display_data" | "update_display_data" => {
+                            on_event(Event::Display {
+                                data: &c["data"],
+                                execution_count: c["execution_count"].as_u64(),
+                            })
+                        }
                         "error" => on_event(Event::Error {
                             traceback: c["traceback"]
                                 .as_array()
@@ -402,7 +418,9 @@ impl Client {
                     drain_fd(fd);
                     interrupts += 1;
                     if interrupts >= 3 {
-                        return Err(ClientError::Other("interrupted (the kernel did not stop the code)".into()));
+                        return Err(ClientError::Other(
+                            "interrupted (the kernel did not stop the code)".into(),
+                        ));
                     }
                     self.interrupt();
                 }
@@ -504,7 +522,9 @@ pub fn find_or_spawn(id: &str, idle_timeout: u64) -> Result<Client, String> {
             return Client::connect_file(&files.connection, Duration::from_secs(10));
         }
         if files.connection.exists() || files.lock.exists() {
-            eprintln!("llmspell: kernel {id:?} had stopped without cleaning up (crashed?); starting a new one");
+            eprintln!(
+                "llmspell: kernel {id:?} had stopped without cleaning up (crashed?); starting a new one"
+            );
             files.remove_stale();
         }
         spawn_detached(&files, &["--idle-timeout".into(), idle_timeout.to_string()])?;

@@ -40,9 +40,11 @@ impl ConnectionInfo {
 
     /// Reads a connection file, refusing one that other users could have rewritten.
     pub fn read(path: &Path) -> Result<ConnectionInfo, String> {
-        let meta = fs::metadata(path).map_err(|e| format!("cannot read connection file {}: {e}", path.display()))?;
+        let meta =
+            fs::metadata(path).map_err(|e| format!("cannot read connection file {}: {e}", path.display()))?;
         check_private(path, &meta)?;
-        let text = fs::read(path).map_err(|e| format!("cannot read connection file {}: {e}", path.display()))?;
+        let text =
+            fs::read(path).map_err(|e| format!("cannot read connection file {}: {e}", path.display()))?;
         let info: ConnectionInfo = serde_json::from_slice(&text)
             .map_err(|e| format!("connection file {} is not valid: {e}", path.display()))?;
         if info.signature_scheme != "hmac-sha256" && !info.key.is_empty() {

@@ -278,7 +278,13 @@ impl ChildOutput {
         }
     }
 
-    fn forward(&self, pipes: [i32; 2], wake: i32, flush_requests: Receiver<Sender<()>>, publisher: Publisher) {
+    fn forward(
+        &self,
+        pipes: [i32; 2],
+        wake: i32,
+        flush_requests: Receiver<Sender<()>>,
+        publisher: Publisher,
+    ) {
         let mut buf = vec![0u8; 64 << 10];
         loop {
             let mut fds = [
@@ -329,7 +335,8 @@ fn wait_for_exit(exit_rx: &Receiver<Exit>, shared: &Shared, idle: Option<Duratio
         let Some(idle) = idle else {
             return exit_rx.recv().unwrap_or(Exit::Shutdown);
         };
-        let since = Duration::from_millis(now_millis().saturating_sub(shared.last_request.load(Ordering::Relaxed)));
+        let since =
+            Duration::from_millis(now_millis().saturating_sub(shared.last_request.load(Ordering::Relaxed)));
         if since >= idle && !shared.busy.load(Ordering::Relaxed) {
             log::info!("no request for {}s: idle timeout", since.as_secs());
             return Exit::Shutdown;
@@ -556,7 +563,8 @@ struct IopubState {
 impl IopubSocket {
     fn new(socket: zmq::Socket, signer: Signer, session: String) -> Result<IopubSocket, String> {
         // SAFETY: creating a timerfd; the result is checked.
-        let timer = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK) };
+        let timer =
+            unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK) };
         if timer < 0 {
             return Err(format!("cannot create a timer: {}", std::io::Error::last_os_error()));
         }
@@ -710,7 +718,8 @@ impl IopubSocket {
                         ..Message::default()
                     };
                     msg.identities = vec![sub[1..].to_vec()];
-                    if let Err(zmq::Error::ETERM) = socket.send_multipart(wire::encode(&msg, &self.signer), 0) {
+                    if let Err(zmq::Error::ETERM) = socket.send_multipart(wire::encode(&msg, &self.signer), 0)
+                    {
                         return false;
                     }
                 }
@@ -957,7 +966,9 @@ fn stdin_loop(
     let monitor = match stdin_monitor(ctx, &stdin) {
         Ok(m) => m,
         Err(e) => {
-            log::warn!("stdin: no disconnect monitor ({e}); a vanished client is noticed only by --input-timeout");
+            log::warn!(
+                "stdin: no disconnect monitor ({e}); a vanished client is noticed only by --input-timeout"
+            );
             None
         }
     };
@@ -970,7 +981,8 @@ fn stdin_loop(
         if let Some(m) = &monitor {
             items.push(m.as_poll_item(zmq::POLLIN));
         }
-        let timeout = probe_at.map(|t| t.saturating_duration_since(Instant::now()).as_millis() as i64).unwrap_or(-1);
+        let timeout =
+            probe_at.map(|t| t.saturating_duration_since(Instant::now()).as_millis() as i64).unwrap_or(-1);
         if let Err(zmq::Error::ETERM) = zmq::poll(&mut items, timeout) {
             return;
         }
@@ -980,7 +992,9 @@ fn stdin_loop(
                 // One empty frame: the Lua thread stopped waiting.
                 Ok(frames) if frames.len() == 1 => outstanding = None,
                 Ok(frames) => {
-                    let id = wire::decode(frames.clone(), signer).map(|m| m.msg_id().to_string()).unwrap_or_default();
+                    let id = wire::decode(frames.clone(), signer)
+                        .map(|m| m.msg_id().to_string())
+                        .unwrap_or_default();
                     if stdin.send_multipart(frames.clone(), 0).is_err() {
                         let _ = events.send(InputEvent::Unreachable);
                     } else {
@@ -1320,11 +1334,14 @@ impl Core {
                 Ok(failed) => failed,
                 Err(_) => {
                     log::error!("internal error while serving a {} (see the panic above)", msg.msg_type());
-                    self.reply(&msg, json!({
-                        "status": "error", "ename": "InternalError",
-                        "evalue": "the kernel failed serving this request; see its log", "traceback": [],
-                        "execution_count": self.execution_count,
-                    }));
+                    self.reply(
+                        &msg,
+                        json!({
+                            "status": "error", "ename": "InternalError",
+                            "evalue": "the kernel failed serving this request; see its log", "traceback": [],
+                            "execution_count": self.execution_count,
+                        }),
+                    );
                     true
                 }
             };
@@ -1339,7 +1356,10 @@ impl Core {
                     let next = Arc::new(next);
                     if next.msg_type() == "execute_request" && next.header["session"] == session {
                         self.begin(&next);
-                        self.reply(&next, json!({"status": "aborted", "execution_count": self.execution_count}));
+                        self.reply(
+                            &next,
+                            json!({"status": "aborted", "execution_count": self.execution_count}),
+                        );
                         self.end(&next);
                     } else {
                         let _ = self.handle(&next);
@@ -1405,7 +1425,10 @@ impl Core {
                 let cursor = byte_offset(code, c["cursor_pos"].as_u64());
                 let doc = self.interp.inspect(code, cursor);
                 let data = doc.as_ref().map(|d| json!({ "text/plain": d })).unwrap_or(json!({}));
-                self.reply(msg, json!({"status": "ok", "found": doc.is_some(), "data": data, "metadata": {}}));
+                self.reply(
+                    msg,
+                    json!({"status": "ok", "found": doc.is_some(), "data": data, "metadata": {}}),
+                );
             }
             "is_complete_request" => {
                 let content = match self.interp.is_complete(c["code"].as_str().unwrap_or("")) {
@@ -1461,7 +1484,12 @@ impl Core {
         }
         let script = ours.get("run").map(|run| lua::Script {
             name: run["name"].as_str().unwrap_or("script").to_string(),
-            args: run["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect(),
+            args: run["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(String::from))
+                .collect(),
         });
         // A stale interrupt (sent while nothing ran) must not kill this cell.
         self.shared.interrupt.store(false, Ordering::SeqCst);
@@ -1481,7 +1509,9 @@ impl Core {
                 for (name, expr) in exprs {
                     let v = match self.interp.evaluate(expr.as_str().unwrap_or("")) {
                         Ok(data) => json!({"status": "ok", "data": data, "metadata": {}}),
-                        Err(e) => json!({"status": "error", "ename": e.ename, "evalue": e.evalue, "traceback": e.traceback}),
+                        Err(e) => {
+                            json!({"status": "error", "ename": e.ename, "evalue": e.evalue, "traceback": e.traceback})
+                        }
                     };
                     user_expressions.insert(name.clone(), v);
                 }
@@ -1494,7 +1524,10 @@ impl Core {
         }
         if !silent {
             if let Some(data) = &outcome.result {
-                self.publish("execute_result", json!({ "execution_count": count, "data": data, "metadata": {} }));
+                self.publish(
+                    "execute_result",
+                    json!({ "execution_count": count, "data": data, "metadata": {} }),
+                );
             }
             if let Some(e) = &outcome.error {
                 self.publish(
@@ -1509,7 +1542,9 @@ impl Core {
             .map(|text| json!({ "source": "page", "data": { "text/plain": text }, "start": 0 }))
             .collect();
         let mut content = match &outcome.error {
-            None => json!({ "status": "ok", "execution_count": count, "payload": payload, "user_expressions": user_expressions }),
+            None => {
+                json!({ "status": "ok", "execution_count": count, "payload": payload, "user_expressions": user_expressions })
+            }
             Some(e) => json!({
                 "status": "error", "execution_count": count, "ename": e.ename, "evalue": e.evalue,
                 "traceback": e.traceback, "payload": payload, "user_expressions": {},

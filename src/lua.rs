@@ -123,16 +123,23 @@ pub fn version() -> &'static str {
 }
 
 impl Interpreter {
-    pub fn new(host: Box<dyn Host>, interrupt: Arc<AtomicBool>, opts: Options) -> Result<Interpreter, String> {
+    pub fn new(
+        host: Box<dyn Host>,
+        interrupt: Arc<AtomicBool>,
+        opts: Options,
+    ) -> Result<Interpreter, String> {
         // The full standard library, debug included (tracebacks, help's function locations); mlua
         // calls that "unsafe" because debug can break its invariants, which the kernel tolerates: a
         // broken cell fails, the kernel stays.
-        let lua = unsafe { Lua::unsafe_new_with(mlua::StdLib::ALL_SAFE | mlua::StdLib::DEBUG, mlua::LuaOptions::default()) };
+        let lua = unsafe {
+            Lua::unsafe_new_with(mlua::StdLib::ALL_SAFE | mlua::StdLib::DEBUG, mlua::LuaOptions::default())
+        };
         let host: SharedHost = Rc::new(RefCell::new(host));
         let run = Rc::new(RefCell::new(Run::default()));
         let exiting = Rc::new(Cell::new(false));
         let store = Rc::new(RefCell::new(Store::open(opts.state_path.clone())));
-        let k = natives(&lua, &interrupt, &host, &run, &exiting, &store).map_err(|e| format!("cannot set up Lua: {e}"))?;
+        let k = natives(&lua, &interrupt, &host, &run, &exiting, &store)
+            .map_err(|e| format!("cannot set up Lua: {e}"))?;
         let prelude: Table = lua
             .load(include_str!("prelude.lua"))
             .set_name("=[llmspell]")
@@ -252,7 +259,8 @@ impl Interpreter {
                 let results: MultiValue = values.take(n).collect();
                 match self.k.call_function::<MultiValue>("bundle", results) {
                     Ok(b) => {
-                        outcome.result = b.into_iter().next().filter(|t| !t.is_nil()).map(|t| to_json_lenient(&t, 0))
+                        outcome.result =
+                            b.into_iter().next().filter(|t| !t.is_nil()).map(|t| to_json_lenient(&t, 0))
                     }
                     Err(e) => outcome.error = Some(self.failure_of_error(&e, false)),
                 }
@@ -307,7 +315,11 @@ impl Interpreter {
             }
             other => {
                 let evalue = other.to_string();
-                Failure { ename: "RuntimeError".into(), traceback: vec![format!("RuntimeError: {evalue}")], evalue }
+                Failure {
+                    ename: "RuntimeError".into(),
+                    traceback: vec![format!("RuntimeError: {evalue}")],
+                    evalue,
+                }
             }
         }
     }
@@ -321,7 +333,10 @@ impl Interpreter {
                 .k
                 .call_function("script_env", (s.name.as_str(), s.args.clone()))
                 .map_err(|e| self.failure_of_error(&e, false))?;
-            let code = code.strip_prefix("#!").map(|rest| rest.find('\n').map(|i| &rest[i..]).unwrap_or("")).unwrap_or(code);
+            let code = code
+                .strip_prefix("#!")
+                .map(|rest| rest.find('\n').map(|i| &rest[i..]).unwrap_or(""))
+                .unwrap_or(code);
             return lua
                 .load(code)
                 .set_name(format!("@{}", s.name))
@@ -334,7 +349,9 @@ impl Interpreter {
         let first_word = code.trim_start().split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next();
         let statement = matches!(
             first_word,
-            Some("local" | "function" | "for" | "while" | "if" | "repeat" | "do" | "return" | "goto" | "break")
+            Some(
+                "local" | "function" | "for" | "while" | "if" | "repeat" | "do" | "return" | "goto" | "break"
+            )
         );
         if !statement {
             if let Ok(f) = chunk(&returning(code)) {
@@ -369,7 +386,8 @@ impl Interpreter {
             .into_function()
             .map_err(|e| self.failure_of_error(&e, false))?;
         let values: MultiValue = f.call(()).map_err(|e| self.failure_of_error(&e, false))?;
-        let b: MultiValue = self.k.call_function("bundle", values).map_err(|e| self.failure_of_error(&e, false))?;
+        let b: MultiValue =
+            self.k.call_function("bundle", values).map_err(|e| self.failure_of_error(&e, false))?;
         Ok(b.into_iter().next().map(|t| to_json_lenient(&t, 0)).unwrap_or(Json::Null))
     }
 
@@ -436,7 +454,11 @@ fn interrupted_failure() -> Failure {
 
 fn syntax_failure(message: &str) -> Failure {
     let message = message.trim_start_matches("syntax error: ").to_string();
-    Failure { ename: "SyntaxError".into(), traceback: vec![format!("SyntaxError: {message}")], evalue: message }
+    Failure {
+        ename: "SyntaxError".into(),
+        traceback: vec![format!("SyntaxError: {message}")],
+        evalue: message,
+    }
 }
 
 fn root_cause(e: &mlua::Error) -> &mlua::Error {
@@ -452,7 +474,12 @@ fn clean_traceback(tb: &str) -> Vec<String> {
     let lines: Vec<String> = tb
         .lines()
         .map(str::trim_end)
-        .filter(|l| !l.is_empty() && !l.contains("[llmspell]") && !l.contains("[C]: in ?") && !l.contains("function 'xpcall'"))
+        .filter(|l| {
+            !l.is_empty()
+                && !l.contains("[llmspell]")
+                && !l.contains("[C]: in ?")
+                && !l.contains("function 'xpcall'")
+        })
         .filter(|l| !l.contains("[C]: in function 'error'") && !l.contains("in upvalue 'xpcall'"))
         .filter(|l| !l.contains("(...tail calls...)") && !l.contains("[C]: in upvalue 'f'"))
         .map(|l| l.replace('\t', "  "))
@@ -597,10 +624,13 @@ fn natives(
     }
     {
         let host = host.clone();
-        k.set("sync_output", lua.create_function(move |_, ()| {
-            host.borrow_mut().sync_output();
-            Ok(())
-        })?)?;
+        k.set(
+            "sync_output",
+            lua.create_function(move |_, ()| {
+                host.borrow_mut().sync_output();
+                Ok(())
+            })?,
+        )?;
     }
     {
         let run = run.clone();
@@ -634,7 +664,9 @@ fn natives(
     }
     k.set(
         "base64",
-        lua.create_function(|_, bytes: LuaString| Ok(base64::engine::general_purpose::STANDARD.encode(&*bytes.as_bytes())))?,
+        lua.create_function(|_, bytes: LuaString| {
+            Ok(base64::engine::general_purpose::STANDARD.encode(&*bytes.as_bytes()))
+        })?,
     )?;
     k.set("session_id", crate::wire::random_hex(6))?;
     let docs: Table = lua.load(include_str!("lua_docs.lua")).set_name("=[llmspell docs]").call(())?;
@@ -698,7 +730,8 @@ fn state_natives(lua: &Lua, store: &Rc<RefCell<Store>>) -> mlua::Result<Table> {
             if value.is_nil() {
                 store.delete(&key)?;
             } else {
-                let json = to_json_strict(&value, "value", &mut Vec::new()).map_err(|m| format!("key {key:?}: {m}"))?;
+                let json = to_json_strict(&value, "value", &mut Vec::new())
+                    .map_err(|m| format!("key {key:?}: {m}"))?;
                 store.set(&key, json)?;
             }
             Ok(Value::Nil)
@@ -706,9 +739,11 @@ fn state_natives(lua: &Lua, store: &Rc<RefCell<Store>>) -> mlua::Result<Table> {
     )?;
     t.set(
         "get",
-        checked(lua, store, |lua, store, (key, default): (Value, Value)| match store.get(&key_of(&key)?)? {
-            Some(v) => from_json(lua, &v).map_err(NativeError::Lua),
-            None => Ok(default),
+        checked(lua, store, |lua, store, (key, default): (Value, Value)| {
+            match store.get(&key_of(&key)?)? {
+                Some(v) => from_json(lua, &v).map_err(NativeError::Lua),
+                None => Ok(default),
+            }
         })?,
     )?;
     t.set(
@@ -743,8 +778,9 @@ fn state_natives(lua: &Lua, store: &Rc<RefCell<Store>>) -> mlua::Result<Table> {
                 if new.is_nil() {
                     return Ok(None);
                 }
-                let json = to_json_strict(&new, "value", &mut Vec::new())
-                    .map_err(|m| format!("key {key:?}: the function returned something that cannot be stored: {m}"))?;
+                let json = to_json_strict(&new, "value", &mut Vec::new()).map_err(|m| {
+                    format!("key {key:?}: the function returned something that cannot be stored: {m}")
+                })?;
                 Ok(Some(json))
             })?;
             match new {
@@ -780,11 +816,15 @@ fn to_json_strict(v: &Value, path: &str, seen: &mut Vec<*const std::ffi::c_void>
             if !f.is_finite() {
                 return Err(format!("{path} is {f} (only finite numbers can be stored)"));
             }
-            serde_json::Number::from_f64(*f).map(Json::Number).ok_or(format!("{path} is not a storable number"))?
+            serde_json::Number::from_f64(*f)
+                .map(Json::Number)
+                .ok_or(format!("{path} is not a storable number"))?
         }
         Value::String(s) => match s.to_str() {
             Ok(text) => Json::String(text.to_string()),
-            Err(_) => serde_json::json!({ BYTES_TAG: base64::engine::general_purpose::STANDARD.encode(&*s.as_bytes()) }),
+            Err(_) => {
+                serde_json::json!({ BYTES_TAG: base64::engine::general_purpose::STANDARD.encode(&*s.as_bytes()) })
+            }
         },
         Value::Table(t) => {
             let ptr = t.to_pointer();
@@ -803,7 +843,11 @@ fn to_json_strict(v: &Value, path: &str, seen: &mut Vec<*const std::ffi::c_void>
     })
 }
 
-fn table_to_json_strict(t: &Table, path: &str, seen: &mut Vec<*const std::ffi::c_void>) -> Result<Json, String> {
+fn table_to_json_strict(
+    t: &Table,
+    path: &str,
+    seen: &mut Vec<*const std::ffi::c_void>,
+) -> Result<Json, String> {
     let len = t.raw_len();
     let mut array = Vec::with_capacity(len);
     let mut map = serde_json::Map::new();
@@ -813,8 +857,10 @@ fn table_to_json_strict(t: &Table, path: &str, seen: &mut Vec<*const std::ffi::c
         count += 1;
         match &k {
             Value::String(s) => {
-                let key = s.to_str().map_err(|_| format!("{path} has a key that is not UTF-8 text"))?.to_string();
-                let child = if is_identifier(&key) { format!("{path}.{key}") } else { format!("{path}[{key:?}]") };
+                let key =
+                    s.to_str().map_err(|_| format!("{path} has a key that is not UTF-8 text"))?.to_string();
+                let child =
+                    if is_identifier(&key) { format!("{path}.{key}") } else { format!("{path}[{key:?}]") };
                 map.insert(key, to_json_strict(&v, &child, seen)?);
             }
             Value::Integer(i) if *i >= 1 && (*i as usize) <= len => {}
@@ -897,9 +943,17 @@ fn to_json_lenient(v: &Value, depth: usize) -> Json {
         Value::String(s) => Json::String(s.to_string_lossy()),
         Value::Table(t) if depth < MAX_DEPTH => {
             let len = t.raw_len();
-            let only_array = t.clone().pairs::<Value, Value>().flatten().all(|(k, _)| matches!(k, Value::Integer(i) if i >= 1 && i as usize <= len));
+            let only_array = t
+                .clone()
+                .pairs::<Value, Value>()
+                .flatten()
+                .all(|(k, _)| matches!(k, Value::Integer(i) if i >= 1 && i as usize <= len));
             if len > 0 && only_array {
-                Json::Array((1..=len).map(|i| to_json_lenient(&t.raw_get(i).unwrap_or(Value::Nil), depth + 1)).collect())
+                Json::Array(
+                    (1..=len)
+                        .map(|i| to_json_lenient(&t.raw_get(i).unwrap_or(Value::Nil), depth + 1))
+                        .collect(),
+                )
             } else {
                 let mut map = serde_json::Map::new();
                 for (k, val) in t.clone().pairs::<Value, Value>().flatten() {

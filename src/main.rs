@@ -87,9 +87,9 @@ impl From<String> for Failure {
 
 /// Global options come before the subcommand; everything after `run SCRIPT` belongs to the script.
 fn run(raw: Vec<OsString>) -> Result<ExitCode, Failure> {
-    let sub_at = raw.iter().position(|a| {
-        matches!(a.to_str(), Some("run" | "exec" | "repl" | "kernel" | "state" | "help"))
-    });
+    let sub_at = raw
+        .iter()
+        .position(|a| matches!(a.to_str(), Some("run" | "exec" | "repl" | "kernel" | "state" | "help")));
     let (globals, rest) = match sub_at {
         Some(i) => (raw[..i].to_vec(), raw[i..].to_vec()),
         None => (raw.clone(), Vec::new()),
@@ -182,7 +182,8 @@ fn cmd_run(t: &Target, args: Vec<OsString>) -> Result<ExitCode, Failure> {
     let script = first.to_string_lossy().into_owned();
     let code = if script == "-" {
         let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|e| format!("cannot read the script from stdin: {e}"))?;
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| format!("cannot read the script from stdin: {e}"))?;
         s
     } else {
         std::fs::read_to_string(&script).map_err(|e| format!("cannot read {script}: {e}"))?
@@ -190,7 +191,8 @@ fn cmd_run(t: &Target, args: Vec<OsString>) -> Result<ExitCode, Failure> {
     let script_args: Vec<String> = args[1..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let mut c = connect(t)?;
     let stdin = if script == "-" { StdinMode::None } else { StdinMode::Raw };
-    let opts = ExecOptions { silent: false, store_history: false, stdin, script: Some((&script, &script_args)) };
+    let opts =
+        ExecOptions { silent: false, store_history: false, stdin, script: Some((&script, &script_args)) };
     execute_and_report(&mut c, &code, &opts, false)
 }
 
@@ -208,7 +210,12 @@ fn cmd_exec(t: &Target, args: Vec<OsString>) -> Result<ExitCode, Failure> {
 }
 
 /// Runs code with live output on our stdout/stderr; maps the outcome to the exit code.
-fn execute_and_report(c: &mut Client, code: &str, opts: &ExecOptions, show_result: bool) -> Result<ExitCode, Failure> {
+fn execute_and_report(
+    c: &mut Client,
+    code: &str,
+    opts: &ExecOptions,
+    show_result: bool,
+) -> Result<ExitCode, Failure> {
     let sigint = client::sigint_pipe();
     let mut out = std::io::stdout().lock();
     let mut failed_output = false;
@@ -263,7 +270,9 @@ fn execute_and_report(c: &mut Client, code: &str, opts: &ExecOptions, show_resul
                 None => ExitCode::from(1),
             },
         }),
-        Err(ClientError::KernelDied(m)) => Err(Failure::Error(format!("{m}; the next command starts a fresh kernel"))),
+        Err(ClientError::KernelDied(m)) => {
+            Err(Failure::Error(format!("{m}; the next command starts a fresh kernel")))
+        }
         Err(ClientError::Other(m)) if m.starts_with("interrupted") => {
             eprintln!("llmspell: {m}");
             Ok(ExitCode::from(130))
@@ -363,7 +372,8 @@ fn cmd_kernel(args: Vec<OsString>) -> Result<ExitCode, Failure> {
         }
         "install" => {
             let user = a.contains("--user");
-            let prefix: Option<PathBuf> = a.opt_value_from_os_str("--prefix", |s| Ok::<_, String>(PathBuf::from(s)))?;
+            let prefix: Option<PathBuf> =
+                a.opt_value_from_os_str("--prefix", |s| Ok::<_, String>(PathBuf::from(s)))?;
             let name: String = a.opt_value_from_str("--name")?.unwrap_or_else(|| "llmspell".into());
             no_more(a)?;
             if user && prefix.is_some() {
@@ -381,21 +391,28 @@ fn kernel_start(mut a: Arguments) -> Result<ExitCode, Failure> {
     let daemon = a.contains("--daemon");
     let opts = kernel::Options {
         id: a.opt_value_from_str("--id")?.unwrap_or_else(|| "default".into()),
-        connection_file: a.opt_value_from_os_str("--connection-file", |s| Ok::<_, String>(PathBuf::from(s)))?,
+        connection_file: a
+            .opt_value_from_os_str("--connection-file", |s| Ok::<_, String>(PathBuf::from(s)))?,
         ip: a.opt_value_from_str("--ip")?.unwrap_or_else(|| "127.0.0.1".into()),
         memory_limit_mb: a.opt_value_from_str("--memory-limit")?,
-        idle_timeout: a.opt_value_from_str::<_, u64>("--idle-timeout")?.filter(|s| *s > 0).map(Duration::from_secs),
+        idle_timeout: a
+            .opt_value_from_str::<_, u64>("--idle-timeout")?
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs),
         max_message_bytes: a
             .opt_value_from_str::<_, usize>("--max-message-mb")?
             .map(|mb| mb << 20)
             .unwrap_or(kernel::DEFAULT_MAX_MESSAGE_BYTES),
         input_timeout: Duration::from_secs(a.opt_value_from_str("--input-timeout")?.unwrap_or(3600)),
     };
-    let log_file: Option<PathBuf> = a.opt_value_from_os_str("--log-file", |s| Ok::<_, String>(PathBuf::from(s)))?;
+    let log_file: Option<PathBuf> =
+        a.opt_value_from_os_str("--log-file", |s| Ok::<_, String>(PathBuf::from(s)))?;
     no_more(a)?;
     if daemon {
         if opts.connection_file.is_some() {
-            return Err(Failure::Usage("--daemon manages its own connection file; drop --connection-file".into()));
+            return Err(Failure::Usage(
+                "--daemon manages its own connection file; drop --connection-file".into(),
+            ));
         }
         connection::valid_id(&opts.id)?;
         let files = KernelFiles::new(&connection::kernels_dir()?, &opts.id);
@@ -468,7 +485,9 @@ fn install_kernelspec(prefix: Option<PathBuf>, name: &str) -> Result<PathBuf, Fa
         None => match std::env::var_os("JUPYTER_DATA_DIR") {
             Some(d) => PathBuf::from(d),
             None => {
-                let home = std::env::var_os("HOME").map(PathBuf::from).ok_or_else(|| Failure::Error("HOME is not set".into()))?;
+                let home = std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .ok_or_else(|| Failure::Error("HOME is not set".into()))?;
                 if cfg!(target_os = "macos") {
                     home.join("Library/Jupyter")
                 } else {

@@ -65,7 +65,9 @@ enum Completeness {
 
 fn is_complete(client: &Client, code: &str) -> Completeness {
     match client.request("is_complete_request", json!({ "code": code }), Duration::from_secs(5)) {
-        Ok(r) if r["status"] == "incomplete" => Completeness::Incomplete(r["indent"].as_str().unwrap_or("").to_string()),
+        Ok(r) if r["status"] == "incomplete" => {
+            Completeness::Incomplete(r["indent"].as_str().unwrap_or("").to_string())
+        }
         _ => Completeness::Complete,
     }
 }
@@ -201,7 +203,12 @@ fn meta(cell: &str, client: &Client) -> Option<bool> {
         }
         ".kernel" => {
             let pid = client.info.pid.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into());
-            println!("kernel {} pid {} connection file {}", kernel_name(client), pid, client.connection_file.display());
+            println!(
+                "kernel {} pid {} connection file {}",
+                kernel_name(client),
+                pid,
+                client.connection_file.display()
+            );
             Some(false)
         }
         other if other.starts_with('.') && !other.starts_with("..") => {

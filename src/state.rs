@@ -74,11 +74,7 @@ pub enum StateError {
     /// The state file or its directory is writable by group or others.
     Insecure { path: PathBuf, mode: u32 },
     /// A filesystem operation `op` on `path` failed.
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        err: io::Error,
-    },
+    Io { path: PathBuf, op: &'static str, err: io::Error },
 }
 
 impl fmt::Display for StateError {
@@ -121,11 +117,7 @@ impl std::error::Error for StateError {
 const OP_READ: &str = "read";
 
 fn io_err(path: &Path, op: &'static str, err: io::Error) -> StateError {
-    StateError::Io {
-        path: path.to_owned(),
-        op,
-        err,
-    }
+    StateError::Io { path: path.to_owned(), op, err }
 }
 
 /// Identifies one version of the state file; any write by our protocol changes it.
@@ -247,11 +239,7 @@ impl Store {
                 .map
                 .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
                 .take_while(|(k, _)| k.starts_with(prefix));
-            keys.extend(
-                committed
-                    .map(|(k, _)| k)
-                    .filter(|k| !self.pending.contains_key(*k)),
-            );
+            keys.extend(committed.map(|(k, _)| k).filter(|k| !self.pending.contains_key(*k)));
         }
         let pending = self
             .pending
@@ -334,11 +322,7 @@ impl Store {
     /// The whole map, pending changes included.
     pub fn export(&mut self) -> Result<BTreeMap<String, Value>, StateError> {
         self.reload()?;
-        let mut out = if self.cleared {
-            BTreeMap::new()
-        } else {
-            self.map.clone()
-        };
+        let mut out = if self.cleared { BTreeMap::new() } else { self.map.clone() };
         for (k, v) in &self.pending {
             match v {
                 Some(v) => out.insert(k.clone(), v.clone()),
@@ -427,21 +411,15 @@ impl Store {
             Err(e) => return Err(io_err(&self.path, OP_READ, e)),
         };
         // Stamp and checks come from the open file, so they describe exactly what is parsed.
-        let meta = file
-            .metadata()
-            .map_err(|e| io_err(&self.path, OP_READ, e))?;
+        let meta = file.metadata().map_err(|e| io_err(&self.path, OP_READ, e))?;
         if !meta.is_file() {
             return Err(self.corrupt("it is not a regular file".into()));
         }
         if meta.mode() & 0o022 != 0 {
-            return Err(StateError::Insecure {
-                path: self.path.clone(),
-                mode: meta.mode(),
-            });
+            return Err(StateError::Insecure { path: self.path.clone(), mode: meta.mode() });
         }
         let mut bytes = Vec::with_capacity(meta.size() as usize);
-        file.read_to_end(&mut bytes)
-            .map_err(|e| io_err(&self.path, OP_READ, e))?;
+        file.read_to_end(&mut bytes).map_err(|e| io_err(&self.path, OP_READ, e))?;
         self.reads += 1;
         let map = match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(map)) => map,
@@ -459,18 +437,12 @@ impl Store {
             Err(e) => return Err(self.corrupt(format!("not valid JSON: {e}"))),
         };
         self.map = map.into_iter().collect();
-        self.loaded = Loaded::File {
-            stamp: Stamp::of(&meta),
-            _open: file,
-        };
+        self.loaded = Loaded::File { stamp: Stamp::of(&meta), _open: file };
         Ok(())
     }
 
     fn corrupt(&self, problem: String) -> StateError {
-        StateError::Corrupt {
-            path: self.path.clone(),
-            problem,
-        }
+        StateError::Corrupt { path: self.path.clone(), problem }
     }
 
     /// Creates the directory if needed and takes the exclusive commit lock (released on drop).
@@ -492,8 +464,7 @@ impl Store {
             .mode(0o600)
             .open(&self.lock_path)
             .map_err(|e| io_err(&self.lock_path, "open lock file", e))?;
-        file.lock_exclusive()
-            .map_err(|e| io_err(&self.lock_path, "lock", e))?;
+        file.lock_exclusive().map_err(|e| io_err(&self.lock_path, "lock", e))?;
         if !self.swept {
             self.swept = true;
             self.sweep_stale_tmp();
@@ -513,19 +484,12 @@ impl Store {
             if !entry.file_name().to_string_lossy().starts_with(&prefix) {
                 continue;
             }
-            let age = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok());
+            let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
             if age.is_some_and(|age| age > STALE_TMP_AGE) {
                 let path = entry.path();
                 match fs::remove_file(&path) {
                     Ok(()) => log::info!("removed stale temporary state file {}", path.display()),
-                    Err(e) => log::warn!(
-                        "cannot remove stale temporary state file {}: {e}",
-                        path.display()
-                    ),
+                    Err(e) => log::warn!("cannot remove stale temporary state file {}: {e}", path.display()),
                 }
             }
         }
@@ -533,10 +497,7 @@ impl Store {
 
     /// Name prefix of our temporary files: hidden, so a directory listing stays clean.
     fn tmp_prefix(&self) -> String {
-        let name = self
-            .path
-            .file_name()
-            .map_or("state".into(), |n| n.to_string_lossy());
+        let name = self.path.file_name().map_or("state".into(), |n| n.to_string_lossy());
         format!(".{name}.tmp.")
     }
 
@@ -575,28 +536,18 @@ impl Store {
         self.writes += 1;
         // fstat after the rename, which changed the ctime; our lock keeps others from replacing it.
         self.loaded = match file.metadata() {
-            Ok(meta) => Loaded::File {
-                stamp: Stamp::of(&meta),
-                _open: file,
-            },
+            Ok(meta) => Loaded::File { stamp: Stamp::of(&meta), _open: file },
             Err(_) => Loaded::No,
         };
         Ok(())
     }
 
     fn write_new_version(&self) -> Result<File, StateError> {
-        let mut bytes = serde_json::to_vec_pretty(&self.map).map_err(|e| {
-            io_err(
-                &self.path,
-                "encode",
-                io::Error::new(io::ErrorKind::InvalidData, e),
-            )
-        })?;
+        let mut bytes = serde_json::to_vec_pretty(&self.map)
+            .map_err(|e| io_err(&self.path, "encode", io::Error::new(io::ErrorKind::InvalidData, e)))?;
         bytes.push(b'\n');
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .dir()
-            .join(format!("{}{}.{n}", self.tmp_prefix(), std::process::id()));
+        let tmp = self.dir().join(format!("{}{}.{n}", self.tmp_prefix(), std::process::id()));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -642,10 +593,9 @@ fn check_key(key: &str) -> Result<(), StateError> {
 /// Refuses a directory that group or others can write (they could replace the state file).
 fn check_secure(dir: &Path) -> Result<(), StateError> {
     match fs::metadata(dir) {
-        Ok(meta) if meta.mode() & 0o022 != 0 => Err(StateError::Insecure {
-            path: dir.to_owned(),
-            mode: meta.mode(),
-        }),
+        Ok(meta) if meta.mode() & 0o022 != 0 => {
+            Err(StateError::Insecure { path: dir.to_owned(), mode: meta.mode() })
+        }
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_err(dir, "inspect", e)),
@@ -666,17 +616,11 @@ pub fn repair(path: &Path) -> Result<Option<PathBuf>, StateError> {
     match store.reload() {
         Ok(()) => return Ok(None),
         Err(StateError::Corrupt { .. }) => {}
-        Err(StateError::Io {
-            path: p,
-            op: OP_READ,
-            ..
-        }) if p == path => {}
+        Err(StateError::Io { path: p, op: OP_READ, .. }) if p == path => {}
         // An insecure file is not broken: moving it aside would hide the real problem.
         Err(e) => return Err(e),
     }
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let base = format!("{}.corrupt-{secs}", path.display());
     let mut aside = PathBuf::from(&base);
     let mut n = 1;
@@ -707,8 +651,7 @@ mod tests {
         fn new() -> TestDir {
             static N: AtomicUsize = AtomicUsize::new(0);
             let n = N.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir()
-                .join(format!("llmspell-state-test-{}-{n}", std::process::id()));
+            let dir = std::env::temp_dir().join(format!("llmspell-state-test-{}-{n}", std::process::id()));
             let _ = fs::remove_dir_all(&dir);
             fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
             TestDir(dir)
@@ -747,12 +690,7 @@ mod tests {
     fn helper(test: &str) -> Command {
         let module = module_path!().split_once("::").unwrap().1;
         let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args([
-            "--exact",
-            &format!("{module}::{test}"),
-            "--nocapture",
-            "--test-threads=1",
-        ]);
+        cmd.args(["--exact", &format!("{module}::{test}"), "--nocapture", "--test-threads=1"]);
         cmd.stdout(Stdio::null());
         cmd
     }
@@ -778,16 +716,10 @@ mod tests {
             ("tenth", json!(0.1)),
             ("string", json!("hello")),
             ("empty_string", json!("")),
-            (
-                "unicode",
-                json!("héllo wörld ✓ 日本語 🦀 \u{0} \"quoted\" \\ \n"),
-            ),
+            ("unicode", json!("héllo wörld ✓ 日本語 🦀 \u{0} \"quoted\" \\ \n")),
             ("array", json!([1, 2.5, "three", null, [true, {"x": []}]])),
             ("empty_array", json!([])),
-            (
-                "map",
-                json!({"a": {"b": {"c": [1, {"d": "deep"}]}}, "n": null}),
-            ),
+            ("map", json!({"a": {"b": {"c": [1, {"d": "deep"}]}}, "n": null})),
             ("empty_map", json!({})),
             ("ключ ✓ 🔑", json!("unicode key")),
         ]
@@ -819,17 +751,11 @@ mod tests {
         a.flush().unwrap();
         let text = fs::read_to_string(dir.state()).unwrap();
         assert!(text.contains("\"f\": 1.0"), "{text}");
-        assert!(
-            text.contains("\"i\": 1\n") || text.contains("\"i\": 1,"),
-            "{text}"
-        );
+        assert!(text.contains("\"i\": 1\n") || text.contains("\"i\": 1,"), "{text}");
         let mut b = Store::open(dir.state());
         assert!(b.get("i").unwrap().unwrap().is_i64());
         assert!(b.get("f").unwrap().unwrap().is_f64());
-        assert_eq!(
-            b.get("big").unwrap().unwrap().as_u64(),
-            Some(9007199254740993)
-        );
+        assert_eq!(b.get("big").unwrap().unwrap().as_u64(), Some(9007199254740993));
     }
 
     /// Without serde_json's `float_roundtrip` feature about one float in ten (e.g. 212.91890726713459)
@@ -837,13 +763,8 @@ mod tests {
     #[test]
     fn floats_round_trip_exactly() {
         let dir = TestDir::new();
-        let floats: [f64; 5] = [
-            212.91890726713459,
-            479.60756426982596,
-            1.0715660391465826e-75,
-            0.1,
-            1.0 / 3.0,
-        ];
+        let floats: [f64; 5] =
+            [212.91890726713459, 479.60756426982596, 1.0715660391465826e-75, 0.1, 1.0 / 3.0];
         let mut a = Store::open(dir.state());
         for (i, f) in floats.iter().enumerate() {
             a.set(&format!("f{i}"), json!(f)).unwrap();
@@ -863,10 +784,7 @@ mod tests {
         a.set("b", json!(2)).unwrap();
         a.set("a", json!(1)).unwrap();
         a.flush().unwrap();
-        assert_eq!(
-            fs::read_to_string(dir.state()).unwrap(),
-            "{\n  \"a\": 1,\n  \"b\": 2\n}\n"
-        );
+        assert_eq!(fs::read_to_string(dir.state()).unwrap(), "{\n  \"a\": 1,\n  \"b\": 2\n}\n");
     }
 
     #[test]
@@ -878,10 +796,7 @@ mod tests {
         a.set("k", Value::Null).unwrap();
         assert_eq!(a.get("k").unwrap(), None);
         a.flush().unwrap();
-        assert_eq!(
-            Store::open(dir.state()).keys(None).unwrap(),
-            Vec::<String>::new()
-        );
+        assert_eq!(Store::open(dir.state()).keys(None).unwrap(), Vec::<String>::new());
     }
 
     #[test]
@@ -896,20 +811,13 @@ mod tests {
             assert!(matches!(a.set(key, json!(1)), Err(StateError::BadKey(_))));
             assert!(matches!(a.get(key), Err(StateError::BadKey(_))));
             assert!(matches!(a.delete(key), Err(StateError::BadKey(_))));
-            assert!(matches!(
-                a.update(key, increment),
-                Err(StateError::BadKey(_))
-            ));
+            assert!(matches!(a.update(key, increment), Err(StateError::BadKey(_))));
             let map = BTreeMap::from([("fine".to_string(), json!(1)), (key.to_string(), json!(2))]);
             assert!(matches!(a.import(map), Err(StateError::BadKey(_))));
         }
         let msg = a.set(&long, json!(1)).unwrap_err().to_string();
         assert!(msg.contains("4097") && msg.contains("4096"), "{msg}");
-        assert!(a
-            .set("", json!(1))
-            .unwrap_err()
-            .to_string()
-            .contains("empty"));
+        assert!(a.set("", json!(1)).unwrap_err().to_string().contains("empty"));
         assert!(!a.has_pending());
         assert_eq!(fs::read(dir.state()).unwrap(), before);
         // The limit itself is fine.
@@ -982,11 +890,7 @@ mod tests {
             assert_eq!(b.get("key1").unwrap(), Some(json!(1)));
             assert_eq!(b.reads, 1, "an unchanged file must not be re-read");
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
         a.set("key1", json!("changed")).unwrap();
         a.flush().unwrap();
         assert_eq!(b.get("key1").unwrap(), Some(json!("changed")));
@@ -1008,10 +912,7 @@ mod tests {
         a.flush().unwrap();
         b.flush().unwrap();
         let mut c = Store::open(dir.state());
-        assert_eq!(
-            c.export().unwrap(),
-            BTreeMap::from([("a".into(), json!(1)), ("b".into(), json!(2))])
-        );
+        assert_eq!(c.export().unwrap(), BTreeMap::from([("a".into(), json!(1)), ("b".into(), json!(2))]));
         // Same key: the last commit wins.
         a.set("k", json!("a")).unwrap();
         b.set("k", json!("b")).unwrap();
@@ -1080,10 +981,7 @@ mod tests {
         b.set("late", json!(4)).unwrap();
         b.flush().unwrap();
         a.flush().unwrap();
-        assert_eq!(
-            Store::open(dir.state()).export().unwrap(),
-            BTreeMap::from([("new".into(), json!(3))])
-        );
+        assert_eq!(Store::open(dir.state()).export().unwrap(), BTreeMap::from([("new".into(), json!(3))]));
     }
 
     #[test]
@@ -1096,10 +994,7 @@ mod tests {
         a.flush().unwrap();
         a.set("user.0", json!(1)).unwrap();
         a.delete("user.b").unwrap();
-        assert_eq!(
-            a.keys(None).unwrap(),
-            ["other", "usea", "user", "user.0", "user.a"]
-        );
+        assert_eq!(a.keys(None).unwrap(), ["other", "usea", "user", "user.0", "user.a"]);
         assert_eq!(a.keys(Some("user.")).unwrap(), ["user.0", "user.a"]);
         assert_eq!(a.keys(Some("zzz")).unwrap(), Vec::<String>::new());
     }
@@ -1129,10 +1024,7 @@ mod tests {
         assert_eq!(Store::open(dir.state()).export().unwrap(), expected);
         let mut b = Store::open(dir.0.join("copy.json"));
         b.import(expected.clone()).unwrap();
-        assert_eq!(
-            Store::open(dir.0.join("copy.json")).export().unwrap(),
-            expected
-        );
+        assert_eq!(Store::open(dir.0.join("copy.json")).export().unwrap(), expected);
     }
 
     #[test]
@@ -1158,21 +1050,14 @@ mod tests {
         let stamp = Stamp::of(&fs::metadata(dir.state()).unwrap());
         let refuse = |_| Err(StateError::BadKey("refused".into()));
         assert!(matches!(a.update("c", refuse), Err(StateError::BadKey(m)) if m == "refused"));
-        assert_eq!(
-            Stamp::of(&fs::metadata(dir.state()).unwrap()),
-            stamp,
-            "nothing may be written"
-        );
+        assert_eq!(Stamp::of(&fs::metadata(dir.state()).unwrap()), stamp, "nothing may be written");
         assert_eq!(a.get("c").unwrap(), Some(json!(1)));
         // Pending changes made before are flushed; the failed update still is not.
         a.set("p", json!("pending")).unwrap();
         assert!(a.update("c", refuse).is_err());
         assert!(!a.has_pending());
         let all = Store::open(dir.state()).export().unwrap();
-        assert_eq!(
-            all,
-            BTreeMap::from([("c".into(), json!(1)), ("p".into(), json!("pending"))])
-        );
+        assert_eq!(all, BTreeMap::from([("c".into(), json!(1)), ("p".into(), json!("pending"))]));
     }
 
     #[test]
@@ -1213,20 +1098,12 @@ mod tests {
     fn update_counter_two_processes() {
         let dir = TestDir::new();
         let children: Vec<_> = (0..2)
-            .map(|_| {
-                helper("helper_counter")
-                    .env("LLMSPELL_STATE_COUNTER", dir.state())
-                    .spawn()
-                    .unwrap()
-            })
+            .map(|_| helper("helper_counter").env("LLMSPELL_STATE_COUNTER", dir.state()).spawn().unwrap())
             .collect();
         for child in children {
             assert!(child.wait_with_output().unwrap().status.success());
         }
-        assert_eq!(
-            Store::open(dir.state()).get("n").unwrap(),
-            Some(json!(2000))
-        );
+        assert_eq!(Store::open(dir.state()).get("n").unwrap(), Some(json!(2000)));
     }
 
     fn expect_corrupt<T: fmt::Debug>(r: Result<T, StateError>, path: &Path, op: &str) {
@@ -1240,14 +1117,7 @@ mod tests {
 
     #[test]
     fn corrupt_file_fails_every_operation_and_is_left_untouched() {
-        for garbage in [
-            &b"{\"a\": 1,"[..],
-            b"[1, 2]",
-            b"",
-            b"\xff\xfe",
-            b"{} {}",
-            b"null",
-        ] {
+        for garbage in [&b"{\"a\": 1,"[..], b"[1, 2]", b"", b"\xff\xfe", b"{} {}", b"null"] {
             let dir = TestDir::new();
             let path = dir.state();
             fs::write(&path, garbage).unwrap();
@@ -1260,11 +1130,7 @@ mod tests {
             expect_corrupt(s.clear(), &path, "clear");
             expect_corrupt(s.update("a", increment), &path, "update");
             expect_corrupt(s.export(), &path, "export");
-            expect_corrupt(
-                s.import(BTreeMap::from([("a".into(), json!(1))])),
-                &path,
-                "import",
-            );
+            expect_corrupt(s.import(BTreeMap::from([("a".into(), json!(1))])), &path, "import");
             assert!(!s.has_pending());
             s.flush().unwrap(); // nothing pending: nothing to do
             assert_eq!(fs::read(&path).unwrap(), garbage);
@@ -1279,10 +1145,7 @@ mod tests {
         assert!(msg.contains("an array, not an object"), "{msg}");
         fs::write(dir.state(), "{\"a\": ").unwrap();
         let msg = Store::open(dir.state()).get("a").unwrap_err().to_string();
-        assert!(
-            msg.contains("not valid JSON") && msg.contains("line 1"),
-            "{msg}"
-        );
+        assert!(msg.contains("not valid JSON") && msg.contains("line 1"), "{msg}");
     }
 
     #[test]
@@ -1299,16 +1162,9 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"garbage");
         let aside = repair(&path).unwrap().expect("moved aside");
         assert_eq!(fs::read(&aside).unwrap(), b"garbage");
-        assert!(
-            aside.to_string_lossy().contains("state.json.corrupt-"),
-            "{}",
-            aside.display()
-        );
+        assert!(aside.to_string_lossy().contains("state.json.corrupt-"), "{}", aside.display());
         a.flush().unwrap();
-        assert_eq!(
-            Store::open(&path).export().unwrap(),
-            BTreeMap::from([("new".into(), json!(2))])
-        );
+        assert_eq!(Store::open(&path).export().unwrap(), BTreeMap::from([("new".into(), json!(2))]));
     }
 
     #[test]
@@ -1349,28 +1205,16 @@ mod tests {
         a.flush().unwrap();
         chmod(&path, 0o666);
         let err = Store::open(&path).get("a").unwrap_err();
-        assert!(
-            matches!(&err, StateError::Insecure { path: p, .. } if *p == path),
-            "{err:?}"
-        );
-        assert!(
-            err.to_string().contains("chmod go-w") && err.to_string().contains("666"),
-            "{err}"
-        );
+        assert!(matches!(&err, StateError::Insecure { path: p, .. } if *p == path), "{err:?}");
+        assert!(err.to_string().contains("chmod go-w") && err.to_string().contains("666"), "{err}");
         // A chmod alone (no content change) is noticed by a store that had cached the file.
         a.set("b", json!(2)).unwrap();
         assert!(matches!(a.flush(), Err(StateError::Insecure { .. })));
-        assert!(
-            matches!(repair(&path), Err(StateError::Insecure { .. })),
-            "repair must not hide it"
-        );
+        assert!(matches!(repair(&path), Err(StateError::Insecure { .. })), "repair must not hide it");
         chmod(&path, 0o600);
         chmod(&dir.0, 0o777);
         let err = Store::open(&path).get("a").unwrap_err();
-        assert!(
-            matches!(&err, StateError::Insecure { path: p, .. } if *p == dir.0),
-            "{err:?}"
-        );
+        assert!(matches!(&err, StateError::Insecure { path: p, .. } if *p == dir.0), "{err:?}");
         fs::remove_file(&path).unwrap();
         let mut fresh = Store::open(&path);
         fresh.set("a", json!(1)).unwrap();
@@ -1383,11 +1227,7 @@ mod tests {
         let dir = TestDir::new();
         let path = dir.0.join("a").join("b").join("state.json");
         let mut s = Store::open(&path);
-        assert_eq!(
-            s.get("k").unwrap(),
-            None,
-            "a missing directory is an empty store"
-        );
+        assert_eq!(s.get("k").unwrap(), None, "a missing directory is an empty store");
         s.set("k", json!(1)).unwrap();
         s.flush().unwrap();
         assert_eq!(mode(&path), 0o600);
@@ -1412,16 +1252,15 @@ mod tests {
         chmod(&dir.0, 0o500);
         if fs::write(dir.0.join("probe"), "").is_ok() {
             // Root ignores permissions; `write_failure_keeps_old_file_and_pending` covers this case.
-            eprintln!("read_only_directory_flush_fails_and_keeps_pending: skipped, permissions are not enforced");
+            eprintln!(
+                "read_only_directory_flush_fails_and_keeps_pending: skipped, permissions are not enforced"
+            );
             return;
         }
         s.set("new", json!(2)).unwrap();
         let err = s.flush().unwrap_err();
         assert!(matches!(err, StateError::Io { .. }), "{err:?}");
-        assert!(
-            err.to_string().contains(&path.display().to_string()),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
         assert!(s.has_pending());
         assert_eq!(fs::read(&path).unwrap(), before);
         assert_eq!(s.get("new").unwrap(), Some(json!(2)));
@@ -1444,26 +1283,12 @@ mod tests {
         let err = s.flush().unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, StateError::Io { .. }), "{err:?}");
-        assert!(
-            msg.contains(&path.display().to_string()) && msg.contains("File too large"),
-            "{msg}"
-        );
+        assert!(msg.contains(&path.display().to_string()) && msg.contains("File too large"), "{msg}");
         assert!(s.has_pending());
-        assert_eq!(
-            fs::read(&path).unwrap(),
-            before,
-            "the old file must stay intact"
-        );
-        assert_eq!(
-            tmp_files(path.parent().unwrap()),
-            Vec::<String>::new(),
-            "no temporary file left"
-        );
+        assert_eq!(fs::read(&path).unwrap(), before, "the old file must stay intact");
+        assert_eq!(tmp_files(path.parent().unwrap()), Vec::<String>::new(), "no temporary file left");
         assert_eq!(s.get("keep").unwrap(), Some(json!(1)));
-        assert_eq!(
-            s.get("big").unwrap().unwrap().as_str().unwrap().len(),
-            100_000
-        );
+        assert_eq!(s.get("big").unwrap().unwrap().as_str().unwrap().len(), 100_000);
         // A retry that fits succeeds.
         s.delete("big").unwrap();
         s.set("small", json!(2)).unwrap();
@@ -1484,26 +1309,15 @@ mod tests {
         let out = Command::new("/bin/sh")
             .args(["-c", "trap '' XFSZ; ulimit -f 16; exec \"$0\" \"$@\""])
             .arg(exe)
-            .args([
-                "--exact",
-                &format!("{module}::helper_write_failure"),
-                "--nocapture",
-            ])
+            .args(["--exact", &format!("{module}::helper_write_failure"), "--nocapture"])
             .env("LLMSPELL_STATE_SMALL_FS", dir.state())
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
         assert!(stdout.contains("helper_write_failure: ok"), "{stdout}");
         let all = Store::open(dir.state()).export().unwrap();
-        assert_eq!(
-            all,
-            BTreeMap::from([("keep".into(), json!(1)), ("small".into(), json!(2))])
-        );
+        assert_eq!(all, BTreeMap::from([("keep".into(), json!(1)), ("small".into(), json!(2))]));
     }
 
     fn blob(n: u64) -> String {
@@ -1532,24 +1346,17 @@ mod tests {
         let path = dir.state();
         let mut last = 0;
         for round in 0..30u64 {
-            let mut child = helper("helper_torn_writer")
-                .env("LLMSPELL_STATE_WRITER", &path)
-                .spawn()
-                .unwrap();
+            let mut child = helper("helper_torn_writer").env("LLMSPELL_STATE_WRITER", &path).spawn().unwrap();
             // Vary the moment of death: startup, first write, mid-stream.
             std::thread::sleep(Duration::from_millis(10 + round * 37 % 60));
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "the writer died on its own"
-            );
+            assert!(child.try_wait().unwrap().is_none(), "the writer died on its own");
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
             if !path.exists() {
                 continue;
             }
             let text = fs::read(&path).unwrap();
-            let parsed: BTreeMap<String, Value> =
-                serde_json::from_slice(&text).expect("torn state file");
+            let parsed: BTreeMap<String, Value> = serde_json::from_slice(&text).expect("torn state file");
             let n = parsed["n"].as_u64().unwrap();
             assert_eq!(parsed["blob"], json!(blob(n)), "inconsistent version {n}");
             assert_eq!(parsed.len(), 2);
@@ -1558,10 +1365,7 @@ mod tests {
             assert_eq!(Store::open(&path).get("n").unwrap(), Some(json!(n)));
         }
         assert!(last > 0, "the writer never committed");
-        eprintln!(
-            "killed_writer: {last} versions, {} stray temporary files",
-            tmp_files(&dir.0).len()
-        );
+        eprintln!("killed_writer: {last} versions, {} stray temporary files", tmp_files(&dir.0).len());
     }
 
     #[test]
@@ -1572,20 +1376,12 @@ mod tests {
         fs::write(&fresh, "{\"torn\": ").unwrap();
         fs::write(&stale, "{\"torn\": ").unwrap();
         let old = SystemTime::now() - Duration::from_secs(3600);
-        File::options()
-            .write(true)
-            .open(&stale)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        File::options().write(true).open(&stale).unwrap().set_modified(old).unwrap();
         let mut s = Store::open(dir.state());
         assert_eq!(s.keys(None).unwrap(), Vec::<String>::new());
         s.set("a", json!(1)).unwrap();
         s.flush().unwrap();
-        assert!(
-            fresh.exists(),
-            "a recent temporary file may belong to a live writer"
-        );
+        assert!(fresh.exists(), "a recent temporary file may belong to a live writer");
         assert!(!stale.exists(), "an hour-old temporary file is garbage");
         assert_eq!(tmp_files(&dir.0), [".state.json.tmp.999999.0"]);
     }
@@ -1594,14 +1390,8 @@ mod tests {
     fn errors_display_as_one_line() {
         let errors = [
             StateError::BadKey("keys must not be empty".into()),
-            StateError::Corrupt {
-                path: "/h/state.json".into(),
-                problem: "not valid JSON: x".into(),
-            },
-            StateError::Insecure {
-                path: "/h".into(),
-                mode: 0o40777,
-            },
+            StateError::Corrupt { path: "/h/state.json".into(), problem: "not valid JSON: x".into() },
+            StateError::Insecure { path: "/h".into(), mode: 0o40777 },
             StateError::Io {
                 path: "/h/state.json".into(),
                 op: OP_READ,
@@ -1615,11 +1405,7 @@ mod tests {
                 assert!(msg.contains("/h"), "{msg}");
             }
         }
-        let insecure = StateError::Insecure {
-            path: "/h".into(),
-            mode: 0o40777,
-        }
-        .to_string();
+        let insecure = StateError::Insecure { path: "/h".into(), mode: 0o40777 }.to_string();
         assert!(insecure.contains("mode 777"), "{insecure}");
     }
 }

@@ -59,8 +59,9 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, Error> {
         },
         ["set", key, json] => {
             let text = if *json == "-" { read_stdin()? } else { json.to_string() };
-            let value: Value = serde_json::from_str(&text)
-                .map_err(|e| Error::Usage(format!("the value is not valid JSON ({e}); quote strings: '\"text\"'")))?;
+            let value: Value = serde_json::from_str(&text).map_err(|e| {
+                Error::Usage(format!("the value is not valid JSON ({e}); quote strings: '\"text\"'"))
+            })?;
             if value.is_null() {
                 store.delete(key).map_err(failed)?;
             } else {
@@ -89,9 +90,8 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, Error> {
             let map = store.export().map_err(failed)?;
             let text = serde_json::to_string_pretty(&map).expect("json") + "\n";
             match words.get(1) {
-                Some(file) if *file != "-" => {
-                    std::fs::write(file, text).map_err(|e| Error::Failed(format!("cannot write {file}: {e}")))?
-                }
+                Some(file) if *file != "-" => std::fs::write(file, text)
+                    .map_err(|e| Error::Failed(format!("cannot write {file}: {e}")))?,
                 _ => print!("{text}"),
             }
             Ok(ExitCode::SUCCESS)
@@ -100,7 +100,8 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, Error> {
             let text = if *file == "-" {
                 read_stdin()?
             } else {
-                std::fs::read_to_string(file).map_err(|e| Error::Failed(format!("cannot read {file}: {e}")))?
+                std::fs::read_to_string(file)
+                    .map_err(|e| Error::Failed(format!("cannot read {file}: {e}")))?
             };
             let map: BTreeMap<String, Value> = serde_json::from_str(&text)
                 .map_err(|e| Error::Failed(format!("{file} is not a JSON object: {e}")))?;

@@ -234,7 +234,8 @@ impl<'a> Header<'a> {
 fn header_json(msg_type: &str, session: &str) -> Vec<u8> {
     let (msg_id, date) = (new_id(), now_iso8601());
     let mut out = Vec::with_capacity(192);
-    serde_json::to_writer(&mut out, &Header::new(&msg_id, session, &date, msg_type)).expect("a header serialises");
+    serde_json::to_writer(&mut out, &Header::new(&msg_id, session, &date, msg_type))
+        .expect("a header serialises");
     out
 }
 
@@ -388,7 +389,10 @@ mod tests {
     fn malformed_frames_are_errors_not_panics() {
         let s = Signer::new("");
         assert_eq!(decode(vec![b"a".to_vec()], &s).unwrap_err(), WireError::NoDelimiter);
-        assert_eq!(decode(vec![DELIMITER.to_vec(), b"".to_vec()], &s).unwrap_err(), WireError::TooFewFrames(1));
+        assert_eq!(
+            decode(vec![DELIMITER.to_vec(), b"".to_vec()], &s).unwrap_err(),
+            WireError::TooFewFrames(1)
+        );
         let mut f = encode(&sample(), &s);
         f[3] = b"\xff\xfe not json".to_vec();
         assert_eq!(decode(f, &s).unwrap_err(), WireError::BadJson("header"));

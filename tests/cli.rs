@@ -171,7 +171,9 @@ fn expect_line(rx: &mpsc::Receiver<(String, Instant)>, want: &str) -> Instant {
 fn any_thread_alive(pid: i32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
     tasks.flatten().any(|t| match std::fs::read_to_string(t.path().join("stat")) {
-        Ok(stat) => !stat.rsplit_once(") ").map(|(_, r)| r.starts_with('Z') || r.starts_with('X')).unwrap_or(true),
+        Ok(stat) => {
+            !stat.rsplit_once(") ").map(|(_, r)| r.starts_with('Z') || r.starts_with('X')).unwrap_or(true)
+        }
         Err(_) => false,
     })
 }
@@ -256,7 +258,11 @@ fn twenty_concurrent_first_execs_all_succeed_on_one_kernel() {
             .map(|_| {
                 s.spawn(|| {
                     barrier.wait();
-                    home.run_timeout(&["exec", "hits = (hits or 0) + 1\nprint('ok')"], "", Duration::from_secs(120))
+                    home.run_timeout(
+                        &["exec", "hits = (hits or 0) + 1\nprint('ok')"],
+                        "",
+                        Duration::from_secs(120),
+                    )
                 })
             })
             .collect();
@@ -332,7 +338,8 @@ fn assert_idle_exit(home: &Home) {
         "the kernel with a 2 s idle timeout was still running after 30 s"
     );
     assert!(
-        wait_until(Duration::from_secs(10), || !has_file(home, "default.json") && !has_file(home, "default.lock")),
+        wait_until(Duration::from_secs(10), || !has_file(home, "default.json")
+            && !has_file(home, "default.lock")),
         "the idle kernel left its files: {:?}",
         kernel_files(home)
     );
@@ -452,7 +459,11 @@ fn run_output_is_live_not_at_the_end() {
     // The script burns 1.5 s of CPU between the lines: output that is only shown at the end would
     // deliver both at once.
     assert!(second - first >= Duration::from_secs(1), "lines arrived {:?} apart", second - first);
-    assert!(ended - first >= Duration::from_secs(1), "the first line arrived only {:?} before the end", ended - first);
+    assert!(
+        ended - first >= Duration::from_secs(1),
+        "the first line arrived only {:?} before the end",
+        ended - first
+    );
 }
 
 #[test]
@@ -494,17 +505,15 @@ fn run_shows_child_process_output_in_order_on_the_right_stream() {
 #[test]
 fn run_reads_piped_stdin_line_by_line_until_eof() {
     let home = Home::new("upcase");
-    let path = script(&home, "upcase.lua", "for line in io.lines() do print(line:upper()) end\nprint('end')\n");
+    let path =
+        script(&home, "upcase.lua", "for line in io.lines() do print(line:upper()) end\nprint('end')\n");
     let o = home.run(&["run", &path], "a\nb\n");
     assert_eq!(code(&o), 0, "{}", show(&o));
     assert_eq!(stdout(&o), "A\nB\nend\n");
 
     // io.read() returns nil at EOF, and keeps returning nil.
-    let path = script(
-        &home,
-        "read.lua",
-        "print(io.read())\nprint(io.read())\nprint(io.read())\nprint(io.read())\n",
-    );
+    let path =
+        script(&home, "read.lua", "print(io.read())\nprint(io.read())\nprint(io.read())\nprint(io.read())\n");
     let o = home.run(&["run", &path], "one\ntwo\n");
     assert_eq!(code(&o), 0, "{}", show(&o));
     assert_eq!(stdout(&o), "one\ntwo\nnil\nnil\n");
@@ -526,7 +535,8 @@ fn run_io_read_number_and_all() {
 #[test]
 fn run_lua_error_prints_message_and_traceback_on_stderr_and_exits_1() {
     let home = Home::new("luaerror");
-    let path = script(&home, "err.lua", "print('before')\nlocal function boom() error('kaboom') end\nboom()\n");
+    let path =
+        script(&home, "err.lua", "print('before')\nlocal function boom() error('kaboom') end\nboom()\n");
     let o = home.run(&["run", &path], "");
     assert_eq!(code(&o), 1, "{}", show(&o));
     assert_eq!(stdout(&o), "before\n");
@@ -684,7 +694,11 @@ fn help_on_every_state_subcommand_exits_0() {
     for verb in ["get", "set", "delete", "list", "clear", "export", "import", "repair", "path"] {
         let o = home.run(&["state", verb, "--help"], "");
         assert_eq!(code(&o), 0, "llmspell state {verb} --help: {}", show(&o));
-        assert!(stdout(&o).contains("llmspell state"), "llmspell state {verb} --help printed no help: {}", show(&o));
+        assert!(
+            stdout(&o).contains("llmspell state"),
+            "llmspell state {verb} --help printed no help: {}",
+            show(&o)
+        );
     }
 }
 
@@ -736,7 +750,11 @@ fn kernel_list_cleans_up_after_a_crashed_kernel() {
     let o = home.run(&["kernel", "list"], "");
     assert_eq!(code(&o), 0, "{}", show(&o));
     assert!(!stdout(&o).lines().any(|l| l.starts_with("default")), "a dead kernel is listed: {}", show(&o));
-    assert!(!has_file(&home, "default.json") && !has_file(&home, "default.lock"), "{:?}", kernel_files(&home));
+    assert!(
+        !has_file(&home, "default.json") && !has_file(&home, "default.lock"),
+        "{:?}",
+        kernel_files(&home)
+    );
 }
 
 #[test]
@@ -764,7 +782,10 @@ fn kernel_stop_id_stops_that_kernel_only() {
     let bystander = home.kernel_pid("bystander").unwrap();
     let o = home.run(&["kernel", "stop", "victim"], "");
     assert_eq!(code(&o), 0, "{}", show(&o));
-    assert!(wait_until(Duration::from_secs(10), || !any_thread_alive(victim)), "the stopped kernel still runs");
+    assert!(
+        wait_until(Duration::from_secs(10), || !any_thread_alive(victim)),
+        "the stopped kernel still runs"
+    );
     assert!(!has_file(&home, "victim.json") && !has_file(&home, "victim.lock"), "{:?}", kernel_files(&home));
     assert_eq!(kernel_processes(&home), vec![bystander]);
     assert_eq!(ok(&home, &["--kernel", "bystander", "exec", "'alive'"]), "\"alive\"\n");
@@ -870,7 +891,8 @@ fn repl_shows_expression_values() {
 /// `script(1)`. Skipped (passes with a note) if `script` is not installed.
 #[test]
 fn repl_on_a_terminal_writes_history() {
-    let Some(script_bin) = ["/usr/bin/script", "/bin/script"].into_iter().find(|p| Path::new(p).exists()) else {
+    let Some(script_bin) = ["/usr/bin/script", "/bin/script"].into_iter().find(|p| Path::new(p).exists())
+    else {
         eprintln!("skipped: script(1) is not installed");
         return;
     };

@@ -224,7 +224,13 @@ impl Raw {
     }
 
     /// Waits for the reply to `id` on `chan`; messages received meanwhile go to `seen`.
-    fn wait_reply(&self, chan: Chan, id: &str, timeout: Duration, seen: &mut Vec<Message>) -> Option<Message> {
+    fn wait_reply(
+        &self,
+        chan: Chan,
+        id: &str,
+        timeout: Duration,
+        seen: &mut Vec<Message>,
+    ) -> Option<Message> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -511,7 +517,12 @@ fn malformed_messages_on_every_channel_are_dropped_and_logged() {
         let mut seen = Vec::new();
         let reply = raw.wait_reply(chan, &id, Duration::from_secs(60), &mut seen);
         received.extend(seen.into_iter().map(|m| (chan, m)));
-        assert!(reply.is_some(), "no reply on {} after the flood; log tail:\n{}", chan.name(), tail(&k.log(), 30));
+        assert!(
+            reply.is_some(),
+            "no reply on {} after the flood; log tail:\n{}",
+            chan.name(),
+            tail(&k.log(), 30)
+        );
     }
     std::thread::sleep(Duration::from_millis(300));
     for &chan in &chans {
@@ -533,7 +544,8 @@ fn malformed_messages_on_every_channel_are_dropped_and_logged() {
         match replies_by_parent.get(id).map(|v| v.as_slice()) {
             Some([(c, t, content)]) => {
                 assert_eq!((c, t.as_str()), (chan, rtype.as_str()), "reply to {id}");
-                if rtype == "foo_reply" || rtype == "ñ_reply" || rtype == "_reply" || rtype == "debug_reply" {
+                if rtype == "foo_reply" || rtype == "ñ_reply" || rtype == "_reply" || rtype == "debug_reply"
+                {
                     assert_eq!(content["status"], "error", "{rtype}: {content}");
                 }
             }
@@ -546,7 +558,12 @@ fn malformed_messages_on_every_channel_are_dropped_and_logged() {
         expected_replies.len(),
         received.len()
     );
-    assert!(missing.is_empty(), "{} requests got no single reply: {:#?}", missing.len(), &missing[..missing.len().min(10)]);
+    assert!(
+        missing.is_empty(),
+        "{} requests got no single reply: {:#?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
     assert!(total_malformed >= 3000, "{total_malformed}");
 
     // The kernel still serves a normal client correctly.
@@ -585,7 +602,7 @@ fn a_replayed_signed_message_is_dropped() {
     let first = raw.wait_reply(Chan::Shell, &id, Duration::from_secs(10), &mut seen).expect("a reply");
     assert_eq!(first.content["status"], "ok");
     raw.send(Chan::Shell, frames.clone()); // identical frames, identical signature
-    // And the same on control: a replayed kernel_info_request gets no second reply.
+                                           // And the same on control: a replayed kernel_info_request gets no second reply.
     let (kframes, kid) = raw.request("kernel_info_request", json!({}));
     raw.send(Chan::Control, kframes.clone());
     raw.send(Chan::Control, kframes);
@@ -706,7 +723,11 @@ fn garbage_on_heartbeat_iopub_and_raw_tcp_is_harmless() {
             if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
                 raw_conns += 1;
                 let _ = s.set_write_timeout(Some(Duration::from_millis(500)));
-                let mut data = if i % 2 == 0 { b"\xff\x00\x00\x00\x00\x00\x00\x00\x01\x7f\x03\x00NULL".to_vec() } else { Vec::new() };
+                let mut data = if i % 2 == 0 {
+                    b"\xff\x00\x00\x00\x00\x00\x00\x00\x01\x7f\x03\x00NULL".to_vec()
+                } else {
+                    Vec::new()
+                };
                 data.extend(rng.some(20_000));
                 let _ = s.write_all(&data);
                 let _ = s.set_read_timeout(Some(Duration::from_millis(20)));
@@ -770,11 +791,15 @@ fn a_broken_peer_on_the_heartbeat_port_costs_no_echo() {
 fn inspect_with_a_multibyte_character_before_the_name_keeps_the_shell_alive() {
     let k = Kernel::start("inspect", &[]);
     let raw = k.raw();
-    let (frames, id) = raw.request("inspect_request", json!({"code": "é = stri", "cursor_pos": 1, "detail_level": 0}));
+    let (frames, id) =
+        raw.request("inspect_request", json!({"code": "é = stri", "cursor_pos": 1, "detail_level": 0}));
     raw.send(Chan::Shell, frames);
     let mut seen = Vec::new();
     let reply = raw.wait_reply(Chan::Shell, &id, Duration::from_secs(5), &mut seen);
-    println!("inspect_request {{code: \"é = stri\", cursor_pos: 1}}: reply {:?}", reply.as_ref().map(|m| &m.content));
+    println!(
+        "inspect_request {{code: \"é = stri\", cursor_pos: 1}}: reply {:?}",
+        reply.as_ref().map(|m| &m.content)
+    );
     let (frames, id) = raw.request("execute_request", json!({"code": "1 + 1"}));
     raw.send(Chan::Shell, frames);
     let after = raw.wait_reply(Chan::Shell, &id, Duration::from_secs(5), &mut seen);
@@ -822,7 +847,9 @@ fn user_code_attacks_fail_in_their_cell_and_the_kernel_keeps_serving() {
     println!("recursion: {} {:?} in {:?}", cell.ename(), cell.evalue(), t.elapsed());
     assert_eq!(cell.status(), "error");
     assert!(
-        cell.evalue().contains("stack overflow") || cell.ename() == "MemoryError" || cell.evalue().contains("memory"),
+        cell.evalue().contains("stack overflow")
+            || cell.ename() == "MemoryError"
+            || cell.evalue().contains("memory"),
         "{:?}",
         cell.reply
     );
@@ -837,7 +864,8 @@ fn user_code_attacks_fail_in_their_cell_and_the_kernel_keeps_serving() {
     println!("error(nil): {} {:?} {:?}", cell.ename(), cell.evalue(), cell.traceback);
     assert_eq!(cell.status(), "error");
     assert!(cell.evalue().contains("nil"), "{:?}", cell.reply);
-    let cell = run_cell(&mut attacker, "error(setmetatable({}, {__tostring = function() error('nested') end}))");
+    let cell =
+        run_cell(&mut attacker, "error(setmetatable({}, {__tostring = function() error('nested') end}))");
     println!("error(object whose __tostring fails): {} {:?}", cell.ename(), cell.evalue());
     assert_eq!(cell.status(), "error");
     after_attack(&mut victim, &mut attacker, "error objects");
@@ -871,7 +899,11 @@ fn user_code_attacks_fail_in_their_cell_and_the_kernel_keeps_serving() {
     assert_eq!(cell.result.as_deref(), Some("false"));
     assert_eq!(value_of(&mut attacker, "collectgarbage('isrunning')"), "true");
     let cell = run_cell(&mut attacker, "for i = 1, 200 do local s = string.rep('g', 1e6) end return 'ok'");
-    println!("200 MB of garbage under a 64 MB limit after collectgarbage('stop'): {} {}", cell.status(), cell.evalue());
+    println!(
+        "200 MB of garbage under a 64 MB limit after collectgarbage('stop'): {} {}",
+        cell.status(),
+        cell.evalue()
+    );
     assert_eq!(cell.status(), "ok", "{:?}", cell.reply);
     after_attack(&mut victim, &mut attacker, "collectgarbage stop");
 
@@ -1116,7 +1148,10 @@ fn vanish(k: &Kernel, code: &str, wait_for_input_request: bool) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !asked && Instant::now() < deadline {
             if raw.stdin.poll(zmq::POLLIN, 100).unwrap() > 0 {
-                asked = raw.drain(Chan::Stdin).iter().any(|m| m.msg_type() == "input_request" && m.parent_msg_id() == id);
+                asked = raw
+                    .drain(Chan::Stdin)
+                    .iter()
+                    .any(|m| m.msg_type() == "input_request" && m.parent_msg_id() == id);
             }
         }
     } else {
@@ -1151,17 +1186,26 @@ fn a_client_that_vanishes_while_its_cell_waits_for_input_does_not_block_the_kern
     assert!(waited_interrupted < Duration::from_secs(5), "{waited_interrupted:?}");
 
     // 3. The client vanished before the kernel asked (its cell was busy for 1 s first).
-    vanish(&k, "local t = os.clock() while os.clock() - t < 1 do end waiting = io.read() return waiting", false);
+    vanish(
+        &k,
+        "local t = os.clock() while os.clock() - t < 1 do end waiting = io.read() return waiting",
+        false,
+    );
     let t = Instant::now();
     assert_eq!(value_of(&mut next, "victim_data"), "\"precious\"");
     let waited_early = t.elapsed();
-    println!("gone before its input_request: next client served after {waited_early:?} (the cell ran 1 s first)");
+    println!(
+        "gone before its input_request: next client served after {waited_early:?} (the cell ran 1 s first)"
+    );
     assert!(waited_early < Duration::from_secs(5), "{waited_early:?}");
     assert_eq!(value_of(&mut next, "waiting"), "nil");
     let log = k.log();
     println!(
         "log lines about it: {:?}",
-        log.lines().filter(|l| l.contains("stdin:")).map(|l| l.split("] ").nth(1).unwrap_or(l)).collect::<Vec<_>>()
+        log.lines()
+            .filter(|l| l.contains("stdin:"))
+            .map(|l| l.split("] ").nth(1).unwrap_or(l))
+            .collect::<Vec<_>>()
     );
     k.assert_alive();
 }
@@ -1177,9 +1221,13 @@ fn a_client_that_never_answers_input_is_cut_off_by_the_input_timeout() {
     let t = Instant::now();
     raw.send(Chan::Shell, frames);
     let mut seen = Vec::new();
-    let reply = raw.wait_reply(Chan::Shell, &id, Duration::from_secs(15), &mut seen).expect("an execute_reply");
+    let reply =
+        raw.wait_reply(Chan::Shell, &id, Duration::from_secs(15), &mut seen).expect("an execute_reply");
     let took = t.elapsed();
-    println!("silent client: reply after {took:?}: {} {:?}", reply.content["status"], reply.content["evalue"]);
+    println!(
+        "silent client: reply after {took:?}: {} {:?}",
+        reply.content["status"], reply.content["evalue"]
+    );
     assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(6), "{took:?}");
     let evalue = reply.content["evalue"].as_str().unwrap_or("");
     assert!(evalue.contains("no input arrived within 2 s"), "{}", reply.content);
@@ -1244,7 +1292,11 @@ fn load_client(
     let started = Instant::now();
     while replies.len() < LOAD_REQUESTS || idle_own.len() < LOAD_REQUESTS {
         if started.elapsed() > Duration::from_secs(300) {
-            return Err(format!("client {c}: timed out with {} replies, {} idles", replies.len(), idle_own.len()));
+            return Err(format!(
+                "client {c}: timed out with {} replies, {} idles",
+                replies.len(),
+                idle_own.len()
+            ));
         }
         while sent < LOAD_REQUESTS && sent < replies.len() + LOAD_WINDOW {
             let mut h = wire::header("execute_request", &session);
@@ -1402,7 +1454,11 @@ fn a_state_json_that_is_a_directory_gives_clear_errors_and_the_kernel_keeps_runn
     let state = k.home.path("state.json");
     std::fs::create_dir(&state).unwrap();
     let mut c = k.client();
-    for code in ["state.set('a', 1)", "return state.get('a')", "state.update('n', function(v) return (v or 0) + 1 end)"] {
+    for code in [
+        "state.set('a', 1)",
+        "return state.get('a')",
+        "state.update('n', function(v) return (v or 0) + 1 end)",
+    ] {
         let cell = run_cell(&mut c, code);
         println!("{code} with state.json a directory: {} {:?}", cell.ename(), cell.evalue());
         assert_eq!(cell.status(), "error", "{code}: {:?}", cell.reply);
@@ -1478,7 +1534,11 @@ impl TmpfsKernel {
             println!("SKIPPED: cannot mount a tmpfs here (not root?)");
             return None;
         };
-        let out = base.cmd(&["kernel", "start", "--daemon", "--id", "h"]).env("LLMSPELL_HOME", &fs.dir).output().unwrap();
+        let out = base
+            .cmd(&["kernel", "start", "--daemon", "--id", "h"])
+            .env("LLMSPELL_HOME", &fs.dir)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
         let conn = fs.dir.join("kernels/h.json");
         let info: Value = serde_json::from_str(&std::fs::read_to_string(&conn).unwrap()).unwrap();
@@ -1521,10 +1581,9 @@ fn disk_full_and_read_only_home_give_clear_errors_and_no_torn_state() {
 
     // Disk full: fill the tmpfs, then write more state than fits.
     let filler = t.fill();
-    for code in [
-        "state.set('big', string.rep('x', 200000))",
-        "state.update('n', function(v) return v + 1 end)",
-    ] {
+    for code in
+        ["state.set('big', string.rep('x', 200000))", "state.update('n', function(v) return v + 1 end)"]
+    {
         let cell = run_cell(&mut c, code);
         println!("disk full: {code}: {} {:?}", cell.ename(), cell.evalue());
         assert_eq!(cell.status(), "error", "{code}: {:?}", cell.reply);
@@ -1584,7 +1643,11 @@ fn a_failed_state_write_does_not_fail_later_cells_nor_land_later() {
     let cell = run_cell(&mut c, "state.set('big', string.rep('x', 200000))");
     assert!(cell.evalue().contains("were not saved"), "{:?}", cell.reply);
     let cell = run_cell(&mut other, "6 * 7");
-    println!("another client's cell without state while the disk is full: {} {:?}", cell.status(), cell.evalue());
+    println!(
+        "another client's cell without state while the disk is full: {} {:?}",
+        cell.status(),
+        cell.evalue()
+    );
     assert_eq!(cell.status(), "ok", "{:?}", cell.reply);
     std::fs::remove_file(&filler).unwrap();
     assert_eq!(run_cell(&mut other, "x = 1").status(), "ok");
@@ -1642,10 +1705,11 @@ fn kernel_files_are_private() {
     let mut c = Client::connect_file(&home.join("kernels/p.json"), Duration::from_secs(10)).unwrap();
     assert_eq!(run_cell(&mut c, "state.set('k', 1)").status(), "ok");
     drop(c);
-    let modes: Vec<(String, u32)> = ["", "kernels", "kernels/p.json", "kernels/p.lock", "kernels/p.log", "state.json"]
-        .iter()
-        .map(|p| (p.to_string(), mode(&home.join(p))))
-        .collect();
+    let modes: Vec<(String, u32)> =
+        ["", "kernels", "kernels/p.json", "kernels/p.lock", "kernels/p.log", "state.json"]
+            .iter()
+            .map(|p| (p.to_string(), mode(&home.join(p))))
+            .collect();
     let _ = run(&["kernel", "stop", "--all"]);
     println!("modes: {modes:?}");
     for (p, m) in &modes {
@@ -1663,7 +1727,11 @@ fn a_connection_file_others_can_write_is_refused() {
     for m in [0o666, 0o620, 0o602] {
         let f = write_file(&home.dir, "conn.json", &text);
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(m)).unwrap();
-        let out = home.run_timeout(&["kernel", "start", "--connection-file", f.to_str().unwrap()], "", Duration::from_secs(10));
+        let out = home.run_timeout(
+            &["kernel", "start", "--connection-file", f.to_str().unwrap()],
+            "",
+            Duration::from_secs(10),
+        );
         println!("mode {m:o}: exit {:?}: {}", out.status.code(), stderr(&out).trim());
         assert_eq!(out.status.code(), Some(1));
         assert!(stderr(&out).contains("writable by other users"), "{}", stderr(&out));
@@ -1757,10 +1825,14 @@ fn a_subscriber_that_stops_reading_costs_the_others_one_wait_and_never_blocks_co
         let _ = done_tx.send((cell, t.elapsed()));
     });
     std::thread::sleep(Duration::from_secs(3));
-    assert!(done_rx.try_recv().is_err(), "the flood never waited for the stalled subscriber; the test needs more output");
+    assert!(
+        done_rx.try_recv().is_err(),
+        "the flood never waited for the stalled subscriber; the test needs more output"
+    );
     let control = k.client();
     let t = Instant::now();
-    let info_reply = control.control_request("kernel_info_request", json!({}), Duration::from_secs(30)).unwrap();
+    let info_reply =
+        control.control_request("kernel_info_request", json!({}), Duration::from_secs(30)).unwrap();
     let control_took = t.elapsed();
     println!("kernel_info on control while iopub waits: {control_took:?}");
     assert_eq!(info_reply["status"], "ok");
@@ -1769,7 +1841,11 @@ fn a_subscriber_that_stops_reading_costs_the_others_one_wait_and_never_blocks_co
     let (cell, took) = done_rx
         .recv_timeout(Duration::from_secs(60))
         .expect("the flood did not end within 60 s: sends kept waiting for the stalled subscriber");
-    println!("flood with a stalled subscriber: {took:?}, {} + {} bytes of output", cell.out.len(), cell.err.len());
+    println!(
+        "flood with a stalled subscriber: {took:?}, {} + {} bytes of output",
+        cell.out.len(),
+        cell.err.len()
+    );
     assert_eq!(cell.status(), "ok", "{:?}", cell.reply);
     assert_eq!((cell.out.len(), cell.err.len()), (40000, 40000), "a reading client lost output");
     assert!(took < Duration::from_secs(40), "the flood waited more than once: {took:?}");
@@ -1779,10 +1855,17 @@ fn a_subscriber_that_stops_reading_costs_the_others_one_wait_and_never_blocks_co
     let t = Instant::now();
     for i in 0..20 {
         let cell = run_cell(&mut c, &format!("print({i}) io.stderr:write('e{i}')"));
-        assert_eq!((cell.out.as_str(), cell.err.as_str()), (format!("{i}\n").as_str(), format!("e{i}").as_str()));
+        assert_eq!(
+            (cell.out.as_str(), cell.err.as_str()),
+            (format!("{i}\n").as_str(), format!("e{i}").as_str())
+        );
     }
     println!("20 cells after the stall: {:?}", t.elapsed());
-    assert!(t.elapsed() < Duration::from_secs(5), "cells still wait for the stalled subscriber: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "cells still wait for the stalled subscriber: {:?}",
+        t.elapsed()
+    );
     k.assert_alive();
 }
 

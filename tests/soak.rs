@@ -233,7 +233,8 @@ fn fuzz_wire_decode_stable() {
                 let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
                 let path = dir.join(format!("wire-crash-{seed}-{runs}.bin"));
                 std::fs::write(&path, &input).unwrap();
-                let why = e.downcast_ref::<String>().cloned().or(e.downcast_ref::<&str>().map(|s| s.to_string()));
+                let why =
+                    e.downcast_ref::<String>().cloned().or(e.downcast_ref::<&str>().map(|s| s.to_string()));
                 panic!(
                     "wire_check::check panicked after {runs} runs ({why:?}); input saved to {} \
                      (add it to wire_fuzz_regressions in tests/hostile.rs)",

@@ -210,7 +210,11 @@ fn lua_set_get_delete_keys_clear_update() {
     assert_eq!(file.keys().collect::<Vec<_>>(), ["a", "c.1", "c.2", "no"]);
     // Another writer's change is seen by update and get in the running kernel.
     ok(&home, &["state", "set", "ctr", "10"], "");
-    cell(&home, "default", r#"check(state.update("ctr", function(v) return v + 1 end), 11, "update after CLI")"#);
+    cell(
+        &home,
+        "default",
+        r#"check(state.update("ctr", function(v) return v + 1 end), 11, "update after CLI")"#,
+    );
     // clear removes everything, sets after it in the same cell apply.
     cell(
         &home,
@@ -378,10 +382,21 @@ fn unstorable_values_are_refused_naming_key_and_path() {
     assert!(stderr(&o).contains(r#"state.set: key "cfg": value.a.b is a function"#), "{}", out_text(&o));
     assert_eq!(std::fs::read(state_path(&home)).unwrap(), before, "a refused set changed the file");
     // The same through `run`: the error points at the script's line.
-    let o = script(&home, "default", "refuse.lua", "local x = 1\nstate.set(\"cfg\", {a = {b = print}})\n", &[], Duration::from_secs(60));
+    let o = script(
+        &home,
+        "default",
+        "refuse.lua",
+        "local x = 1\nstate.set(\"cfg\", {a = {b = print}})\n",
+        &[],
+        Duration::from_secs(60),
+    );
     assert_eq!(o.status.code(), Some(1), "{}", out_text(&o));
     assert!(stderr(&o).contains(r#"state.set: key "cfg": value.a.b is a function"#), "{}", out_text(&o));
-    assert_eq!(std::fs::read(state_path(&home)).unwrap(), before, "a refused set in a script changed the file");
+    assert_eq!(
+        std::fs::read(state_path(&home)).unwrap(),
+        before,
+        "a refused set in a script changed the file"
+    );
 }
 
 #[test]
@@ -489,7 +504,10 @@ fn repl_sets_run_reads_across_stop_and_kill() {
 
     // A clean stop, then a new kernel.
     ok(&home, &["kernel", "stop"], "");
-    assert!(wait_until(Duration::from_secs(10), || !process_alive(first)), "kernel {first} still running after stop");
+    assert!(
+        wait_until(Duration::from_secs(10), || !process_alive(first)),
+        "kernel {first} still running after stop"
+    );
     assert_eq!(home.run(&["kernel", "status"], "").status.code(), Some(1), "no kernel after stop");
     assert!(script_ok(&home, "default", "read2.lua", reader).contains("read ok"));
     let second = home.kernel_pid("default").unwrap();
@@ -547,7 +565,12 @@ fn run_scripts_share_state_across_runs_and_kernels() {
         state.set("shared", v)
         "#,
     );
-    script_ok(&home, "default", "d.lua", r#"check(state.get("shared"), {count = 3, who = {"a", "b", "c"}}, "shared back in default")"#);
+    script_ok(
+        &home,
+        "default",
+        "d.lua",
+        r#"check(state.get("shared"), {count = 3, who = {"a", "b", "c"}}, "shared back in default")"#,
+    );
     assert_ne!(home.kernel_pid("default"), home.kernel_pid("other"), "two kernels");
 }
 
@@ -727,7 +750,8 @@ fn cli_and_lua_see_each_others_writes() {
     );
 
     // import merges (null deletes), and Lua sees it.
-    let import = write_file(&home.dir, "import.json", r#"{"imp1": 1, "imp2": {"a": "b"}, "n": null, "one": 2.0}"#);
+    let import =
+        write_file(&home.dir, "import.json", r#"{"imp1": 1, "imp2": {"a": "b"}, "n": null, "one": 2.0}"#);
     ok(&home, &["state", "import", import.to_str().unwrap()], "");
     cell(
         &home,
@@ -945,14 +969,19 @@ fn kill_9_during_writes_leaves_a_committed_version() {
                     while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
                         let o = home.run(&["exec", cell_code], "");
                         if o.status.success() {
-                            acked.fetch_max(stdout(&o).trim().parse().expect("exec returns n"), Ordering::SeqCst);
+                            acked.fetch_max(
+                                stdout(&o).trim().parse().expect("exec returns n"),
+                                Ordering::SeqCst,
+                            );
                         }
                     }
                 })
             };
             // Wait for the workload to commit something, then kill at a varied moment.
-            let progressed =
-                wait_until(Duration::from_secs(60), || matches!(read_version(&home), Ok(Some(n)) if n > floor));
+            let progressed = wait_until(
+                Duration::from_secs(60),
+                || matches!(read_version(&home), Ok(Some(n)) if n > floor),
+            );
             if progressed {
                 std::thread::sleep(delay);
             }
@@ -977,7 +1006,12 @@ fn kill_9_during_writes_leaves_a_committed_version() {
         // A new kernel sees exactly the committed version.
         let seen = ok(
             &home,
-            &["exec", &format!(r#"local v = state.get("x"); assert(v.s == string.rep(v.n .. ";", {REPS})); return v.n"#)],
+            &[
+                "exec",
+                &format!(
+                    r#"local v = state.get("x"); assert(v.s == string.rep(v.n .. ";", {REPS})); return v.n"#
+                ),
+            ],
             "",
         );
         assert_eq!(seen.trim(), n.to_string(), "round {round}: a new kernel sees another version");
@@ -1035,24 +1069,36 @@ fn corrupt_state_file_fails_state_calls_and_repair_fixes_it() {
     failing_cell(&home, "default", r#"state.set("b", 2)"#);
     assert_eq!(home.kernel_pid("default"), Some(pid), "the same kernel serves on");
     assert!(process_alive(pid));
-    for args in [&["state", "get", "a"][..], &["state", "set", "b", "2"], &["state", "list"], &["state", "export"]] {
+    for args in
+        [&["state", "get", "a"][..], &["state", "set", "b", "2"], &["state", "list"], &["state", "export"]]
+    {
         let o = home.run(args, "");
         assert_eq!(o.status.code(), Some(1), "{args:?}: {}", out_text(&o));
         assert!(stderr(&o).contains(&shown) && stderr(&o).contains("corrupt"), "{args:?}: {}", out_text(&o));
     }
     assert_eq!(std::fs::read(&path).unwrap(), garbage, "the corrupt file was modified");
-    let written: BTreeSet<String> = home_files(&home).into_iter().filter(|n| n != "state.json.lock").collect();
-    assert_eq!(written, BTreeSet::from(["state.json".into()]), "no other file (not even a temporary one) written");
+    let written: BTreeSet<String> =
+        home_files(&home).into_iter().filter(|n| n != "state.json.lock").collect();
+    assert_eq!(
+        written,
+        BTreeSet::from(["state.json".into()]),
+        "no other file (not even a temporary one) written"
+    );
 
     // repair moves it aside; state works again in the same kernel and in a new one.
     let o = home.run(&["state", "repair"], "");
     assert!(o.status.success(), "{}", out_text(&o));
     assert!(!path.exists(), "repair left state.json in place");
-    let aside: Vec<String> = home_files(&home).into_iter().filter(|n| n.starts_with("state.json.corrupt")).collect();
+    let aside: Vec<String> =
+        home_files(&home).into_iter().filter(|n| n.starts_with("state.json.corrupt")).collect();
     assert_eq!(aside.len(), 1, "{:?}", home_files(&home));
     assert_eq!(std::fs::read(home.path(&aside[0])).unwrap(), garbage, "the file aside holds the old bytes");
     assert!(stderr(&o).contains(&aside[0]), "repair says where it went: {}", out_text(&o));
-    cell(&home, "default", r#"state.set("b", 2); check(state.get("b"), 2, "b"); check(state.keys(), {"b"}, "keys")"#);
+    cell(
+        &home,
+        "default",
+        r#"state.set("b", 2); check(state.get("b"), 2, "b"); check(state.keys(), {"b"}, "keys")"#,
+    );
     assert_eq!(Value::Object(state_file(&home)), json!({"b": 2}));
     ok(&home, &["kernel", "stop"], "");
     cell(&home, "default", r#"check(state.get("b"), 2, "b in a new kernel")"#);
@@ -1078,13 +1124,20 @@ fn group_or_world_writable_state_file_is_refused() {
         let o = failing_cell(&home, "default", r#"return state.get("a")"#);
         let err = stderr(&o);
         assert!(err.contains(&format!("refusing to use {shown}")), "mode {m:o}: {err}");
-        assert!(err.contains("writable by other users") && err.contains(&format!("{:03o}", m)), "mode {m:o}: {err}");
+        assert!(
+            err.contains("writable by other users") && err.contains(&format!("{:03o}", m)),
+            "mode {m:o}: {err}"
+        );
         assert!(err.contains("chmod go-w"), "the fix is named: {err}");
         let o = failing_cell(&home, "default", r#"state.set("b", 2)"#);
         assert!(stderr(&o).contains("writable by other users"), "{}", out_text(&o));
         let o = home.run(&["state", "get", "a"], "");
         assert_eq!(o.status.code(), Some(1), "{}", out_text(&o));
-        assert!(stderr(&o).contains(&shown) && stderr(&o).contains("writable by other users"), "{}", out_text(&o));
+        assert!(
+            stderr(&o).contains(&shown) && stderr(&o).contains("writable by other users"),
+            "{}",
+            out_text(&o)
+        );
         let o = home.run(&["state", "set", "c", "3"], "");
         assert_eq!(o.status.code(), Some(1), "{}", out_text(&o));
         assert_eq!(std::fs::read(&path).unwrap(), before, "an insecure file was written");
@@ -1119,7 +1172,10 @@ fn state_file_is_private_pretty_json() {
     assert_eq!(mode(&path), 0o600, "state.json mode after a Lua write");
     assert_eq!(mode(&home.dir), 0o700, "LLMSPELL_HOME mode when llmspell created it");
     let text = std::fs::read_to_string(&path).expect("state.json is UTF-8 text");
-    assert!(text.starts_with("{\n  \"alpha\": {\n    \"$base64\": \"/w==\"\n  },\n  \"zeta\": {\n"), "pretty, sorted, indented: {text}");
+    assert!(
+        text.starts_with("{\n  \"alpha\": {\n    \"$base64\": \"/w==\"\n  },\n  \"zeta\": {\n"),
+        "pretty, sorted, indented: {text}"
+    );
     assert!(text.ends_with("}\n"), "ends with a newline: {text:?}");
     assert!(text.lines().count() > 8, "one item a line: {text}");
     assert_eq!(
@@ -1128,7 +1184,9 @@ fn state_file_is_private_pretty_json() {
     );
     ok(&home, &["state", "set", "cli", r#"{"x": [1]}"#], "");
     assert_eq!(mode(&path), 0o600, "state.json mode after a CLI write");
-    assert!(std::fs::read_to_string(&path).unwrap().contains("\n  \"cli\": {\n    \"x\": [\n      1\n    ]\n  },\n"));
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("\n  \"cli\": {\n    \"x\": [\n      1\n    ]\n  },\n"));
     cell(&home, "default", r#"state.update("u", function() return 1 end)"#);
     assert_eq!(mode(&path), 0o600, "state.json mode after an update");
     assert_eq!(state_file(&home).len(), 4);

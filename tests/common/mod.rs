@@ -16,7 +16,8 @@ pub struct Home {
 
 impl Home {
     pub fn new(name: &str) -> Home {
-        let dir = std::env::temp_dir().join(format!("llmspell-test-{name}-{}-{}", std::process::id(), nanos()));
+        let dir =
+            std::env::temp_dir().join(format!("llmspell-test-{name}-{}-{}", std::process::id(), nanos()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Home { dir }
