@@ -309,7 +309,7 @@ fn kill_9_of_the_kernel_during_run_is_noticed_by_the_client() {
     let status = run.wait(Duration::from_secs(30));
     let took = killed.elapsed();
     let err = err.join().unwrap();
-    assert!(took < Duration::from_secs(10), "the client took {took:?} to notice the kernel died");
+    assert!(took < Duration::from_secs(25), "the client took {took:?} to notice the kernel died");
     assert!(!status.success(), "the client must fail when its kernel dies: {status:?}");
     assert!(err.contains("died"), "stderr must say the kernel died: {err:?} (status {status:?})");
 }
@@ -574,7 +574,7 @@ fn run_ctrl_c_exits_130_and_the_kernel_keeps_its_globals() {
     sigint(run.pid());
     let sent = Instant::now();
     let status = run.wait(Duration::from_secs(30));
-    assert!(sent.elapsed() < Duration::from_secs(10), "Ctrl-C took {:?}", sent.elapsed());
+    assert!(sent.elapsed() < Duration::from_secs(25), "Ctrl-C took {:?}", sent.elapsed());
     assert_eq!(status.code(), Some(130), "{status:?}");
     assert_eq!(ok(&home, &["exec", "print(kept)"]), "99\n");
     assert_eq!(home.kernel_pid("default"), Some(pid));

@@ -48,7 +48,11 @@ const STREAM_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 const STREAM_FLUSH_BYTES: usize = 64 << 10;
 /// Messages queued per iopub subscriber before the kernel waits for it (and then drops for it).
 const IOPUB_HWM: i32 = 1000;
-const IOPUB_STALL_MS: i32 = 10_000;
+/// How long a send waits for a subscriber whose queue is full before that subscriber is set aside.
+/// Long enough for a reader that keeps reading (libzmq hands a reader's progress back in batches of
+/// half its high-water mark: 0.5 s for a pyzmq client reading 1 000 messages/s), short enough that
+/// a client that never reads iopub costs the others one short pause.
+const IOPUB_STALL_MS: i32 = 1000;
 
 /// What tells the main thread to stop.
 enum Exit {
@@ -143,6 +147,7 @@ pub fn start(opts: Options) -> Result<(), String> {
     let iopub_fd = iopub.get_fd().map_err(|e| format!("cannot watch the iopub socket: {e}"))?;
     let publisher = Publisher::new(IopubSocket::new(iopub, signer.clone(), session.clone())?);
     let child_output = ChildOutput::start(publisher.clone())?;
+    let iopub_counts = publisher.never_waiting();
 
     let max = opts.max_message_bytes;
     spawn("heartbeat", move || heartbeat(hb));
@@ -192,6 +197,7 @@ pub fn start(opts: Options) -> Result<(), String> {
         Exit::Shutdown => log::info!("shutting down on request"),
         Exit::Signal(s) => log::info!("shutting down on signal {s}"),
     }
+    log::info!("iopub since start: {}", iopub_counts.counts());
     // Stop everything: interrupt running Lua, then terminate the context, which wakes every blocked
     // socket with ETERM and waits (bounded by LINGER) for queued replies to leave. A thread stuck in
     // native code must not keep the process alive, so the wait is bounded.
@@ -547,11 +553,41 @@ const IOPUB_QUEUE: usize = 1000;
 /// write to) until it has read its backlog. The others lose nothing.
 struct IopubSocket {
     state: std::sync::Mutex<IopubState>,
+    counts: IopubCounts,
     queue: (Sender<Frames>, Receiver<Frames>),
     /// A timerfd: armed while messages are held or queued; the iopub thread sends them when it fires.
     timer: std::os::unix::io::RawFd,
     signer: Signer,
     session: String,
+}
+
+/// What iopub did since the kernel started (kernel_info's `llmspell.iopub`, and the log at shutdown).
+#[derive(Default)]
+struct IopubCounts {
+    /// Messages handed to ZeroMQ.
+    sent: AtomicU64,
+    /// Messages no subscriber got: a queue for control's messages that overflowed, a failed send.
+    dropped: AtomicU64,
+    /// Sends that had to wait for a subscriber whose queue was full (a slow reader).
+    waited: AtomicU64,
+    /// Times a subscriber that left a full queue unread for IOPUB_STALL_MS was set aside: it misses
+    /// the message that waited, and what follows until it has read its backlog.
+    set_aside: AtomicU64,
+}
+
+impl IopubCounts {
+    fn add(counter: &AtomicU64) -> u64 {
+        counter.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "sent": self.sent.load(Ordering::Relaxed),
+            "dropped": self.dropped.load(Ordering::Relaxed),
+            "waited": self.waited.load(Ordering::Relaxed),
+            "set_aside": self.set_aside.load(Ordering::Relaxed),
+        })
+    }
 }
 
 struct IopubState {
@@ -571,6 +607,7 @@ impl IopubSocket {
         let state = IopubState { socket: Some(socket), held: Vec::new() };
         Ok(IopubSocket {
             state: std::sync::Mutex::new(state),
+            counts: IopubCounts::default(),
             queue: crossbeam_channel::bounded(IOPUB_QUEUE),
             timer,
             signer,
@@ -607,7 +644,10 @@ impl IopubSocket {
     /// socket is free, else by whoever holds it next (or the iopub thread, woken for it).
     fn send_nowait(&self, frames: Vec<Vec<u8>>) {
         if self.queue.0.try_send(frames).is_err() {
-            log::warn!("iopub: {IOPUB_QUEUE} messages wait for a stalled subscriber; message dropped");
+            let n = IopubCounts::add(&self.counts.dropped);
+            log::warn!(
+                "iopub: {IOPUB_QUEUE} messages wait for a stalled subscriber; message dropped ({n} dropped so far)"
+            );
         }
         match self.state.try_lock() {
             Ok(mut state) => self.flush(&mut state, None),
@@ -663,21 +703,30 @@ impl IopubSocket {
     /// again without waiting (see the type's comment).
     fn send_one(&self, state: &mut IopubState, frames: Vec<Vec<u8>>) -> bool {
         let Some(socket) = state.socket.as_mut() else { return false };
-        match socket.send_multipart(&frames, 0) {
-            Ok(()) => true,
-            Err(zmq::Error::ETERM) => false,
-            Err(zmq::Error::EAGAIN) => {
-                log::warn!(
-                    "iopub: a subscriber has read nothing for {IOPUB_STALL_MS} ms; it misses output until it \
-                     reads again (the others get everything)"
-                );
-                let _ = set_int_option(socket, zmq_sys::ZMQ_XPUB_NODROP, 0);
-                let sent = socket.send_multipart(&frames, 0);
-                let _ = set_int_option(socket, zmq_sys::ZMQ_XPUB_NODROP, 1);
-                !matches!(sent, Err(zmq::Error::ETERM))
+        let mut sent = socket.send_multipart(&frames, zmq::DONTWAIT);
+        if let Err(zmq::Error::EAGAIN) = sent {
+            IopubCounts::add(&self.counts.waited);
+            sent = socket.send_multipart(&frames, 0);
+        }
+        if let Err(zmq::Error::EAGAIN) = sent {
+            let n = IopubCounts::add(&self.counts.set_aside);
+            log::warn!(
+                "iopub: a subscriber has left its full queue unread for {IOPUB_STALL_MS} ms: set aside until it \
+                 reads again, it misses output meanwhile (the others get everything; {n} set aside so far)"
+            );
+            let _ = set_int_option(socket, zmq_sys::ZMQ_XPUB_NODROP, 0);
+            sent = socket.send_multipart(&frames, 0);
+            let _ = set_int_option(socket, zmq_sys::ZMQ_XPUB_NODROP, 1);
+        }
+        match sent {
+            Ok(()) => {
+                IopubCounts::add(&self.counts.sent);
+                true
             }
+            Err(zmq::Error::ETERM) => false,
             Err(e) => {
-                log::debug!("iopub: send failed: {e}");
+                let n = IopubCounts::add(&self.counts.dropped);
+                log::warn!("iopub: a message could not be sent ({e}); dropped ({n} dropped so far)");
                 true
             }
         }
@@ -698,8 +747,8 @@ impl IopubSocket {
 
     /// Answers every subscription waiting on the socket with `iopub_welcome`; false on ETERM.
     fn welcome(&self, state: &mut IopubState) -> bool {
-        let Some(socket) = state.socket.as_mut() else { return false };
         loop {
+            let Some(socket) = state.socket.as_mut() else { return false };
             match socket.get_events() {
                 Ok(events) if events.contains(zmq::POLLIN) => {}
                 Ok(_) => return true,
@@ -718,8 +767,7 @@ impl IopubSocket {
                         ..Message::default()
                     };
                     msg.identities = vec![sub[1..].to_vec()];
-                    if let Err(zmq::Error::ETERM) = socket.send_multipart(wire::encode(&msg, &self.signer), 0)
-                    {
+                    if !self.send_one(state, wire::encode(&msg, &self.signer)) {
                         return false;
                     }
                 }
@@ -791,18 +839,19 @@ impl Publisher {
     fn status(&self, parent: &Message, state: &str) {
         self.publish(parent, "status", json!({ "execution_state": state }));
     }
+
+    /// The iopub counters, for kernel_info and the log.
+    fn counts(&self) -> Value {
+        self.iopub.counts.to_json()
+    }
 }
 
 fn send_frames(socket: &zmq::Socket, frames: Vec<Vec<u8>>, channel: &str) -> bool {
     match socket.send_multipart(frames, 0) {
         Ok(()) => true,
-        Err(zmq::Error::EAGAIN) => {
-            log::warn!("{channel}: a subscriber stopped reading for {IOPUB_STALL_MS} ms; message dropped");
-            false
-        }
-        Err(zmq::Error::EHOSTUNREACH) => false,
+        Err(zmq::Error::ETERM) => false,
         Err(e) => {
-            log::debug!("{channel}: send failed: {e}");
+            log::warn!("{channel}: a message could not be sent ({e}); dropped");
             false
         }
     }
@@ -887,7 +936,7 @@ fn unsupported(req: &Message) -> Value {
     })
 }
 
-pub fn kernel_info_content() -> Value {
+pub fn kernel_info_content(iopub: Value) -> Value {
     json!({
         "status": "ok",
         "protocol_version": wire::PROTOCOL_VERSION,
@@ -908,6 +957,7 @@ pub fn kernel_info_content() -> Value {
             { "text": "Programming in Lua", "url": "https://www.lua.org/pil/" },
         ],
         "debugger": false,
+        "llmspell": { "iopub": iopub },
     })
 }
 
@@ -923,7 +973,9 @@ fn control_loop(control: zmq::Socket, publisher: Publisher, signer: &Signer, sha
         publisher.status(&msg, "busy");
         let session = publisher.session();
         match msg.msg_type() {
-            "kernel_info_request" => reply(&control, signer, session, &msg, kernel_info_content()),
+            "kernel_info_request" => {
+                reply(&control, signer, session, &msg, kernel_info_content(publisher.counts()))
+            }
             "interrupt_request" => {
                 shared.interrupt();
                 reply(&control, signer, session, &msg, json!({"status": "ok"}));
@@ -1404,7 +1456,9 @@ impl Core {
         let mut failed = false;
         match msg.msg_type() {
             "execute_request" => failed = self.execute(msg),
-            "kernel_info_request" => self.reply(msg, kernel_info_content()),
+            "kernel_info_request" => {
+                self.reply(msg, kernel_info_content(self.frontend.borrow().publisher.counts()))
+            }
             "complete_request" => {
                 let code = c["code"].as_str().unwrap_or("");
                 let cursor = byte_offset(code, c["cursor_pos"].as_u64());
