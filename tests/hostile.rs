@@ -1831,9 +1831,9 @@ fn read_streams(sub: &zmq::Socket, info: &Value, want: (usize, usize), per_sec: 
     let started = Instant::now();
     let mut last_read = Instant::now();
     while (out, err) != want && last_read.elapsed() < Duration::from_secs(60) {
-        if per_sec > 0 {
-            // Paced: message n no earlier than n / per_sec seconds after the start.
-            let due = started + Duration::from_micros(read * 1_000_000 / per_sec);
+        // Paced: message n no earlier than n / per_sec seconds after the start.
+        if let Some(micros) = (read * 1_000_000).checked_div(per_sec) {
+            let due = started + Duration::from_micros(micros);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }

@@ -1,0 +1,344 @@
+//! The shell: the request loop on the Lua thread. Busy/idle around every request, one dispatch from
+//! request to handler, execution counting and history, the interpreter behind it.
+
+use super::frontend::{Frontend, FrontendHandle};
+use super::history::History;
+use super::requests::{
+    answer_anywhere, bad_request, receive, reply, Answer, CodeAtCursor, ExecuteRequest, Received, Request,
+};
+use super::{Exit, Options, Shared};
+use crate::connection;
+use crate::lua::{self, Completeness, Interpreter, Outcome};
+use crate::wire::{Message, ReplayGuard, Signer};
+use serde_json::{json, Map, Value};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+pub(super) struct Shell {
+    interp: Interpreter,
+    frontend: Rc<RefCell<Frontend>>,
+    /// The shell socket: requests are read one at a time, in arrival order, and replied to here
+    /// (no hand-off between threads on the request path).
+    socket: zmq::Socket,
+    guard: ReplayGuard,
+    max_message_bytes: usize,
+    signer: Signer,
+    session: String,
+    shared: Arc<Shared>,
+    execution_count: u64,
+    history: History,
+}
+
+impl Shell {
+    pub(super) fn new(
+        socket: zmq::Socket,
+        frontend: Frontend,
+        shared: &Arc<Shared>,
+        opts: &Options,
+    ) -> Result<Shell, String> {
+        let signer = frontend.publisher.signer().clone();
+        let session = frontend.publisher.session().to_string();
+        let frontend = Rc::new(RefCell::new(frontend));
+        let interp = Interpreter::new(
+            Box::new(FrontendHandle(frontend.clone())),
+            shared.interrupt.clone(),
+            lua::Options {
+                memory_limit: opts.memory_limit_mb.map(|mb| mb << 20),
+                state_path: connection::home().join("state.json"),
+            },
+        )?;
+        Ok(Shell {
+            interp,
+            frontend,
+            socket,
+            guard: ReplayGuard::new(10_000),
+            max_message_bytes: opts.max_message_bytes,
+            signer,
+            session,
+            shared: shared.clone(),
+            execution_count: 0,
+            history: History::default(),
+        })
+    }
+
+    /// Serves requests until the kernel shuts down.
+    pub(super) fn run(mut self) {
+        while let Some(msg) = self.wait_request() {
+            self.serve(Arc::new(msg));
+        }
+    }
+
+    /// The next request, waiting for it; None once the kernel is shutting down.
+    fn wait_request(&mut self) -> Option<Message> {
+        loop {
+            match receive(&self.socket, &self.signer, &mut self.guard, self.max_message_bytes, "shell") {
+                Received::Closed => return None,
+                Received::Dropped => continue, // logged: look again
+                Received::Request(msg) => {
+                    self.shared.touch();
+                    return Some(msg);
+                }
+            }
+        }
+    }
+
+    /// The next request if one is already waiting.
+    fn queued_request(&mut self) -> Option<Message> {
+        while matches!(self.socket.poll(zmq::POLLIN, 0), Ok(n) if n > 0) {
+            if let Some(msg) = self.wait_request() {
+                return Some(msg);
+            }
+        }
+        None
+    }
+
+    /// One request from busy to idle.
+    fn serve(&mut self, msg: Arc<Message>) {
+        self.shared.busy.store(true, Ordering::Relaxed);
+        // A bug in a handler must cost one request, not the shell for good.
+        let stop = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(&msg))) {
+            Ok(stop) => stop,
+            Err(_) => {
+                log::error!("internal error while serving a {} (see the panic above)", msg.msg_type());
+                self.reply(
+                    &msg,
+                    json!({
+                        "status": "error", "ename": "InternalError",
+                        "evalue": "the kernel failed serving this request; see its log", "traceback": [],
+                        "execution_count": self.execution_count,
+                    }),
+                );
+                msg.content["stop_on_error"].as_bool().unwrap_or(true)
+            }
+        };
+        if stop {
+            self.abort_queued(&msg);
+        }
+        self.end(&msg);
+        self.shared.touch();
+        self.shared.busy.store(false, Ordering::Relaxed);
+    }
+
+    /// After a failed cell with stop_on_error: aborts the execute requests queued behind it, as
+    /// ipykernel does — only the failed client's own (other clients of a shared kernel did not ask
+    /// to depend on it), and before the failed request's idle (a client that waits for idle and then
+    /// sends more code must not see that aborted).
+    fn abort_queued(&mut self, failed: &Message) {
+        let session = failed.header["session"].clone();
+        while let Some(next) = self.queued_request() {
+            let next = Arc::new(next);
+            if next.msg_type() == "execute_request" && next.header["session"] == session {
+                self.begin(&next);
+                self.reply(&next, json!({"status": "aborted", "execution_count": self.execution_count}));
+            } else {
+                let _ = self.handle(&next);
+            }
+            self.end(&next);
+        }
+    }
+
+    fn begin(&self, msg: &Arc<Message>) {
+        let mut f = self.frontend.borrow_mut();
+        f.parent = msg.clone();
+        f.silent = false;
+        f.publisher.publish_held(msg, "status", json!({ "execution_state": "busy" }));
+    }
+
+    fn end(&self, msg: &Message) {
+        let mut f = self.frontend.borrow_mut();
+        f.flush_all();
+        f.publisher.status(msg, "idle");
+    }
+
+    fn reply(&self, req: &Message, content: Value) {
+        // busy (and execute_input) go before the reply, as clients expect.
+        self.frontend.borrow().publisher.release();
+        reply(&self.socket, &self.signer, &self.session, req, content);
+    }
+
+    fn publish(&self, msg_type: &str, content: Value) {
+        self.frontend.borrow_mut().publish(msg_type, content);
+    }
+
+    /// Serves one request up to its reply (the caller publishes idle). True if it was an execute
+    /// request that failed and asked to stop on error.
+    fn handle(&mut self, msg: &Arc<Message>) -> bool {
+        self.begin(msg);
+        let req = match Request::parse(msg) {
+            Ok(req) => req,
+            Err(problem) => {
+                self.reply(msg, bad_request(&problem));
+                return false;
+            }
+        };
+        let counts = self.frontend.borrow().publisher.counts();
+        match answer_anywhere(&req, &self.shared, counts) {
+            Some(Answer::Reply(content)) => self.reply(msg, content),
+            Some(Answer::ReplyAndExit(content)) => {
+                self.reply(msg, content);
+                let _ = self.shared.exit.send(Exit::Shutdown);
+            }
+            None => return self.handle_here(msg, req),
+        }
+        false
+    }
+
+    /// The requests only the shell serves: those that need the interpreter or the history.
+    fn handle_here(&mut self, msg: &Message, req: Request) -> bool {
+        match req {
+            Request::Execute(e) => {
+                let stop = e.stop_on_error;
+                return self.execute(msg, e) && stop;
+            }
+            Request::Complete(c) => self.complete(msg, &c),
+            Request::Inspect(c) => self.inspect(msg, &c),
+            Request::IsComplete(c) => {
+                let content = match self.interp.is_complete(&c.code) {
+                    Completeness::Complete => json!({"status": "complete"}),
+                    Completeness::Incomplete(indent) => json!({"status": "incomplete", "indent": indent}),
+                    Completeness::Invalid => json!({"status": "invalid"}),
+                };
+                self.reply(msg, content);
+            }
+            Request::History(h) => {
+                self.reply(msg, json!({"status": "ok", "history": self.history.query(&h)}))
+            }
+            Request::CommInfo => self.reply(msg, json!({"status": "ok", "comms": {}})),
+            // No comm targets exist in this kernel: close what a client opens, as the spec asks.
+            Request::CommOpen(c) => self.publish("comm_close", json!({ "comm_id": c.comm_id, "data": {} })),
+            Request::CommIgnored => {}
+            Request::Stray(other) => log::warn!("shell: ignored a {other:?} message"),
+            // Answered by answer_anywhere.
+            Request::KernelInfo | Request::Interrupt | Request::Shutdown(_) | Request::Unsupported(_) => {}
+        }
+        false
+    }
+
+    fn complete(&mut self, msg: &Message, c: &CodeAtCursor) {
+        let (matches, start, end) = self.interp.complete(&c.code, c.cursor_byte());
+        let content = json!({
+            "status": "ok",
+            "matches": matches,
+            "cursor_start": c.chars_before(start),
+            "cursor_end": c.chars_before(end),
+            "metadata": {},
+        });
+        self.reply(msg, content);
+    }
+
+    fn inspect(&mut self, msg: &Message, c: &CodeAtCursor) {
+        let doc = self.interp.inspect(&c.code, c.cursor_byte());
+        let data = doc.as_ref().map(|d| json!({ "text/plain": d })).unwrap_or(json!({}));
+        self.reply(msg, json!({"status": "ok", "found": doc.is_some(), "data": data, "metadata": {}}));
+    }
+
+    /// Runs a cell and replies; true if it failed.
+    fn execute(&mut self, msg: &Message, req: ExecuteRequest) -> bool {
+        let silent = req.silent;
+        let store_history = req.store_history && !silent;
+        let ours = &msg.metadata["llmspell"];
+        {
+            let mut f = self.frontend.borrow_mut();
+            f.allow_stdin = req.allow_stdin;
+            f.raw_stdin = ours["stdin"] == "raw";
+            f.silent = silent;
+        }
+        if store_history {
+            self.execution_count += 1;
+            self.history.push(self.execution_count, &req.code);
+        }
+        let count = self.execution_count;
+        if !silent {
+            let content = json!({ "code": req.code, "execution_count": count });
+            self.frontend.borrow().publisher.publish_held(msg, "execute_input", content);
+        }
+        let script = ours.get("run").map(|run| lua::Script {
+            name: run["name"].as_str().unwrap_or("script").to_string(),
+            args: run["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(String::from))
+                .collect(),
+        });
+        let outcome = self.run_cell(&req.code, script.as_ref());
+        let user_expressions = match outcome.error {
+            None => self.user_expressions(&req.user_expressions),
+            Some(_) => Map::new(),
+        };
+        if store_history {
+            let text = outcome.result.as_ref().and_then(|d| d["text/plain"].as_str().map(String::from));
+            self.history.set_last_output(text);
+        }
+        if !silent {
+            self.publish_outcome(count, &outcome);
+        }
+        let content = execute_reply(count, &outcome, user_expressions);
+        self.frontend.borrow_mut().flush_all();
+        self.reply(msg, content);
+        outcome.error.is_some()
+    }
+
+    /// The interpreter runs the code, with the output of child processes it starts forwarded.
+    fn run_cell(&mut self, code: &str, script: Option<&lua::Script>) -> Outcome {
+        // A stale interrupt (sent while nothing ran) must not kill this cell.
+        self.shared.interrupt.store(false, Ordering::SeqCst);
+        let child_output = self.frontend.borrow().child_output.clone();
+        child_output.set_parent(Some(self.frontend.borrow().parent.clone()));
+        self.frontend.borrow_mut().children = false;
+        let outcome = self.interp.execute(code, script);
+        if self.frontend.borrow().children {
+            // A child may still have been writing (io.popen's stderr): publish that first. (Only
+            // then: the round trip to the forwarding thread is not free.)
+            lua::Host::sync_output(&mut *self.frontend.borrow_mut());
+        }
+        child_output.set_parent(None);
+        outcome
+    }
+
+    fn user_expressions(&mut self, exprs: &Map<String, Value>) -> Map<String, Value> {
+        let mut values = Map::new();
+        for (name, expr) in exprs {
+            let v = match self.interp.evaluate(expr.as_str().unwrap_or("")) {
+                Ok(data) => json!({"status": "ok", "data": data, "metadata": {}}),
+                Err(e) => {
+                    json!({"status": "error", "ename": e.ename, "evalue": e.evalue, "traceback": e.traceback})
+                }
+            };
+            values.insert(name.clone(), v);
+        }
+        values
+    }
+
+    fn publish_outcome(&self, count: u64, outcome: &Outcome) {
+        if let Some(data) = &outcome.result {
+            self.publish("execute_result", json!({ "execution_count": count, "data": data, "metadata": {} }));
+        }
+        if let Some(e) = &outcome.error {
+            self.publish("error", json!({ "ename": e.ename, "evalue": e.evalue, "traceback": e.traceback }));
+        }
+    }
+}
+
+fn execute_reply(count: u64, outcome: &Outcome, user_expressions: Map<String, Value>) -> Value {
+    let payload: Vec<Value> = outcome
+        .pages
+        .iter()
+        .map(|text| json!({ "source": "page", "data": { "text/plain": text }, "start": 0 }))
+        .collect();
+    let mut content = match &outcome.error {
+        None => json!({
+            "status": "ok", "execution_count": count, "payload": payload, "user_expressions": user_expressions,
+        }),
+        Some(e) => json!({
+            "status": "error", "execution_count": count, "ename": e.ename, "evalue": e.evalue,
+            "traceback": e.traceback, "payload": payload, "user_expressions": {},
+        }),
+    };
+    if let Some(code) = outcome.exit_code {
+        content["llmspell_exit_code"] = json!(code);
+    }
+    content
+}
