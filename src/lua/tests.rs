@@ -1,0 +1,169 @@
+//! The interpreter driven through a fake [`Host`]: what a cell shows, how it fails, what is complete,
+//! what `state` stores. No sockets, no kernel.
+
+use super::*;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+type Shared<T> = Rc<RefCell<Vec<T>>>;
+
+/// Records what the interpreter sends; answers input from a script of lines.
+#[derive(Clone, Default)]
+struct FakeHost {
+    out: Shared<(Stream, Vec<u8>)>,
+    published: Shared<(String, Json)>,
+    lines: Shared<String>,
+}
+
+impl FakeHost {
+    fn stdout(&self) -> String {
+        let out = self.out.borrow_mut();
+        let bytes: Vec<u8> =
+            out.iter().filter(|(s, _)| *s == Stream::Stdout).flat_map(|(_, b)| b.clone()).collect();
+        String::from_utf8(bytes).unwrap()
+    }
+}
+
+impl Host for FakeHost {
+    fn write(&mut self, stream: Stream, bytes: &[u8]) {
+        self.out.borrow_mut().push((stream, bytes.to_vec()));
+    }
+    fn tick(&mut self) {}
+    fn publish(&mut self, msg_type: &str, content: Json) {
+        self.published.borrow_mut().push((msg_type.to_string(), content));
+    }
+    fn input(&mut self, _prompt: &str, _password: bool) -> Result<Input, InputError> {
+        let mut lines = self.lines.borrow_mut();
+        if lines.is_empty() {
+            Ok(Input::Eof)
+        } else {
+            Ok(Input::Line(lines.remove(0)))
+        }
+    }
+    fn line_input(&self) -> bool {
+        true
+    }
+    fn sync_output(&mut self) {}
+}
+
+fn interpreter() -> (Interpreter, FakeHost) {
+    let host = FakeHost::default();
+    let dir = std::env::temp_dir().join(format!(
+        "llmspell-lua-unit-{}-{}",
+        std::process::id(),
+        crate::wire::random_hex(4)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let opts = Options { memory_limit: None, state_path: dir.join("state.json") };
+    let interp = Interpreter::new(Box::new(host.clone()), Arc::new(AtomicBool::new(false)), opts).unwrap();
+    (interp, host)
+}
+
+fn shown(outcome: &Outcome) -> Option<String> {
+    outcome.result.as_ref().and_then(|r| r["text/plain"].as_str().map(String::from))
+}
+
+#[test]
+fn an_expression_cell_shows_its_values_and_a_statement_cell_none() {
+    let (mut i, _) = interpreter();
+    assert_eq!(shown(&i.execute("1 + 1", None)).as_deref(), Some("2"));
+    assert_eq!(shown(&i.execute("x = 41", None)), None);
+    assert_eq!(shown(&i.execute("x + 1", None)).as_deref(), Some("42"));
+    assert_eq!(
+        shown(&i.execute("t = {1, 2}\nt[2]", None)).as_deref(),
+        Some("2"),
+        "a last line that is an expression"
+    );
+    assert_eq!(shown(&i.execute("return 'a', 3", None)).as_deref(), Some("\"a\"\t3"));
+    assert_eq!(shown(&i.execute("{a = 1}", None)).as_deref(), Some("{a = 1}"));
+}
+
+#[test]
+fn print_goes_to_the_host_as_stdout() {
+    let (mut i, host) = interpreter();
+    let o = i.execute("print('hi', 1, nil) io.write('x', 2)", None);
+    assert!(o.error.is_none(), "{:?}", o.error);
+    assert_eq!(host.stdout(), "hi\t1\tnil\nx2");
+}
+
+#[test]
+fn errors_carry_their_kind_message_and_the_users_frames_only() {
+    let (mut i, _) = interpreter();
+    let e = i.execute("local function f() error('boom') end\nf()", None).error.unwrap();
+    assert_eq!(e.ename, "RuntimeError");
+    assert_eq!(e.evalue, "[cell]:1: boom");
+    assert!(
+        e.traceback.iter().any(|l| l.contains("in local 'f'") || l.contains("in function 'f'")),
+        "{:?}",
+        e.traceback
+    );
+    assert!(!e.traceback.iter().any(|l| l.contains("[llmspell]")), "{:?}", e.traceback);
+    let e = i.execute("1 +", None).error.unwrap();
+    assert_eq!(e.ename, "SyntaxError");
+    let e = i.execute("error({code = 7})", None).error.unwrap();
+    assert_eq!(e.ename, "RuntimeError");
+}
+
+#[test]
+fn completeness_follows_the_lua_parser() {
+    let (mut i, _) = interpreter();
+    assert!(matches!(i.is_complete("x = 1"), Completeness::Complete));
+    assert!(matches!(i.is_complete("for i = 1, 3 do"), Completeness::Incomplete(ref s) if s == "  "));
+    assert!(
+        matches!(i.is_complete("if a then\n while b do"), Completeness::Incomplete(ref s) if s == "    ")
+    );
+    assert!(matches!(i.is_complete("x = = 1"), Completeness::Invalid));
+    assert!(matches!(i.is_complete("  "), Completeness::Complete));
+}
+
+#[test]
+fn completion_replaces_the_word_before_the_cursor() {
+    let (mut i, _) = interpreter();
+    i.execute("my_value = 1", None);
+    let (matches, start, end) = i.complete("x = my_v", 8);
+    assert_eq!((start, end), (4, 8));
+    assert!(matches.contains(&"my_value".to_string()), "{matches:?}");
+    let (matches, _, _) = i.complete("string.fo", 9);
+    assert!(matches.contains(&"string.format".to_string()), "{matches:?}");
+}
+
+#[test]
+fn state_round_trips_values_and_refuses_what_would_not_come_back() {
+    let (mut i, _) = interpreter();
+    let o = i.execute(
+        "state.set('k', {1, 2, {a = 'b'}, 1.5}) return state.get('k')[3].a, state.get('k')[4]",
+        None,
+    );
+    assert!(o.error.is_none(), "{:?}", o.error);
+    assert_eq!(shown(&o).as_deref(), Some("\"b\"\t1.5"));
+    let e = i.execute("state.set('bad', {print})", None).error.unwrap();
+    assert!(e.evalue.contains("value[1] is a function"), "{}", e.evalue);
+    let e = i.execute("local t = {} t.t = t state.set('cycle', t)", None).error.unwrap();
+    assert!(e.evalue.contains("cycle"), "{}", e.evalue);
+    let o = i.execute("state.set('bytes', '\\xff\\x00') return #state.get('bytes')", None);
+    assert_eq!(shown(&o).as_deref(), Some("2"), "{:?}", o.error);
+}
+
+#[test]
+fn an_interrupt_stops_a_loop_even_one_that_catches_errors() {
+    let (mut i, _) = interpreter();
+    let flag = i.interrupt.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        flag.store(true, Ordering::SeqCst);
+    });
+    let o = i.execute("while true do pcall(function() while true do end end) end", None);
+    t.join().unwrap();
+    assert_eq!(o.error.map(|e| e.ename).as_deref(), Some("Interrupted"));
+    assert_eq!(shown(&i.execute("1", None)).as_deref(), Some("1"), "the session goes on");
+}
+
+#[test]
+fn display_publishes_a_mime_bundle() {
+    let (mut i, host) = interpreter();
+    i.execute("display(display.html('<b>x</b>'))", None);
+    let published = host.published.borrow_mut();
+    let (kind, content) = published.last().expect("a display_data message");
+    assert_eq!(kind, "display_data");
+    assert_eq!(content["data"]["text/html"], "<b>x</b>");
+}
