@@ -7,7 +7,7 @@ DEBUG_BIN := target/debug/llmspell
 # Every test and demo uses a private home so nothing touches the user's ~/.llmspell.
 DEMO_HOME := target/demo-home
 
-.PHONY: help build demo test test-rust test-jupyter venv bench install fuzz soak clean
+.PHONY: help build demo test lint test-rust test-jupyter venv bench install fuzz soak clean
 FUZZ_SECS ?= 60
 
 help: ## list the verbs
@@ -29,7 +29,11 @@ $(VENV)/.ok: tests/requirements.txt
 
 venv: $(VENV)/.ok ## create the Python venv with the Jupyter test tools (target/venv)
 
-test: test-rust test-jupyter ## everything: cargo tests, then the Jupyter conformance and client tests
+test: lint test-rust test-jupyter ## everything: fmt and clippy, cargo tests, then the Jupyter conformance and client tests
+
+lint: ## cargo fmt --check and clippy with warnings as errors
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
 
 test-rust: ## cargo unit and integration tests
 	$(CARGO) test

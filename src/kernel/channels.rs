@@ -1,6 +1,7 @@
 //! The threads that own one socket each and never run Lua: heartbeat, control and stdin.
 
 use super::iopub::Publisher;
+use super::owner::Ownership;
 use super::requests::{answer_anywhere, bad_request, receive, reply, Answer, Received, Request};
 use super::{Exit, Shared};
 use crate::wire::{self, Message, ReplayGuard, Signer};
@@ -30,6 +31,7 @@ pub(super) fn control_loop(
     publisher: Publisher,
     signer: &Signer,
     shared: &Shared,
+    ownership: &Ownership,
     max: usize,
 ) {
     let mut guard = ReplayGuard::new(1000);
@@ -46,7 +48,7 @@ pub(super) fn control_loop(
                 log::warn!("control: ignored a {other:?} message");
                 continue;
             }
-            Ok(req) => answer_anywhere(&req, shared, publisher.counts()),
+            Ok(req) => answer_anywhere(&req, shared, ownership, publisher.counts()),
         };
         publisher.status(&msg, "busy");
         let session = publisher.session();

@@ -22,9 +22,11 @@ mod child_output;
 mod frontend;
 mod history;
 mod iopub;
+mod owner;
 mod requests;
 mod shell;
 
+pub use owner::Owner;
 pub use requests::kernel_info_content;
 
 use crate::connection::{self, ConnectionInfo, KernelFiles};
@@ -142,6 +144,11 @@ pub fn start(opts: Options) -> Result<(), String> {
     let (exit_tx, exit_rx) = crossbeam_channel::unbounded();
     let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
     let shared = Arc::new(Shared::new(exit_tx, wake_tx));
+    let ownership = owner::Ownership::new()?;
+    {
+        let (ownership, shared) = (ownership.clone(), shared.clone());
+        spawn("owner", move || ownership.watch(&shared));
+    }
     let session = wire::random_hex(16);
     let (input_tx, input_rx) = crossbeam_channel::unbounded::<channels::InputEvent>();
 
@@ -164,7 +171,10 @@ pub fn start(opts: Options) -> Result<(), String> {
         let shared = shared.clone();
         // Control answers even while a publisher waits for a stalled subscriber.
         let publisher = publisher.never_waiting();
-        spawn("control", move || channels::control_loop(control, publisher, &signer, &shared, max));
+        let ownership = ownership.clone();
+        spawn("control", move || {
+            channels::control_loop(control, publisher, &signer, &shared, &ownership, max)
+        });
     }
     {
         let signer = signer.clone();
@@ -190,7 +200,8 @@ pub fn start(opts: Options) -> Result<(), String> {
                     opts.input_timeout,
                 )
             });
-            match frontend.and_then(|frontend| shell::Shell::new(shell, frontend, &shared, &opts)) {
+            match frontend.and_then(|frontend| shell::Shell::new(shell, frontend, &shared, ownership, &opts))
+            {
                 Ok(shell) => {
                     let _ = ready_tx.send(Ok(()));
                     shell.run();

@@ -3,6 +3,7 @@
 //! answer alike ([`answer_anywhere`]).
 
 use super::history::HistoryRequest;
+use super::owner::{Interrupted, Ownership};
 use super::Shared;
 use crate::lua;
 use crate::wire::{self, Message, ReplayGuard, Signer};
@@ -108,7 +109,10 @@ pub(super) enum Request {
     CommOpen(CommOpen),
     /// comm_msg, comm_close: no comms exist here, so nothing to do.
     CommIgnored,
-    Interrupt,
+    /// Our own client names the request it means (`llmspell.interrupt`); others interrupt what runs.
+    Interrupt {
+        target: Option<String>,
+    },
     Shutdown(ShutdownRequest),
     /// A request type this kernel does not handle: it gets an error reply.
     Unsupported(String),
@@ -200,7 +204,9 @@ impl Request {
             "comm_info_request" => Request::CommInfo,
             "comm_open" => Request::CommOpen(content(msg)?),
             "comm_msg" | "comm_close" => Request::CommIgnored,
-            "interrupt_request" => Request::Interrupt,
+            "interrupt_request" => Request::Interrupt {
+                target: msg.metadata["llmspell"]["interrupt"].as_str().map(String::from),
+            },
             "shutdown_request" => Request::Shutdown(content(msg)?),
             t if t.ends_with("_request") => Request::Unsupported(t.to_string()),
             t => Request::Stray(t.to_string()),
@@ -222,12 +228,17 @@ pub(super) enum Answer {
 
 /// The requests that need no Lua and are answered alike on control and shell: kernel_info,
 /// interrupt, shutdown, and unsupported types. None for the rest (the shell's own).
-pub(super) fn answer_anywhere(req: &Request, shared: &Shared, iopub_counts: Value) -> Option<Answer> {
+pub(super) fn answer_anywhere(
+    req: &Request,
+    shared: &Shared,
+    ownership: &Ownership,
+    iopub_counts: Value,
+) -> Option<Answer> {
     Some(match req {
         Request::KernelInfo => Answer::Reply(kernel_info_content(iopub_counts)),
-        Request::Interrupt => {
-            shared.interrupt();
-            Answer::Reply(json!({"status": "ok"}))
+        Request::Interrupt { target } => {
+            let withdrawn = ownership.interrupt(target.as_deref(), shared) == Interrupted::Withdrawn;
+            Answer::Reply(json!({"status": "ok", "llmspell": { "withdrawn": withdrawn }}))
         }
         Request::Shutdown(s) => Answer::ReplyAndExit(json!({"status": "ok", "restart": s.restart})),
         Request::Unsupported(t) => Answer::Reply(json!({
@@ -308,7 +319,7 @@ mod tests {
                 Request::CommInfo => "CommInfo",
                 Request::CommOpen(_) => "CommOpen",
                 Request::CommIgnored => "CommIgnored",
-                Request::Interrupt => "Interrupt",
+                Request::Interrupt { .. } => "Interrupt",
                 Request::Shutdown(_) => "Shutdown",
                 Request::Unsupported(_) => "Unsupported",
                 Request::Stray(_) => "Stray",
@@ -346,22 +357,29 @@ mod tests {
         let (exit, _rx) = crossbeam_channel::unbounded();
         let (wake, _wrx) = crossbeam_channel::bounded(1);
         let shared = Shared::new(exit, wake);
+        let ownership = Ownership::new().unwrap();
         let unsupported = Request::Unsupported("x_request".into());
-        let Some(Answer::Reply(r)) = answer_anywhere(&unsupported, &shared, json!({})) else { panic!() };
+        let Some(Answer::Reply(r)) = answer_anywhere(&unsupported, &shared, &ownership, json!({})) else {
+            panic!()
+        };
         assert_eq!((r["status"].as_str(), r["ename"].as_str()), (Some("error"), Some("UnsupportedRequest")));
-        let Some(Answer::ReplyAndExit(r)) =
-            answer_anywhere(&Request::Shutdown(ShutdownRequest { restart: true }), &shared, json!({}))
-        else {
+        let Some(Answer::ReplyAndExit(r)) = answer_anywhere(
+            &Request::Shutdown(ShutdownRequest { restart: true }),
+            &shared,
+            &ownership,
+            json!({}),
+        ) else {
             panic!()
         };
         assert_eq!(r["restart"], true);
-        assert!(answer_anywhere(&Request::CommInfo, &shared, json!({})).is_none());
-        let Some(Answer::Reply(info)) = answer_anywhere(&Request::KernelInfo, &shared, json!({"sent": 3}))
+        assert!(answer_anywhere(&Request::CommInfo, &shared, &ownership, json!({})).is_none());
+        let Some(Answer::Reply(info)) =
+            answer_anywhere(&Request::KernelInfo, &shared, &ownership, json!({"sent": 3}))
         else {
             panic!()
         };
         assert_eq!(info["llmspell"]["iopub"]["sent"], 3);
-        answer_anywhere(&Request::Interrupt, &shared, json!({}));
+        answer_anywhere(&Request::Interrupt { target: None }, &shared, &ownership, json!({}));
         assert!(shared.interrupt.load(std::sync::atomic::Ordering::SeqCst));
     }
 }

@@ -3,6 +3,7 @@
 
 use super::frontend::{Frontend, FrontendHandle};
 use super::history::History;
+use super::owner::Ownership;
 use super::requests::{
     answer_anywhere, bad_request, receive, reply, Answer, CodeAtCursor, ExecuteRequest, Received, Request,
 };
@@ -27,6 +28,7 @@ pub(super) struct Shell {
     signer: Signer,
     session: String,
     shared: Arc<Shared>,
+    ownership: Arc<Ownership>,
     execution_count: u64,
     history: History,
 }
@@ -36,6 +38,7 @@ impl Shell {
         socket: zmq::Socket,
         frontend: Frontend,
         shared: &Arc<Shared>,
+        ownership: Arc<Ownership>,
         opts: &Options,
     ) -> Result<Shell, String> {
         let signer = frontend.publisher.signer().clone();
@@ -58,6 +61,7 @@ impl Shell {
             signer,
             session,
             shared: shared.clone(),
+            ownership,
             execution_count: 0,
             history: History::default(),
         })
@@ -174,7 +178,7 @@ impl Shell {
             }
         };
         let counts = self.frontend.borrow().publisher.counts();
-        match answer_anywhere(&req, &self.shared, counts) {
+        match answer_anywhere(&req, &self.shared, &self.ownership, counts) {
             Some(Answer::Reply(content)) => self.reply(msg, content),
             Some(Answer::ReplyAndExit(content)) => {
                 self.reply(msg, content);
@@ -189,8 +193,15 @@ impl Shell {
     fn handle_here(&mut self, msg: &Message, req: Request) -> bool {
         match req {
             Request::Execute(e) => {
+                if !self.ownership.start(msg) {
+                    // Withdrawn by its client, or the client has gone: it never runs.
+                    self.reply(msg, json!({"status": "aborted", "execution_count": self.execution_count}));
+                    return false;
+                }
                 let stop = e.stop_on_error;
-                return self.execute(msg, e) && stop;
+                let failed = self.execute(msg, e);
+                self.ownership.end();
+                return failed && stop;
             }
             Request::Complete(c) => self.complete(msg, &c),
             Request::Inspect(c) => self.inspect(msg, &c),
@@ -211,7 +222,10 @@ impl Shell {
             Request::CommIgnored => {}
             Request::Stray(other) => log::warn!("shell: ignored a {other:?} message"),
             // Answered by answer_anywhere.
-            Request::KernelInfo | Request::Interrupt | Request::Shutdown(_) | Request::Unsupported(_) => {}
+            Request::KernelInfo
+            | Request::Interrupt { .. }
+            | Request::Shutdown(_)
+            | Request::Unsupported(_) => {}
         }
         false
     }

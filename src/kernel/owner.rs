@@ -1,0 +1,306 @@
+//! Each client owns its requests. Our own client names itself in a request's metadata
+//! (`llmspell.owner`: its pid and the start time of that process) and names the request it means in
+//! an interrupt (`llmspell.interrupt`: a msg_id). Then:
+//! - an interrupt for a request that is still queued withdraws it: it is answered `aborted` and
+//!   never runs; one for a request that already ended does nothing; only the running one is stopped;
+//! - when the owner's process ends while its cell runs (killed, terminal closed), the cell is
+//!   interrupted; a request whose owner has gone before it starts is not run.
+//!
+//! Requests without these fields (every other Jupyter client) keep the protocol's meaning: an
+//! interrupt stops whatever runs.
+//!
+//! Watching costs nothing for quick requests: a timer armed at the start of a request fires only
+//! if it is still running after OWNER_WATCH_AFTER; only then is the owner's process watched (a
+//! pidfd, readable when it ends).
+
+use super::Shared;
+use crate::wire::Message;
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a request runs before its owner's process is watched.
+const OWNER_WATCH_AFTER: Duration = Duration::from_millis(50);
+/// Withdrawn requests remembered (a client withdraws what it queued; this bounds a hostile one).
+const WITHDRAWN_KEPT: usize = 1000;
+
+/// The client process that sent a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pid: i32,
+    /// Its start time (field 22 of /proc/PID/stat): a pid reused by another process does not match.
+    start: u64,
+}
+
+impl Owner {
+    /// The owner a request names in its metadata, if any.
+    pub(super) fn of(msg: &Message) -> Option<Owner> {
+        let o = &msg.metadata["llmspell"]["owner"];
+        let pid = i32::try_from(o["pid"].as_u64()?).ok()?;
+        Some(Owner { pid, start: o["start"].as_u64()? })
+    }
+
+    /// This process, as a client names itself.
+    pub fn current() -> Value {
+        let pid = std::process::id();
+        serde_json::json!({ "pid": pid, "start": start_time(pid as i32).unwrap_or(0) })
+    }
+
+    pub(super) fn alive(&self) -> bool {
+        start_time(self.pid) == Some(self.start)
+    }
+}
+
+/// A process's start time in clock ticks since boot; None if it does not exist or has ended (a
+/// zombie not yet reaped by its parent).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let mut fields = stat[stat.rfind(')')? + 2..].split(' ');
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// The request on the Lua thread and those withdrawn before they ran, under one lock so an
+/// interrupt and the start of the request it names cannot cross.
+#[derive(Default)]
+struct Requests {
+    running: Option<Running>,
+    withdrawn: VecDeque<String>,
+}
+
+struct Running {
+    msg_id: String,
+    owner: Option<Owner>,
+    /// The owner's pidfd, once it is watched.
+    watched: bool,
+}
+
+/// What an interrupt did.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Interrupted {
+    /// The running request was stopped.
+    Running,
+    /// The named request had not started: it never will.
+    Withdrawn,
+}
+
+pub(super) struct Ownership {
+    requests: Mutex<Requests>,
+    /// A timerfd armed when a request starts.
+    timer: OwnedFd,
+    /// An eventfd: wakes the watcher when the request it watches has ended.
+    ended: OwnedFd,
+}
+
+impl Ownership {
+    pub(super) fn new() -> Result<Arc<Ownership>, String> {
+        // SAFETY: creating a timerfd and an eventfd; results checked before being owned.
+        let timer =
+            unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK) };
+        let ended = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if timer < 0 || ended < 0 {
+            return Err(format!("cannot create a timer: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: both fds were just created and are owned from here on.
+        let (timer, ended) = unsafe { (OwnedFd::from_raw_fd(timer), OwnedFd::from_raw_fd(ended)) };
+        Ok(Arc::new(Ownership { requests: Mutex::new(Requests::default()), timer, ended }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Requests> {
+        self.requests.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A request is about to run: false if it must not (withdrawn, or its owner has gone).
+    pub(super) fn start(&self, msg: &Message) -> bool {
+        let owner = Owner::of(msg);
+        let mut r = self.lock();
+        if let Some(i) = r.withdrawn.iter().position(|id| id == msg.msg_id()) {
+            r.withdrawn.remove(i);
+            log::info!("shell: request {} was withdrawn by its client before it ran", msg.msg_id());
+            return false;
+        }
+        if owner.is_some_and(|o| !o.alive()) {
+            log::info!("shell: the client that sent request {} has gone; it is not run", msg.msg_id());
+            return false;
+        }
+        r.running = Some(Running { msg_id: msg.msg_id().to_string(), owner, watched: false });
+        if owner.is_some() {
+            set_timer(self.timer.as_raw_fd(), Some(OWNER_WATCH_AFTER));
+        }
+        true
+    }
+
+    /// The running request has ended.
+    pub(super) fn end(&self) {
+        let mut r = self.lock();
+        if let Some(running) = r.running.take() {
+            if running.owner.is_some() {
+                set_timer(self.timer.as_raw_fd(), None);
+            }
+            if running.watched {
+                write_event(self.ended.as_raw_fd());
+            }
+        }
+    }
+
+    /// An interrupt that names a request (`llmspell.interrupt`); None names none: stop what runs.
+    pub(super) fn interrupt(&self, target: Option<&str>, shared: &Shared) -> Interrupted {
+        let mut r = self.lock();
+        match target {
+            Some(id) if r.running.as_ref().is_none_or(|run| run.msg_id != id) => {
+                if r.withdrawn.len() >= WITHDRAWN_KEPT {
+                    r.withdrawn.pop_front();
+                }
+                r.withdrawn.push_back(id.to_string());
+                Interrupted::Withdrawn
+            }
+            _ => {
+                shared.interrupt();
+                Interrupted::Running
+            }
+        }
+    }
+
+    /// The watcher thread: when a request has run OWNER_WATCH_AFTER, waits for its owner's process
+    /// to end (and then interrupts it) or for the request to end, whichever comes first.
+    pub(super) fn watch(&self, shared: &Shared) {
+        loop {
+            wait_readable(&[self.timer.as_raw_fd()]);
+            read_counter(self.timer.as_raw_fd());
+            let (msg_id, owner) = {
+                let mut r = self.lock();
+                let Some(running) = r.running.as_mut() else { continue };
+                let Some(owner) = running.owner else { continue };
+                running.watched = true;
+                (running.msg_id.clone(), owner)
+            };
+            read_counter(self.ended.as_raw_fd()); // a stale "ended" of an earlier request
+            let pidfd = match pidfd_open(owner.pid) {
+                Ok(fd) => fd,
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                    self.interrupt_if_running(&msg_id, shared);
+                    continue;
+                }
+                Err(e) => {
+                    log::warn!(
+                        "shell: cannot watch the client of request {msg_id} ({e}); it runs to its end"
+                    );
+                    continue;
+                }
+            };
+            if !owner.alive() {
+                // Gone already (or the pid was reused between the two looks).
+                self.interrupt_if_running(&msg_id, shared);
+                continue;
+            }
+            // The pidfd is that very process (no pid reuse): readable means it has ended.
+            if wait_readable(&[pidfd.as_raw_fd(), self.ended.as_raw_fd()]) == 0 {
+                self.interrupt_if_running(&msg_id, shared);
+            }
+        }
+    }
+
+    fn interrupt_if_running(&self, msg_id: &str, shared: &Shared) {
+        let r = self.lock();
+        if r.running.as_ref().is_some_and(|run| run.msg_id == msg_id) {
+            log::info!("shell: the client that sent request {msg_id} has gone: its cell is interrupted");
+            shared.interrupt();
+        }
+    }
+}
+
+fn set_timer(fd: RawFd, after: Option<Duration>) {
+    let after = after.unwrap_or_default();
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+        it_value: libc::timespec { tv_sec: after.as_secs() as _, tv_nsec: after.subsec_nanos() as _ },
+    };
+    // SAFETY: our own timerfd and a local itimerspec (all zero disarms it).
+    unsafe { libc::timerfd_settime(fd, 0, &spec, std::ptr::null_mut()) };
+}
+
+fn write_event(fd: RawFd) {
+    let one = 1u64;
+    // SAFETY: an 8-byte write of a local to our own eventfd.
+    unsafe { libc::write(fd, &one as *const u64 as *const libc::c_void, 8) };
+}
+
+/// Reads (and so resets) a timerfd's or eventfd's counter, if it has one.
+fn read_counter(fd: RawFd) {
+    let mut n = 0u64;
+    // SAFETY: an 8-byte read into a local from our own non-blocking fd.
+    unsafe { libc::read(fd, &mut n as *mut u64 as *mut libc::c_void, 8) };
+}
+
+/// Blocks until one of the fds is readable; returns the index of the first that is.
+fn wait_readable(fds: &[RawFd]) -> usize {
+    let mut polls: Vec<libc::pollfd> =
+        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    // SAFETY: poll on a local array of fds that outlive the call.
+    while unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, -1) } < 0 {}
+    polls.iter().position(|p| p.revents != 0).unwrap_or(0)
+}
+
+/// A pidfd: readable once the process has ended.
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: the pidfd_open system call; the result is checked before being owned.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new fd, owned from here on.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request(id: &str, owner: Value) -> Message {
+        let mut header = crate::wire::header("execute_request", "s");
+        header["msg_id"] = json!(id);
+        Message { header, metadata: json!({ "llmspell": { "owner": owner } }), ..Message::default() }
+    }
+
+    fn shared() -> Shared {
+        let (exit, _) = crossbeam_channel::unbounded();
+        let (wake, _) = crossbeam_channel::bounded(1);
+        Shared::new(exit, wake)
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_reused_pid_is_not_the_same_owner() {
+        let me = request("a", Owner::current());
+        let owner = Owner::of(&me).expect("the metadata names an owner");
+        assert!(owner.alive());
+        assert!(!Owner { start: owner.start + 1, ..owner }.alive());
+        assert!(Owner::of(&request("b", json!(null))).is_none());
+    }
+
+    #[test]
+    fn an_interrupt_naming_a_queued_request_withdraws_it_and_stops_nothing() {
+        let (o, shared) = (Ownership::new().unwrap(), shared());
+        assert!(o.start(&request("running", Owner::current())));
+        assert_eq!(o.interrupt(Some("queued"), &shared), Interrupted::Withdrawn);
+        assert!(!shared.interrupt.load(std::sync::atomic::Ordering::SeqCst), "the running cell was hit");
+        o.end();
+        assert!(!o.start(&request("queued", Owner::current())), "a withdrawn request ran");
+        assert!(o.start(&request("later", Owner::current())));
+        assert_eq!(o.interrupt(Some("later"), &shared), Interrupted::Running);
+        assert!(shared.interrupt.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_request_whose_owner_has_gone_does_not_run() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = json!({ "pid": child.id(), "start": start_time(child.id() as i32).unwrap_or(1) });
+        child.wait().unwrap();
+        assert!(!Ownership::new().unwrap().start(&request("orphan", gone)));
+    }
+}
