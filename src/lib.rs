@@ -3,6 +3,7 @@ pub mod client;
 pub mod connection;
 pub mod kernel;
 pub mod lua;
+pub mod private_files;
 pub mod repl;
 pub mod state;
 pub mod state_cli;

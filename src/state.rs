@@ -44,25 +44,23 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{self, File};
+use std::io::{self, Read};
 use std::ops::Bound;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fs2::FileExt;
 use serde_json::Value;
+
+use crate::private_files;
 
 /// The longest key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 4096;
 
 /// Temporary files older than this, found while holding the lock, belong to a dead writer.
 const STALE_TMP_AGE: Duration = Duration::from_secs(60);
-
-/// Makes temporary file names unique between stores of one process (the pid separates processes).
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Why a state operation failed; `Display` is one actionable line naming the file.
 #[derive(Debug)]
@@ -188,11 +186,6 @@ impl Store {
             reads: 0,
             writes: 0,
         }
-    }
-
-    /// The state file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// The value of `key`, pending changes included.
@@ -355,10 +348,7 @@ impl Store {
 
     /// Directory holding the state file.
     fn dir(&self) -> &Path {
-        match self.path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        }
+        private_files::parent_dir(&self.path)
     }
 
     /// Reads the file unless a good read is cached (no stat: used by cheap pending-only calls).
@@ -415,7 +405,7 @@ impl Store {
         if !meta.is_file() {
             return Err(self.corrupt("it is not a regular file".into()));
         }
-        if meta.mode() & 0o022 != 0 {
+        if private_files::writable_by_others(&meta) {
             return Err(StateError::Insecure { path: self.path.clone(), mode: meta.mode() });
         }
         let mut bytes = Vec::with_capacity(meta.size() as usize);
@@ -449,20 +439,10 @@ impl Store {
     fn lock(&mut self) -> Result<File, StateError> {
         let dir = self.dir().to_owned();
         if !dir.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .map_err(|e| io_err(&dir, "create directory", e))?;
+            private_files::create_private_dir(&dir).map_err(|e| io_err(&dir, "create directory", e))?;
         }
         check_secure(&dir)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&self.lock_path)
+        let file = private_files::open_lock_file(&self.lock_path)
             .map_err(|e| io_err(&self.lock_path, "open lock file", e))?;
         file.lock_exclusive().map_err(|e| io_err(&self.lock_path, "lock", e))?;
         if !self.swept {
@@ -476,7 +456,7 @@ impl Store {
     /// rename their temporary file while holding it, so any we see was abandoned; the age margin
     /// only guards filesystems where the lock is not honoured.
     fn sweep_stale_tmp(&self) {
-        let prefix = self.tmp_prefix();
+        let prefix = private_files::tmp_prefix(&self.path);
         let Ok(entries) = fs::read_dir(self.dir()) else {
             return;
         };
@@ -493,12 +473,6 @@ impl Store {
                 }
             }
         }
-    }
-
-    /// Name prefix of our temporary files: hidden, so a directory listing stays clean.
-    fn tmp_prefix(&self) -> String {
-        let name = self.path.file_name().map_or("state".into(), |n| n.to_string_lossy());
-        format!(".{name}.tmp.")
     }
 
     /// Applies the pending changes to the cached map (under the lock); returns whether any were.
@@ -546,30 +520,12 @@ impl Store {
         let mut bytes = serde_json::to_vec_pretty(&self.map)
             .map_err(|e| io_err(&self.path, "encode", io::Error::new(io::ErrorKind::InvalidData, e)))?;
         bytes.push(b'\n');
-        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.dir().join(format!("{}{}.{n}", self.tmp_prefix(), std::process::id()));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| {
-                f.write_all(&bytes)?;
-                f.sync_all()?; // the data must be on disk before the rename makes it the state
-                Ok(f)
-            })
-            .and_then(|f| fs::rename(&tmp, &self.path).map(|()| f));
-        let file = match file {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(io_err(&self.path, "write a new version of", e));
-            }
-        };
+        let file = private_files::replace_atomic(&self.path, &bytes)
+            .map_err(|e| io_err(&self.path, "write a new version of", e))?;
         // The rename is the commit: from here on readers see the new version. A failed directory
         // fsync only weakens durability against power loss, so it is reported in the log rather
         // than as an error (which would make callers retry a change that was already made).
-        if let Err(e) = File::open(self.dir()).and_then(|d| d.sync_all()) {
+        if let Err(e) = private_files::sync_dir(self.dir()) {
             log::warn!("cannot sync directory {}: {e}", self.dir().display());
         }
         Ok(file)
@@ -593,7 +549,7 @@ fn check_key(key: &str) -> Result<(), StateError> {
 /// Refuses a directory that group or others can write (they could replace the state file).
 fn check_secure(dir: &Path) -> Result<(), StateError> {
     match fs::metadata(dir) {
-        Ok(meta) if meta.mode() & 0o022 != 0 => {
+        Ok(meta) if private_files::writable_by_others(&meta) => {
             Err(StateError::Insecure { path: dir.to_owned(), mode: meta.mode() })
         }
         Ok(_) => Ok(()),
@@ -629,7 +585,7 @@ pub fn repair(path: &Path) -> Result<Option<PathBuf>, StateError> {
         aside = PathBuf::from(format!("{base}-{n}"));
     }
     fs::rename(path, &aside).map_err(|e| io_err(path, "move aside", e))?;
-    if let Err(e) = File::open(store.dir()).and_then(|d| d.sync_all()) {
+    if let Err(e) = private_files::sync_dir(store.dir()) {
         log::warn!("cannot sync directory {}: {e}", store.dir().display());
     }
     Ok(Some(aside))
@@ -639,9 +595,9 @@ pub fn repair(path: &Path) -> Result<Option<PathBuf>, StateError> {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     use std::process::{Command, Stdio};
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Instant;
 
     /// A private scratch directory (mode 0700), removed on drop.

@@ -2,6 +2,7 @@
 //! kernels, with or without a kernel running. JSON in and out, so it composes with `jq`.
 
 use crate::connection;
+use crate::private_files;
 use crate::state::{self, Store};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -34,7 +35,7 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, Error> {
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     let path = connection::home().join("state.json");
     if let Some(dir) = path.parent() {
-        connection::make_private_dir(dir).map_err(Error::Failed)?;
+        private_files::make_private_dir(dir).map_err(Error::Failed)?;
     }
     let mut store = Store::open(path.clone());
     let failed = |e: state::StateError| Error::Failed(e.to_string());
