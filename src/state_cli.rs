@@ -1,6 +1,7 @@
 //! `llmspell state ...`: the persistent store from the command line, with the same locking as the
 //! kernels, with or without a kernel running. JSON in and out, so it composes with `jq`.
 
+use crate::cli::CommandError;
 use crate::connection;
 use crate::private_files;
 use crate::state::{self, Store};
@@ -9,11 +10,6 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Read;
 use std::process::ExitCode;
-
-pub enum Error {
-    Usage(String),
-    Failed(String),
-}
 
 const HELP: &str = "\
 llmspell state — the persistent store ($LLMSPELL_HOME/state.json) shared with Lua's `state`
@@ -30,15 +26,15 @@ USAGE:
   llmspell state path             print the file's path
 ";
 
-pub fn run(args: Vec<OsString>) -> Result<ExitCode, Error> {
+pub fn run(args: Vec<OsString>) -> Result<ExitCode, CommandError> {
     let args: Vec<String> = args.into_iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     let path = connection::home().join("state.json");
     if let Some(dir) = path.parent() {
-        private_files::make_private_dir(dir).map_err(Error::Failed)?;
+        private_files::make_private_dir(dir).map_err(CommandError::Failed)?;
     }
     let mut store = Store::open(path.clone());
-    let failed = |e: state::StateError| Error::Failed(e.to_string());
+    let failed = |e: state::StateError| CommandError::Failed(e.to_string());
     if words.iter().any(|w| *w == "-h" || *w == "--help") {
         print!("{HELP}");
         return Ok(ExitCode::SUCCESS);
@@ -61,7 +57,7 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, Error> {
         ["set", key, json] => {
             let text = if *json == "-" { read_stdin()? } else { json.to_string() };
             let value: Value = serde_json::from_str(&text).map_err(|e| {
-                Error::Usage(format!("the value is not valid JSON ({e}); quote strings: '\"text\"'"))
+                CommandError::Usage(format!("the value is not valid JSON ({e}); quote strings: '\"text\"'"))
             })?;
             if value.is_null() {
                 store.delete(key).map_err(failed)?;
@@ -92,7 +88,7 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, Error> {
             let text = serde_json::to_string_pretty(&map).expect("json") + "\n";
             match words.get(1) {
                 Some(file) if *file != "-" => std::fs::write(file, text)
-                    .map_err(|e| Error::Failed(format!("cannot write {file}: {e}")))?,
+                    .map_err(|e| CommandError::Failed(format!("cannot write {file}: {e}")))?,
                 _ => print!("{text}"),
             }
             Ok(ExitCode::SUCCESS)
@@ -102,10 +98,10 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, Error> {
                 read_stdin()?
             } else {
                 std::fs::read_to_string(file)
-                    .map_err(|e| Error::Failed(format!("cannot read {file}: {e}")))?
+                    .map_err(|e| CommandError::Failed(format!("cannot read {file}: {e}")))?
             };
             let map: BTreeMap<String, Value> = serde_json::from_str(&text)
-                .map_err(|e| Error::Failed(format!("{file} is not a JSON object: {e}")))?;
+                .map_err(|e| CommandError::Failed(format!("{file} is not a JSON object: {e}")))?;
             let n = map.len();
             store.import(map).map_err(failed)?;
             eprintln!("imported {n} keys");
@@ -122,12 +118,14 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, Error> {
             println!("{}", path.display());
             Ok(ExitCode::SUCCESS)
         }
-        _ => Err(Error::Usage(format!("unknown state command: {}", words.join(" ")))),
+        _ => Err(CommandError::Usage(format!("unknown state command: {}", words.join(" ")))),
     }
 }
 
-fn read_stdin() -> Result<String, Error> {
+fn read_stdin() -> Result<String, CommandError> {
     let mut s = String::new();
-    std::io::stdin().read_to_string(&mut s).map_err(|e| Error::Failed(format!("cannot read stdin: {e}")))?;
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .map_err(|e| CommandError::Failed(format!("cannot read stdin: {e}")))?;
     Ok(s)
 }
