@@ -6,6 +6,8 @@
 mod execute;
 pub mod lifecycle;
 pub mod terminal;
+#[cfg(test)]
+mod tests;
 
 pub use lifecycle::{find_or_spawn, live_connection, spawn_detached, stop_kernel};
 pub use terminal::{sigint_pipe, Renderer, Results};
