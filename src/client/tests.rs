@@ -351,10 +351,13 @@ fn output_after_the_reply_is_still_shown_until_idle() {
 #[test]
 fn output_of_other_requests_is_not_shown() {
     let fake = Fake::start(Box::new(|k, req| {
-        let header = json!({ "msg_id": "someone-else", "msg_type": "execute_request" });
-        let other = Message { header, raw_header: vec![], ..req.clone() };
-        k.stream(&other, "stdout", "not ours\n");
-        k.idle(&other);
+        // Ids are a prefix and a counter: request 10's id contains request 1's.
+        for id in ["someone-else".to_string(), format!("{}0", req.msg_id())] {
+            let header = json!({ "msg_id": id, "msg_type": "execute_request" });
+            let other = Message { header, raw_header: vec![], ..req.clone() };
+            k.stream(&other, "stdout", "not ours\n");
+            k.idle(&other);
+        }
         k.stream(req, "stdout", "ours\n");
         k.finish(req, ok())
     }));
