@@ -2,6 +2,7 @@
 //! type for every subcommand (`run`, `exec`, `repl`, `kernel`, `state`).
 
 use crate::client::ClientError;
+use crate::state::StateError;
 use std::fmt;
 
 /// A command's failure. `Display` is the one line shown after `llmspell: `.
@@ -48,6 +49,12 @@ impl From<pico_args::Error> for CommandError {
 impl From<String> for CommandError {
     fn from(e: String) -> Self {
         CommandError::Failed(e)
+    }
+}
+
+impl From<StateError> for CommandError {
+    fn from(e: StateError) -> Self {
+        CommandError::Failed(e.to_string())
     }
 }
 

@@ -222,99 +222,111 @@ fn cmd_kernel(args: Vec<OsString>) -> Result<ExitCode, CommandError> {
     };
     match verb.as_str() {
         "start" => kernel_start(a),
-        "stop" => {
-            let all = a.contains("--all");
-            let id: Option<String> = a.opt_free_from_str()?;
-            no_more(a)?;
-            let dir = connection::kernels_dir()?;
-            let targets = if all {
-                KernelFiles::all(&dir)
-            } else {
-                vec![KernelFiles::new(&dir, &id.unwrap_or_else(|| "default".into()))]
-            };
-            let mut stopped = 0;
-            for files in targets {
-                connection::valid_id(&files.id)?;
-                if client::stop_kernel(&files)? {
-                    stopped += 1;
-                    let _ = std::fs::remove_file(&files.spawn_lock);
-                    eprintln!("stopped kernel {}", files.id);
-                } else if !all {
-                    eprintln!("kernel {} is not running", files.id);
-                }
-            }
-            if all && stopped == 0 {
-                eprintln!("no kernels running");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        "list" => {
-            no_more(a)?;
-            let dir = connection::kernels_dir()?;
-            let mut rows = Vec::new();
-            for files in KernelFiles::all(&dir) {
-                if !files.is_alive() {
-                    files.remove_stale(); // a crashed kernel's leftovers
-                    continue;
-                }
-                let info = ConnectionInfo::read(&files.connection).ok();
-                let pid = info.as_ref().and_then(|i| i.pid).map(|p| p.to_string()).unwrap_or("?".into());
-                let uptime = std::fs::metadata(&files.connection)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .map(|d| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string())
-                    .unwrap_or("?".into());
-                let addr = info.as_ref().map(|i| format!("{}:{}", i.ip, i.shell_port)).unwrap_or("?".into());
-                rows.push([files.id.clone(), pid, uptime, addr, files.connection.display().to_string()]);
-            }
-            if rows.is_empty() {
-                eprintln!("no kernels running");
-                return Ok(ExitCode::SUCCESS);
-            }
-            let header = ["ID", "PID", "UPTIME", "ADDRESS", "CONNECTION FILE"].map(String::from);
-            let widths: Vec<usize> =
-                (0..5).map(|i| rows.iter().chain([&header]).map(|r| r[i].len()).max().unwrap_or(0)).collect();
-            for r in std::iter::once(&header).chain(rows.iter()) {
-                let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:w$}")).collect();
-                println!("{}", line.join("  ").trim_end());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        "status" => {
-            let id: String = a.opt_free_from_str()?.unwrap_or_else(|| "default".into());
-            no_more(a)?;
-            connection::valid_id(&id)?;
-            let Some(conn) = client::live_connection(&id)? else {
-                eprintln!("kernel {id} is not running");
-                return Ok(ExitCode::from(1));
-            };
-            match Client::connect_file(&conn, Duration::from_secs(5)) {
-                Ok(_) => {
-                    println!("kernel {id} is running ({})", conn.display());
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    eprintln!("kernel {id} does not answer: {e}");
-                    Ok(ExitCode::from(1))
-                }
-            }
-        }
-        "install" => {
-            let user = a.contains("--user");
-            let prefix: Option<PathBuf> =
-                a.opt_value_from_os_str("--prefix", |s| Ok::<_, String>(PathBuf::from(s)))?;
-            let name: String = a.opt_value_from_str("--name")?.unwrap_or_else(|| "llmspell".into());
-            no_more(a)?;
-            if user && prefix.is_some() {
-                return Err(CommandError::Usage("use either --user or --prefix".into()));
-            }
-            let dir = install_kernelspec(prefix, &name)?;
-            println!("installed kernelspec {name} in {}", dir.display());
-            Ok(ExitCode::SUCCESS)
-        }
+        "stop" => kernel_stop(a),
+        "list" => kernel_list(a),
+        "status" => kernel_status(a),
+        "install" => kernel_install(a),
         other => Err(CommandError::Usage(format!("unknown kernel command {other:?}"))),
     }
+}
+
+/// `kernel stop [ID | --all]`.
+fn kernel_stop(mut a: Arguments) -> Result<ExitCode, CommandError> {
+    let all = a.contains("--all");
+    let id: Option<String> = a.opt_free_from_str()?;
+    no_more(a)?;
+    let dir = connection::kernels_dir()?;
+    let targets = if all {
+        KernelFiles::all(&dir)
+    } else {
+        vec![KernelFiles::new(&dir, &id.unwrap_or_else(|| "default".into()))]
+    };
+    let mut stopped = 0;
+    for files in targets {
+        connection::valid_id(&files.id)?;
+        if client::stop_kernel(&files)? {
+            stopped += 1;
+            let _ = std::fs::remove_file(&files.spawn_lock);
+            eprintln!("stopped kernel {}", files.id);
+        } else if !all {
+            eprintln!("kernel {} is not running", files.id);
+        }
+    }
+    if all && stopped == 0 {
+        eprintln!("no kernels running");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kernel list`: live kernels in a table; a crashed kernel's leftovers are removed on the way.
+fn kernel_list(a: Arguments) -> Result<ExitCode, CommandError> {
+    no_more(a)?;
+    let dir = connection::kernels_dir()?;
+    let mut rows = Vec::new();
+    for files in KernelFiles::all(&dir) {
+        if !files.is_alive() {
+            files.remove_stale(); // a crashed kernel's leftovers
+            continue;
+        }
+        let info = ConnectionInfo::read(&files.connection).ok();
+        let pid = info.as_ref().and_then(|i| i.pid).map(|p| p.to_string()).unwrap_or("?".into());
+        let uptime = std::fs::metadata(&files.connection)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .map(|d| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string())
+            .unwrap_or("?".into());
+        let addr = info.as_ref().map(|i| format!("{}:{}", i.ip, i.shell_port)).unwrap_or("?".into());
+        rows.push([files.id.clone(), pid, uptime, addr, files.connection.display().to_string()]);
+    }
+    if rows.is_empty() {
+        eprintln!("no kernels running");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let header = ["ID", "PID", "UPTIME", "ADDRESS", "CONNECTION FILE"].map(String::from);
+    let widths: Vec<usize> =
+        (0..5).map(|i| rows.iter().chain([&header]).map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    for r in std::iter::once(&header).chain(rows.iter()) {
+        let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:w$}")).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kernel status [ID]`: exit 0 if the kernel answers, 1 if not.
+fn kernel_status(mut a: Arguments) -> Result<ExitCode, CommandError> {
+    let id: String = a.opt_free_from_str()?.unwrap_or_else(|| "default".into());
+    no_more(a)?;
+    connection::valid_id(&id)?;
+    let Some(conn) = client::live_connection(&id)? else {
+        eprintln!("kernel {id} is not running");
+        return Ok(ExitCode::from(1));
+    };
+    match Client::connect_file(&conn, Duration::from_secs(5)) {
+        Ok(_) => {
+            println!("kernel {id} is running ({})", conn.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("kernel {id} does not answer: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `kernel install [--user | --prefix DIR] [--name NAME]`.
+fn kernel_install(mut a: Arguments) -> Result<ExitCode, CommandError> {
+    let user = a.contains("--user");
+    let prefix: Option<PathBuf> =
+        a.opt_value_from_os_str("--prefix", |s| Ok::<_, String>(PathBuf::from(s)))?;
+    let name: String = a.opt_value_from_str("--name")?.unwrap_or_else(|| "llmspell".into());
+    no_more(a)?;
+    if user && prefix.is_some() {
+        return Err(CommandError::Usage("use either --user or --prefix".into()));
+    }
+    let dir = install_kernelspec(prefix, &name)?;
+    println!("installed kernelspec {name} in {}", dir.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn kernel_start(mut a: Arguments) -> Result<ExitCode, CommandError> {
