@@ -133,72 +133,86 @@ pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    fn tempdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("llmspell-private-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        d
+    /// A scratch directory, created private (or only named, not created), removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn named(name: &str) -> Scratch {
+            let d = std::env::temp_dir().join(format!("llmspell-private-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&d);
+            Scratch(d)
+        }
+        fn new(name: &str) -> Scratch {
+            let s = Scratch::named(name);
+            create_private_dir(&s.0).unwrap();
+            s
+        }
+        /// A file in it with `text` and `mode`.
+        fn file(&self, name: &str, text: &str, mode: u32) -> PathBuf {
+            let p = self.0.join(name);
+            fs::write(&p, text).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            p
+        }
+        fn names(&self) -> Vec<String> {
+            let entries = fs::read_dir(&self.0).unwrap();
+            let mut v: Vec<String> =
+                entries.map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+            v.sort();
+            v
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
     }
 
     fn mode(p: &Path) -> u32 {
         fs::metadata(p).unwrap().mode() & 0o777
     }
 
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> =
-            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
-        v.sort();
-        v
-    }
-
     #[test]
     fn directories_are_0700_and_loose_ones_are_tightened() {
-        let d = tempdir("dirs");
-        make_private_dir(&d.join("a/b")).unwrap();
-        assert_eq!(mode(&d.join("a")), 0o700);
-        assert_eq!(mode(&d.join("a/b")), 0o700);
-        fs::set_permissions(d.join("a/b"), fs::Permissions::from_mode(0o777)).unwrap();
-        make_private_dir(&d.join("a/b")).unwrap();
-        assert_eq!(mode(&d.join("a/b")), 0o700);
-        fs::remove_dir_all(&d).unwrap();
+        let d = Scratch::named("dirs");
+        let sub = d.0.join("a/b");
+        make_private_dir(&sub).unwrap();
+        assert_eq!((mode(&d.0.join("a")), mode(&sub)), (0o700, 0o700));
+        fs::set_permissions(&sub, fs::Permissions::from_mode(0o777)).unwrap();
+        make_private_dir(&sub).unwrap();
+        assert_eq!(mode(&sub), 0o700);
     }
 
     #[test]
     fn atomic_write_is_0600_replaces_the_file_and_leaves_no_temporary_file() {
-        let d = tempdir("atomic");
-        create_private_dir(&d).unwrap();
-        let p = d.join("f.json");
-        fs::write(&p, "old").unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        let d = Scratch::new("atomic");
+        let p = d.file("f.json", "old", 0o644);
         write_private_atomic(&p, b"new").unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), "new");
         assert_eq!(mode(&p), 0o600, "the new version is private whatever the old one was");
         let kept = replace_atomic(&p, b"newer").unwrap();
         assert_eq!(kept.metadata().unwrap().ino(), fs::metadata(&p).unwrap().ino(), "returns the new file");
-        assert_eq!(names(&d), ["f.json"], "no temporary file is left");
-        fs::remove_dir_all(&d).unwrap();
+        assert_eq!(d.names(), ["f.json"], "no temporary file is left");
     }
 
     #[test]
     fn failed_atomic_write_keeps_the_old_file_and_leaves_no_temporary_file() {
-        let d = tempdir("atomic-fail");
-        create_private_dir(&d).unwrap();
-        let p = d.join("f.json");
-        fs::write(&p, "old").unwrap();
+        let d = Scratch::new("atomic-fail");
+        let p = d.file("f.json", "old", 0o600);
         // Renaming a file over a non-empty directory fails after the temporary file was written.
-        let blocked = d.join("dir");
+        let blocked = d.0.join("dir");
         fs::create_dir(&blocked).unwrap();
         fs::write(blocked.join("x"), "").unwrap();
         assert!(replace_atomic(&blocked, b"new").is_err());
-        assert_eq!(names(&d), ["dir", "f.json"]);
+        assert_eq!(d.names(), ["dir", "f.json"]);
         assert_eq!(fs::read_to_string(&p).unwrap(), "old");
-        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn lock_held_means_alive_and_a_missing_lock_file_stays_missing() {
-        let d = tempdir("lock");
-        create_private_dir(&d).unwrap();
-        let p = d.join("k.lock");
+        let d = Scratch::new("lock");
+        let p = d.0.join("k.lock");
         assert!(!lock_is_held(&p));
         assert!(!p.exists(), "asking must not create the lock file");
         let held = open_lock_file(&p).unwrap();
@@ -207,23 +221,18 @@ mod tests {
         assert!(lock_is_held(&p));
         drop(held);
         assert!(!lock_is_held(&p));
-        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn files_writable_by_others_are_refused() {
-        let d = tempdir("check");
-        create_private_dir(&d).unwrap();
-        let p = d.join("f");
-        fs::write(&p, "").unwrap();
+        let d = Scratch::new("check");
         for (m, ok) in [(0o600, true), (0o644, true), (0o620, false), (0o602, false), (0o666, false)] {
-            fs::set_permissions(&p, fs::Permissions::from_mode(m)).unwrap();
+            let p = d.file("f", "", m);
             let r = check_private(&p, &fs::metadata(&p).unwrap());
             assert_eq!(r.is_ok(), ok, "mode {m:o}: {r:?}");
             if let Err(e) = r {
                 assert!(e.contains("writable by other users") && e.contains(&format!("{m:o}")), "{e}");
             }
         }
-        fs::remove_dir_all(&d).unwrap();
     }
 }
