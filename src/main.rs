@@ -3,7 +3,7 @@
 use llmspell::cli::CommandError;
 use llmspell::client::{self, Client, ExecOptions, ExecReply, Renderer, Results, StdinMode};
 use llmspell::connection::{self, ConnectionInfo, KernelFiles};
-use llmspell::{kernel, repl, state_cli};
+use llmspell::{kernel, private_files, repl, state_cli};
 use pico_args::Arguments;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -394,8 +394,7 @@ fn init_logging(file: Option<&std::path::Path>) {
     let mut b = env_logger::Builder::new();
     b.parse_filters(&std::env::var("LLMSPELL_LOG").unwrap_or_else(|_| "info".into()));
     if let Some(path) = file {
-        use std::os::unix::fs::OpenOptionsExt;
-        if let Ok(f) = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path) {
+        if let Ok(f) = private_files::open_append(path) {
             b.target(env_logger::Target::Pipe(Box::new(f)));
         }
     } else {

@@ -54,6 +54,11 @@ pub fn open_lock_file(path: &Path) -> io::Result<File> {
     OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)
 }
 
+/// Opens a private file for appending (a log), creating it 0600 if missing.
+pub fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).mode(0o600).open(path)
+}
+
 /// Whether someone holds the exclusive lock on `path`. A missing file means nobody, and stays
 /// missing. Taking the lock ourselves (and releasing it at once) means nobody held it.
 pub fn lock_is_held(path: &Path) -> bool {
@@ -210,13 +215,15 @@ mod tests {
     }
 
     #[test]
-    fn lock_held_means_alive_and_a_missing_lock_file_stays_missing() {
+    fn lock_held_means_alive_a_missing_lock_stays_missing_and_lock_and_log_files_are_0600() {
         let d = Scratch::new("lock");
         let p = d.0.join("k.lock");
         assert!(!lock_is_held(&p));
         assert!(!p.exists(), "asking must not create the lock file");
         let held = open_lock_file(&p).unwrap();
         assert_eq!(mode(&p), 0o600);
+        open_append(&d.0.join("k.log")).unwrap();
+        assert_eq!(mode(&d.0.join("k.log")), 0o600);
         held.try_lock_exclusive().unwrap();
         assert!(lock_is_held(&p));
         drop(held);
