@@ -98,8 +98,8 @@ enum Line {
 
 /// Reads lines until they form a cell the kernel calls complete (or a meta command). `next` gets the
 /// indent the kernel suggests for a continuation line (None for the first line). At end of input a
-/// partial cell is returned as it is, so its error is reported.
-fn read_cell(client: &SharedClient, next: &mut dyn FnMut(Option<&str>) -> Line) -> Line {
+/// partial cell is returned as it is, so its error is reported. `status` asks the kernel.
+fn read_cell(status: &dyn Fn(&str) -> CellStatus, next: &mut dyn FnMut(Option<&str>) -> Line) -> Line {
     let mut cell = String::new();
     let mut indent: Option<String> = None;
     loop {
@@ -116,7 +116,7 @@ fn read_cell(client: &SharedClient, next: &mut dyn FnMut(Option<&str>) -> Line) 
                 if cell.trim_start().starts_with('.') && !cell.contains('\n') {
                     return Line::Text(cell);
                 }
-                match is_complete(&client.borrow(), &cell) {
+                match status(&cell) {
                     CellStatus::Complete => return Line::Text(cell),
                     CellStatus::Incomplete(i) => indent = Some(i),
                 }
@@ -151,7 +151,7 @@ fn interactive(client: SharedClient, sigint: Option<i32>) -> Result<u8, CommandE
                 Err(_) => Line::End,
             }
         };
-        let cell = match read_cell(&client, &mut next) {
+        let cell = match read_cell(&|code| is_complete(&client.borrow(), code), &mut next) {
             Line::Text(cell) => cell,
             Line::Cancel => continue,
             Line::End => return Ok(0),
@@ -180,7 +180,7 @@ fn scripted(client: SharedClient, sigint: Option<i32>) -> Result<u8, CommandErro
             Some(Ok(line)) => Line::Text(line),
             _ => Line::End,
         };
-        let cell = match read_cell(&client, &mut next) {
+        let cell = match read_cell(&|code| is_complete(&client.borrow(), code), &mut next) {
             Line::Text(cell) => cell,
             Line::Cancel => continue,
             Line::End => return Ok(status),
@@ -243,5 +243,65 @@ fn execute(
     match result {
         Ok(reply) => Ok((reply.content["execution_count"].as_u64(), reply.status() == "ok")),
         Err(e) => Err(CommandError::Failed(format!("{e}; {FRESH_KERNEL}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kernel's is_complete for the tests: a cell is incomplete while it has more `do` than `end`.
+    fn status(code: &str) -> CellStatus {
+        let count = |w: &str| code.split_whitespace().filter(|t| *t == w).count();
+        if count("do") > count("end") {
+            CellStatus::Incomplete("  ".into())
+        } else {
+            CellStatus::Complete
+        }
+    }
+
+    /// Reads one cell from `lines` (None: Ctrl-C); the cell and the indents offered for each line.
+    fn read(lines: &[Option<&str>]) -> (String, Vec<Option<String>>) {
+        let mut lines = lines.iter();
+        let mut indents = Vec::new();
+        let mut next = |indent: Option<&str>| {
+            indents.push(indent.map(String::from));
+            match lines.next() {
+                Some(Some(l)) => Line::Text(l.to_string()),
+                Some(None) => Line::Cancel,
+                None => Line::End,
+            }
+        };
+        let cell = match read_cell(&status, &mut next) {
+            Line::Text(c) => c,
+            Line::Cancel => "<cancel>".into(),
+            Line::End => "<end>".into(),
+        };
+        (cell, indents)
+    }
+
+    #[test]
+    fn lines_are_joined_until_the_kernel_calls_the_cell_complete() {
+        let (cell, indents) = read(&[Some("for i = 1, 2 do"), Some("  print(i)"), Some("end"), Some("x")]);
+        assert_eq!(cell, "for i = 1, 2 do\n  print(i)\nend");
+        assert_eq!(
+            indents,
+            [None, Some("  ".into()), Some("  ".into())],
+            "continuation lines get the indent"
+        );
+    }
+
+    #[test]
+    fn blank_lines_are_skipped_and_meta_commands_need_no_kernel() {
+        assert_eq!(read(&[Some(""), Some("   "), Some("x = 1")]).0, "x = 1");
+        assert_eq!(read(&[Some(".help")]).0, ".help");
+        assert_eq!(read(&[Some(" .exit do")]).0, " .exit do", "a meta command is never continued");
+    }
+
+    #[test]
+    fn ctrl_c_drops_the_cell_and_end_of_input_runs_what_there_is() {
+        assert_eq!(read(&[Some("while true do"), None]).0, "<cancel>");
+        assert_eq!(read(&[Some("while true do")]).0, "while true do", "its error is reported");
+        assert_eq!(read(&[Some("")]).0, "<end>");
     }
 }
