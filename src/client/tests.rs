@@ -452,11 +452,20 @@ fn a_kernel_that_dies_while_running_is_reported_as_dead() {
         k.stream(req, "stdout", "partial\n");
         End::Die
     }));
-    let started = Instant::now();
-    let out = execute(&fake, None, vec![]);
-    assert!(matches!(out.result, Err(ClientError::KernelDied { running: true })), "{:?}", out.result.err());
-    assert_eq!(out.events, ["stdout:partial\n"]);
-    assert!(started.elapsed() < PATIENCE, "noticed only after {:?}", started.elapsed());
+    // In a thread of its own, so a client that never notices fails the test instead of hanging it.
+    let client = fake.client();
+    let (tx, rx) = unbounded();
+    std::thread::spawn(move || {
+        let mut client = client;
+        let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::None, script: None };
+        let mut events = Vec::new();
+        let result =
+            client.execute("code", &opts, None, &mut |ev| events.push(describe(ev)), &mut |_, _| None);
+        let _ = tx.send((result, events));
+    });
+    let (result, events) = rx.recv_timeout(PATIENCE).expect("the client never noticed the kernel died");
+    assert!(matches!(result, Err(ClientError::KernelDied { running: true })), "{:?}", result.err());
+    assert_eq!(events, ["stdout:partial\n"]);
 }
 
 #[test]
