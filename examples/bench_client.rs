@@ -131,7 +131,7 @@ fn execute_once(c: &mut Client, code: &str) -> Result<(), String> {
 }
 
 fn connect(path: &Path) -> Result<Client, String> {
-    Client::connect_file(path, Duration::from_secs(10))
+    Client::connect_file(path, Duration::from_secs(10)).map_err(|e| e.to_string())
 }
 
 /// `clients` threads, each with its own Client, executing back to back for `duration` seconds.

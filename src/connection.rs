@@ -4,12 +4,14 @@
 //! exclusive lock by the live kernel for its whole life, so "can I take the lock?" answers "is it dead?"
 //! without guessing from pids; `<id>.log` is its log.
 
-use fs2::FileExt;
+use crate::private_files::{self, check_private, write_private_atomic};
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
+
+// src/kernel/ takes these from here.
+pub use crate::private_files::{make_private_dir, open_lock_file};
 
 /// The Jupyter connection file (kernels.rst), plus the fields we add for our own clients.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,19 +66,6 @@ impl ConnectionInfo {
     }
 }
 
-/// Refuses files (and their directory) writable by group or others: whoever can write them can run
-/// code as this user.
-pub fn check_private(path: &Path, meta: &fs::Metadata) -> Result<(), String> {
-    if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{} is writable by other users (mode {:o}); refusing to use it (chmod go-w it)",
-            path.display(),
-            meta.mode() & 0o777
-        ));
-    }
-    Ok(())
-}
-
 /// `$LLMSPELL_HOME`, default `~/.llmspell`.
 pub fn home() -> PathBuf {
     if let Some(h) = std::env::var_os("LLMSPELL_HOME").filter(|h| !h.is_empty()) {
@@ -91,21 +80,6 @@ pub fn kernels_dir() -> Result<PathBuf, String> {
     let dir = home().join("kernels");
     make_private_dir(&dir)?;
     Ok(dir)
-}
-
-pub fn make_private_dir(dir: &Path) -> Result<(), String> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let meta = fs::metadata(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-    if meta.mode() & 0o022 != 0 {
-        // Our own directory: tighten it rather than refuse.
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("{} is writable by other users and cannot be fixed: {e}", dir.display()))?;
-    }
-    Ok(())
 }
 
 /// The paths of kernel `id`.
@@ -147,17 +121,7 @@ impl KernelFiles {
 
     /// Whether a live kernel holds the lock. Taking it ourselves means nobody does.
     pub fn is_alive(&self) -> bool {
-        // Open without creating: a missing lock file means no kernel, and must stay missing.
-        match OpenOptions::new().read(true).write(true).open(&self.lock) {
-            Ok(f) => match f.try_lock_exclusive() {
-                Ok(()) => {
-                    let _ = FileExt::unlock(&f);
-                    false
-                }
-                Err(_) => true,
-            },
-            Err(_) => false,
-        }
+        private_files::lock_is_held(&self.lock)
     }
 
     /// Removes the files of a kernel known to be dead (the lock file last, so a half-cleaned
@@ -181,34 +145,11 @@ pub fn valid_id(id: &str) -> Result<(), String> {
     }
 }
 
-pub fn open_lock_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)
-}
-
-/// Atomic, durable write of a private file: temporary file, fsync, rename, fsync the directory.
-pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fs2::FileExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn tempdir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("llmspell-conn-{name}-{}", std::process::id()));

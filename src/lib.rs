@@ -1,8 +1,10 @@
 //! llmspell: a Lua 5.4 kernel speaking the Jupyter messaging protocol, and the client that drives it.
+pub mod cli;
 pub mod client;
 pub mod connection;
 pub mod kernel;
 pub mod lua;
+pub mod private_files;
 pub mod repl;
 pub mod state;
 pub mod state_cli;

@@ -1,11 +1,11 @@
 //! `llmspell`: argument parsing, dispatch to the subcommands, exit codes.
 
-use llmspell::client::{self, Client, ClientError, Event, ExecOptions, StdinMode};
+use llmspell::cli::CommandError;
+use llmspell::client::{self, Client, ExecOptions, ExecReply, Renderer, Results, StdinMode};
 use llmspell::connection::{self, ConnectionInfo, KernelFiles};
-use llmspell::{kernel, repl, state_cli};
+use llmspell::{kernel, private_files, repl, state_cli};
 use pico_args::Arguments;
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -57,36 +57,15 @@ fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     match run(args) {
         Ok(code) => code,
-        Err(Failure::Usage(msg)) => {
-            eprintln!("llmspell: {msg} (see llmspell --help)");
-            ExitCode::from(2)
+        Err(e) => {
+            eprintln!("llmspell: {e}");
+            ExitCode::from(e.exit_code())
         }
-        Err(Failure::Error(msg)) => {
-            eprintln!("llmspell: {msg}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-enum Failure {
-    Usage(String),
-    Error(String),
-}
-
-impl From<pico_args::Error> for Failure {
-    fn from(e: pico_args::Error) -> Self {
-        Failure::Usage(e.to_string())
-    }
-}
-
-impl From<String> for Failure {
-    fn from(e: String) -> Self {
-        Failure::Error(e)
     }
 }
 
 /// Global options come before the subcommand; everything after `run SCRIPT` belongs to the script.
-fn run(raw: Vec<OsString>) -> Result<ExitCode, Failure> {
+fn run(raw: Vec<OsString>) -> Result<ExitCode, CommandError> {
     let sub_at = raw
         .iter()
         .position(|a| matches!(a.to_str(), Some("run" | "exec" | "repl" | "kernel" | "state" | "help")));
@@ -105,7 +84,7 @@ fn run(raw: Vec<OsString>) -> Result<ExitCode, Failure> {
     }
     if rest.is_empty() {
         if let Some(word) = raw.first() {
-            return Err(Failure::Usage(format!("unknown command {:?}", word)));
+            return Err(CommandError::Usage(format!("unknown command {:?}", word)));
         }
         eprint!("{HELP}");
         return Ok(ExitCode::from(2));
@@ -120,7 +99,7 @@ fn run(raw: Vec<OsString>) -> Result<ExitCode, Failure> {
     };
     let leftover = g.finish();
     if !leftover.is_empty() {
-        return Err(Failure::Usage(format!("unknown option {:?}", leftover[0])));
+        return Err(CommandError::Usage(format!("unknown option {:?}", leftover[0])));
     }
     let sub = rest[0].to_string_lossy().into_owned();
     let args = rest[1..].to_vec();
@@ -138,10 +117,7 @@ fn run(raw: Vec<OsString>) -> Result<ExitCode, Failure> {
             Ok(ExitCode::from(repl::run(c)?))
         }
         "kernel" => cmd_kernel(args),
-        "state" => state_cli::run(args).map_err(|e| match e {
-            state_cli::Error::Usage(m) => Failure::Usage(m),
-            state_cli::Error::Failed(m) => Failure::Error(m),
-        }),
+        "state" => state_cli::run(args),
         "help" => {
             print!("{HELP}");
             Ok(ExitCode::SUCCESS)
@@ -156,24 +132,24 @@ struct Target {
     idle_timeout: u64,
 }
 
-fn connect(t: &Target) -> Result<Client, Failure> {
+fn connect(t: &Target) -> Result<Client, CommandError> {
     Ok(match &t.connect {
         Some(path) => Client::connect_file(path, Duration::from_secs(10))?,
         None => client::find_or_spawn(&t.kernel, t.idle_timeout)?,
     })
 }
 
-fn no_more(a: Arguments) -> Result<(), Failure> {
+fn no_more(a: Arguments) -> Result<(), CommandError> {
     let rest = a.finish();
     match rest.first() {
-        Some(x) => Err(Failure::Usage(format!("unexpected argument {x:?}"))),
+        Some(x) => Err(CommandError::Usage(format!("unexpected argument {x:?}"))),
         None => Ok(()),
     }
 }
 
-fn cmd_run(t: &Target, args: Vec<OsString>) -> Result<ExitCode, Failure> {
+fn cmd_run(t: &Target, args: Vec<OsString>) -> Result<ExitCode, CommandError> {
     let Some(first) = args.first() else {
-        return Err(Failure::Usage("run needs a SCRIPT (a file, or - for stdin)".into()));
+        return Err(CommandError::Usage("run needs a SCRIPT (a file, or - for stdin)".into()));
     };
     if first == "-h" || first == "--help" {
         println!("llmspell run SCRIPT [ARGS...] — run a Lua file in the kernel with fresh globals and `arg`; - reads the script from stdin");
@@ -193,20 +169,20 @@ fn cmd_run(t: &Target, args: Vec<OsString>) -> Result<ExitCode, Failure> {
     let stdin = if script == "-" { StdinMode::None } else { StdinMode::Raw };
     let opts =
         ExecOptions { silent: false, store_history: false, stdin, script: Some((&script, &script_args)) };
-    execute_and_report(&mut c, &code, &opts, false)
+    execute_and_report(&mut c, &code, &opts, Results::Hidden)
 }
 
-fn cmd_exec(t: &Target, args: Vec<OsString>) -> Result<ExitCode, Failure> {
+fn cmd_exec(t: &Target, args: Vec<OsString>) -> Result<ExitCode, CommandError> {
     let mut a = Arguments::from_vec(args);
     if a.contains(["-h", "--help"]) {
         println!("llmspell exec CODE — run CODE in the shared session; prints output and the value of a trailing expression");
         return Ok(ExitCode::SUCCESS);
     }
-    let code: String = a.free_from_str().map_err(|_| Failure::Usage("exec needs CODE".into()))?;
+    let code: String = a.free_from_str().map_err(|_| CommandError::Usage("exec needs CODE".into()))?;
     no_more(a)?;
     let mut c = connect(t)?;
     let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::Raw, script: None };
-    execute_and_report(&mut c, &code, &opts, true)
+    execute_and_report(&mut c, &code, &opts, Results::Plain)
 }
 
 /// Runs code with live output on our stdout/stderr; maps the outcome to the exit code.
@@ -214,180 +190,146 @@ fn execute_and_report(
     c: &mut Client,
     code: &str,
     opts: &ExecOptions,
-    show_result: bool,
-) -> Result<ExitCode, Failure> {
+    results: Results,
+) -> Result<ExitCode, CommandError> {
     let sigint = client::sigint_pipe();
-    let mut out = std::io::stdout().lock();
-    let mut failed_output = false;
-    let result = c.execute(
-        code,
-        opts,
-        sigint,
-        &mut |ev| match ev {
-            Event::Stream { name, text } => {
-                let ok = if name == "stderr" {
-                    let _ = out.flush();
-                    std::io::stderr().write_all(text.as_bytes()).is_ok()
-                } else {
-                    out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_ok()
-                };
-                failed_output |= !ok;
-            }
-            Event::Display { data, .. } => {
-                if show_result {
-                    if let Some(text) = data["text/plain"].as_str() {
-                        let _ = writeln!(out, "{text}");
-                    }
-                }
-            }
-            Event::Error { traceback } => {
-                let _ = out.flush();
-                let mut err = std::io::stderr().lock();
-                for line in traceback {
-                    let _ = writeln!(err, "{line}");
-                }
-            }
-            Event::ClearOutput => {}
-        },
-        &mut |_, _| None,
-    );
-    if let Ok(reply) = &result {
-        for page in reply.pages() {
-            let _ = writeln!(out, "{page}");
-        }
-    }
-    let _ = out.flush();
-    drop(out);
-    match result {
-        Ok(reply) => Ok(match reply.status() {
-            "ok" => match reply.content["llmspell_exit_code"].as_i64() {
-                Some(code) => ExitCode::from(code.clamp(0, 255) as u8),
-                None => ExitCode::SUCCESS,
-            },
-            _ if reply.ename() == "Interrupted" => ExitCode::from(130),
-            _ => match reply.content["llmspell_exit_code"].as_i64() {
-                Some(code) => ExitCode::from(code.clamp(0, 255) as u8),
-                None => ExitCode::from(1),
-            },
-        }),
-        Err(ClientError::KernelDied(m)) => {
-            Err(Failure::Error(format!("{m}; the next command starts a fresh kernel")))
-        }
-        Err(ClientError::Other(m)) if m.starts_with("interrupted") => {
-            eprintln!("llmspell: {m}");
-            Ok(ExitCode::from(130))
-        }
-        Err(e) => Err(Failure::Error(e.to_string())),
+    let mut shown = Renderer::new(std::io::stdout().lock(), std::io::stderr(), results);
+    let result = c.execute(code, opts, sigint, &mut |ev| shown.event(ev), &mut |_, _| None);
+    shown.finish(&result);
+    drop(shown);
+    Ok(reply_exit_code(&result?))
+}
+
+/// 0 (or the script's `os.exit` code) for ok, 130 for an interrupt, else the script's code or 1.
+fn reply_exit_code(reply: &ExecReply) -> ExitCode {
+    let script_code =
+        reply.content["llmspell_exit_code"].as_i64().map(|c| ExitCode::from(c.clamp(0, 255) as u8));
+    match reply.status() {
+        "ok" => script_code.unwrap_or(ExitCode::SUCCESS),
+        _ if reply.ename() == "Interrupted" => ExitCode::from(130),
+        _ => script_code.unwrap_or(ExitCode::from(1)),
     }
 }
 
-fn cmd_kernel(args: Vec<OsString>) -> Result<ExitCode, Failure> {
+fn cmd_kernel(args: Vec<OsString>) -> Result<ExitCode, CommandError> {
     let mut a = Arguments::from_vec(args);
     if a.contains(["-h", "--help"]) {
         print!("{KERNEL_HELP}");
         return Ok(ExitCode::SUCCESS);
     }
     let Some(verb) = a.subcommand()? else {
-        return Err(Failure::Usage("kernel needs one of start, stop, list, status, install".into()));
+        return Err(CommandError::Usage("kernel needs one of start, stop, list, status, install".into()));
     };
     match verb.as_str() {
         "start" => kernel_start(a),
-        "stop" => {
-            let all = a.contains("--all");
-            let id: Option<String> = a.opt_free_from_str()?;
-            no_more(a)?;
-            let dir = connection::kernels_dir()?;
-            let targets = if all {
-                KernelFiles::all(&dir)
-            } else {
-                vec![KernelFiles::new(&dir, &id.unwrap_or_else(|| "default".into()))]
-            };
-            let mut stopped = 0;
-            for files in targets {
-                connection::valid_id(&files.id)?;
-                if client::stop_kernel(&files)? {
-                    stopped += 1;
-                    let _ = std::fs::remove_file(&files.spawn_lock);
-                    eprintln!("stopped kernel {}", files.id);
-                } else if !all {
-                    eprintln!("kernel {} is not running", files.id);
-                }
-            }
-            if all && stopped == 0 {
-                eprintln!("no kernels running");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        "list" => {
-            no_more(a)?;
-            let dir = connection::kernels_dir()?;
-            let mut rows = Vec::new();
-            for files in KernelFiles::all(&dir) {
-                if !files.is_alive() {
-                    files.remove_stale(); // a crashed kernel's leftovers
-                    continue;
-                }
-                let info = ConnectionInfo::read(&files.connection).ok();
-                let pid = info.as_ref().and_then(|i| i.pid).map(|p| p.to_string()).unwrap_or("?".into());
-                let uptime = std::fs::metadata(&files.connection)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .map(|d| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string())
-                    .unwrap_or("?".into());
-                let addr = info.as_ref().map(|i| format!("{}:{}", i.ip, i.shell_port)).unwrap_or("?".into());
-                rows.push([files.id.clone(), pid, uptime, addr, files.connection.display().to_string()]);
-            }
-            if rows.is_empty() {
-                eprintln!("no kernels running");
-                return Ok(ExitCode::SUCCESS);
-            }
-            let header = ["ID", "PID", "UPTIME", "ADDRESS", "CONNECTION FILE"].map(String::from);
-            let widths: Vec<usize> =
-                (0..5).map(|i| rows.iter().chain([&header]).map(|r| r[i].len()).max().unwrap_or(0)).collect();
-            for r in std::iter::once(&header).chain(rows.iter()) {
-                let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:w$}")).collect();
-                println!("{}", line.join("  ").trim_end());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        "status" => {
-            let id: String = a.opt_free_from_str()?.unwrap_or_else(|| "default".into());
-            no_more(a)?;
-            connection::valid_id(&id)?;
-            let Some(conn) = client::live_connection(&id)? else {
-                eprintln!("kernel {id} is not running");
-                return Ok(ExitCode::from(1));
-            };
-            match Client::connect_file(&conn, Duration::from_secs(5)) {
-                Ok(_) => {
-                    println!("kernel {id} is running ({})", conn.display());
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    eprintln!("kernel {id} does not answer: {e}");
-                    Ok(ExitCode::from(1))
-                }
-            }
-        }
-        "install" => {
-            let user = a.contains("--user");
-            let prefix: Option<PathBuf> =
-                a.opt_value_from_os_str("--prefix", |s| Ok::<_, String>(PathBuf::from(s)))?;
-            let name: String = a.opt_value_from_str("--name")?.unwrap_or_else(|| "llmspell".into());
-            no_more(a)?;
-            if user && prefix.is_some() {
-                return Err(Failure::Usage("use either --user or --prefix".into()));
-            }
-            let dir = install_kernelspec(prefix, &name)?;
-            println!("installed kernelspec {name} in {}", dir.display());
-            Ok(ExitCode::SUCCESS)
-        }
-        other => Err(Failure::Usage(format!("unknown kernel command {other:?}"))),
+        "stop" => kernel_stop(a),
+        "list" => kernel_list(a),
+        "status" => kernel_status(a),
+        "install" => kernel_install(a),
+        other => Err(CommandError::Usage(format!("unknown kernel command {other:?}"))),
     }
 }
 
-fn kernel_start(mut a: Arguments) -> Result<ExitCode, Failure> {
+/// `kernel stop [ID | --all]`.
+fn kernel_stop(mut a: Arguments) -> Result<ExitCode, CommandError> {
+    let all = a.contains("--all");
+    let id: Option<String> = a.opt_free_from_str()?;
+    no_more(a)?;
+    let dir = connection::kernels_dir()?;
+    let targets = if all {
+        KernelFiles::all(&dir)
+    } else {
+        vec![KernelFiles::new(&dir, &id.unwrap_or_else(|| "default".into()))]
+    };
+    let mut stopped = 0;
+    for files in targets {
+        connection::valid_id(&files.id)?;
+        if client::stop_kernel(&files)? {
+            stopped += 1;
+            let _ = std::fs::remove_file(&files.spawn_lock);
+            eprintln!("stopped kernel {}", files.id);
+        } else if !all {
+            eprintln!("kernel {} is not running", files.id);
+        }
+    }
+    if all && stopped == 0 {
+        eprintln!("no kernels running");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kernel list`: live kernels in a table; a crashed kernel's leftovers are removed on the way.
+fn kernel_list(a: Arguments) -> Result<ExitCode, CommandError> {
+    no_more(a)?;
+    let dir = connection::kernels_dir()?;
+    let mut rows = Vec::new();
+    for files in KernelFiles::all(&dir) {
+        if !files.is_alive() {
+            files.remove_stale(); // a crashed kernel's leftovers
+            continue;
+        }
+        let info = ConnectionInfo::read(&files.connection).ok();
+        let pid = info.as_ref().and_then(|i| i.pid).map(|p| p.to_string()).unwrap_or("?".into());
+        let uptime = std::fs::metadata(&files.connection)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .map(|d| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string())
+            .unwrap_or("?".into());
+        let addr = info.as_ref().map(|i| format!("{}:{}", i.ip, i.shell_port)).unwrap_or("?".into());
+        rows.push([files.id.clone(), pid, uptime, addr, files.connection.display().to_string()]);
+    }
+    if rows.is_empty() {
+        eprintln!("no kernels running");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let header = ["ID", "PID", "UPTIME", "ADDRESS", "CONNECTION FILE"].map(String::from);
+    let widths: Vec<usize> =
+        (0..5).map(|i| rows.iter().chain([&header]).map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    for r in std::iter::once(&header).chain(rows.iter()) {
+        let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:w$}")).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kernel status [ID]`: exit 0 if the kernel answers, 1 if not.
+fn kernel_status(mut a: Arguments) -> Result<ExitCode, CommandError> {
+    let id: String = a.opt_free_from_str()?.unwrap_or_else(|| "default".into());
+    no_more(a)?;
+    connection::valid_id(&id)?;
+    let Some(conn) = client::live_connection(&id)? else {
+        eprintln!("kernel {id} is not running");
+        return Ok(ExitCode::from(1));
+    };
+    match Client::connect_file(&conn, Duration::from_secs(5)) {
+        Ok(_) => {
+            println!("kernel {id} is running ({})", conn.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("kernel {id} does not answer: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `kernel install [--user | --prefix DIR] [--name NAME]`.
+fn kernel_install(mut a: Arguments) -> Result<ExitCode, CommandError> {
+    let user = a.contains("--user");
+    let prefix: Option<PathBuf> =
+        a.opt_value_from_os_str("--prefix", |s| Ok::<_, String>(PathBuf::from(s)))?;
+    let name: String = a.opt_value_from_str("--name")?.unwrap_or_else(|| "llmspell".into());
+    no_more(a)?;
+    if user && prefix.is_some() {
+        return Err(CommandError::Usage("use either --user or --prefix".into()));
+    }
+    let dir = install_kernelspec(prefix, &name)?;
+    println!("installed kernelspec {name} in {}", dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn kernel_start(mut a: Arguments) -> Result<ExitCode, CommandError> {
     let daemon = a.contains("--daemon");
     let opts = kernel::Options {
         id: a.opt_value_from_str("--id")?.unwrap_or_else(|| "default".into()),
@@ -410,14 +352,14 @@ fn kernel_start(mut a: Arguments) -> Result<ExitCode, Failure> {
     no_more(a)?;
     if daemon {
         if opts.connection_file.is_some() {
-            return Err(Failure::Usage(
+            return Err(CommandError::Usage(
                 "--daemon manages its own connection file; drop --connection-file".into(),
             ));
         }
         connection::valid_id(&opts.id)?;
         let files = KernelFiles::new(&connection::kernels_dir()?, &opts.id);
         if files.is_alive() {
-            return Err(Failure::Error(format!(
+            return Err(CommandError::Failed(format!(
                 "kernel {:?} is already running (connection file {})",
                 opts.id,
                 files.connection.display()
@@ -443,7 +385,7 @@ fn kernel_start(mut a: Arguments) -> Result<ExitCode, Failure> {
         if to_file {
             log::error!("{e}"); // in the foreground the one-line error below is enough
         }
-        return Err(Failure::Error(e));
+        return Err(CommandError::Failed(e));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -452,8 +394,7 @@ fn init_logging(file: Option<&std::path::Path>) {
     let mut b = env_logger::Builder::new();
     b.parse_filters(&std::env::var("LLMSPELL_LOG").unwrap_or_else(|_| "info".into()));
     if let Some(path) = file {
-        use std::os::unix::fs::OpenOptionsExt;
-        if let Ok(f) = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path) {
+        if let Ok(f) = private_files::open_append(path) {
             b.target(env_logger::Target::Pipe(Box::new(f)));
         }
     } else {
@@ -476,9 +417,9 @@ fn init_logging(file: Option<&std::path::Path>) {
 }
 
 /// Writes `<prefix>/share/jupyter/kernels/<name>/kernel.json` (prefix default: the user's data dir).
-fn install_kernelspec(prefix: Option<PathBuf>, name: &str) -> Result<PathBuf, Failure> {
+fn install_kernelspec(prefix: Option<PathBuf>, name: &str) -> Result<PathBuf, CommandError> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        return Err(Failure::Usage(format!("invalid kernelspec name {name:?}")));
+        return Err(CommandError::Usage(format!("invalid kernelspec name {name:?}")));
     }
     let base = match prefix {
         Some(p) => p.join("share/jupyter"),
@@ -487,7 +428,7 @@ fn install_kernelspec(prefix: Option<PathBuf>, name: &str) -> Result<PathBuf, Fa
             None => {
                 let home = std::env::var_os("HOME")
                     .map(PathBuf::from)
-                    .ok_or_else(|| Failure::Error("HOME is not set".into()))?;
+                    .ok_or_else(|| CommandError::Failed("HOME is not set".into()))?;
                 if cfg!(target_os = "macos") {
                     home.join("Library/Jupyter")
                 } else {

@@ -2,7 +2,8 @@
 //! rustyline; multi-line input is decided by the kernel's `is_complete`, completion by its `complete`.
 //! When stdin is not a terminal it reads lines without prompts, so it can be scripted.
 
-use crate::client::{self, Client, Event, ExecOptions, StdinMode};
+use crate::cli::{CommandError, FRESH_KERNEL};
+use crate::client::{self, Client, ExecOptions, Renderer, Results, StdinMode};
 use crate::connection;
 use rustyline::completion::Completer;
 use rustyline::error::ReadlineError;
@@ -12,7 +13,7 @@ use rustyline::validate::Validator;
 use rustyline::{Context, Editor, Helper};
 use serde_json::json;
 use std::cell::RefCell;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -23,11 +24,12 @@ Lua 5.4 on the shared llmspell kernel. Globals persist across lines, `exec` and 
   .exit     leave (Ctrl-D too); the kernel keeps running
 Ctrl-C interrupts running code, or clears the line. help() lists the kernel's globals.";
 
-type Shared = Rc<RefCell<Client>>;
+/// The REPL's one client, shared with the line editor's completion.
+type SharedClient = Rc<RefCell<Client>>;
 
 /// Tab completion through the kernel's complete_request.
 struct KernelHelper {
-    client: Shared,
+    client: SharedClient,
 }
 
 impl Completer for KernelHelper {
@@ -58,23 +60,25 @@ impl Highlighter for KernelHelper {}
 impl Validator for KernelHelper {}
 impl Helper for KernelHelper {}
 
-enum Completeness {
+/// Whether a cell is ready to run, as the kernel's is_complete says.
+enum CellStatus {
     Complete,
+    /// More lines are needed; the indent the kernel suggests for the next one.
     Incomplete(String),
 }
 
-fn is_complete(client: &Client, code: &str) -> Completeness {
+fn is_complete(client: &Client, code: &str) -> CellStatus {
     match client.request("is_complete_request", json!({ "code": code }), Duration::from_secs(5)) {
         Ok(r) if r["status"] == "incomplete" => {
-            Completeness::Incomplete(r["indent"].as_str().unwrap_or("").to_string())
+            CellStatus::Incomplete(r["indent"].as_str().unwrap_or("").to_string())
         }
-        _ => Completeness::Complete,
+        _ => CellStatus::Complete,
     }
 }
 
 /// Runs the REPL; returns the exit code.
-pub fn run(client: Client) -> Result<u8, String> {
-    let client: Shared = Rc::new(RefCell::new(client));
+pub fn run(client: Client) -> Result<u8, CommandError> {
+    let client: SharedClient = Rc::new(RefCell::new(client));
     let sigint = client::sigint_pipe();
     if std::io::stdin().is_terminal() {
         interactive(client, sigint)
@@ -94,8 +98,8 @@ enum Line {
 
 /// Reads lines until they form a cell the kernel calls complete (or a meta command). `next` gets the
 /// indent the kernel suggests for a continuation line (None for the first line). At end of input a
-/// partial cell is returned as it is, so its error is reported.
-fn read_cell(client: &Shared, next: &mut dyn FnMut(Option<&str>) -> Line) -> Line {
+/// partial cell is returned as it is, so its error is reported. `status` asks the kernel.
+fn read_cell(status: &dyn Fn(&str) -> CellStatus, next: &mut dyn FnMut(Option<&str>) -> Line) -> Line {
     let mut cell = String::new();
     let mut indent: Option<String> = None;
     loop {
@@ -112,9 +116,9 @@ fn read_cell(client: &Shared, next: &mut dyn FnMut(Option<&str>) -> Line) -> Lin
                 if cell.trim_start().starts_with('.') && !cell.contains('\n') {
                     return Line::Text(cell);
                 }
-                match is_complete(&client.borrow(), &cell) {
-                    Completeness::Complete => return Line::Text(cell),
-                    Completeness::Incomplete(i) => indent = Some(i),
+                match status(&cell) {
+                    CellStatus::Complete => return Line::Text(cell),
+                    CellStatus::Incomplete(i) => indent = Some(i),
                 }
             }
             Line::Cancel => return Line::Cancel,
@@ -124,9 +128,9 @@ fn read_cell(client: &Shared, next: &mut dyn FnMut(Option<&str>) -> Line) -> Lin
     }
 }
 
-fn interactive(client: Shared, sigint: Option<i32>) -> Result<u8, String> {
+fn interactive(client: SharedClient, sigint: Option<i32>) -> Result<u8, CommandError> {
     let mut rl: Editor<KernelHelper, rustyline::history::DefaultHistory> =
-        Editor::new().map_err(|e| format!("cannot start line editing: {e}"))?;
+        Editor::new().map_err(|e| CommandError::Failed(format!("cannot start line editing: {e}")))?;
     rl.set_helper(Some(KernelHelper { client: client.clone() }));
     let history = connection::home().join("history");
     let _ = rl.load_history(&history);
@@ -147,7 +151,7 @@ fn interactive(client: Shared, sigint: Option<i32>) -> Result<u8, String> {
                 Err(_) => Line::End,
             }
         };
-        let cell = match read_cell(&client, &mut next) {
+        let cell = match read_cell(&|code| is_complete(&client.borrow(), code), &mut next) {
             Line::Text(cell) => cell,
             Line::Cancel => continue,
             Line::End => return Ok(0),
@@ -167,7 +171,7 @@ fn interactive(client: Shared, sigint: Option<i32>) -> Result<u8, String> {
     }
 }
 
-fn scripted(client: Shared, sigint: Option<i32>) -> Result<u8, String> {
+fn scripted(client: SharedClient, sigint: Option<i32>) -> Result<u8, CommandError> {
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     let mut status = 0u8;
@@ -176,7 +180,7 @@ fn scripted(client: Shared, sigint: Option<i32>) -> Result<u8, String> {
             Some(Ok(line)) => Line::Text(line),
             _ => Line::End,
         };
-        let cell = match read_cell(&client, &mut next) {
+        let cell = match read_cell(&|code| is_complete(&client.borrow(), code), &mut next) {
             Line::Text(cell) => cell,
             Line::Cancel => continue,
             Line::End => return Ok(status),
@@ -223,59 +227,81 @@ fn kernel_name(client: &Client) -> String {
     client.connection_file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-/// Runs one cell: the kernel's execution count after it, and whether it succeeded.
+/// Runs one cell: the kernel's execution count after it, and whether it succeeded. A client failure
+/// ends the REPL.
 fn execute(
-    client: &Shared,
+    client: &SharedClient,
     code: &str,
     sigint: Option<i32>,
     tty: bool,
     input: &mut dyn FnMut(&str, bool) -> Option<String>,
-) -> Result<(Option<u64>, bool), String> {
+) -> Result<(Option<u64>, bool), CommandError> {
     let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::Lines, script: None };
-    let mut out = std::io::stdout();
-    let result = client.borrow_mut().execute(
-        code,
-        &opts,
-        sigint,
-        &mut |ev| match ev {
-            Event::Stream { name, text } => {
-                if name == "stderr" {
-                    let _ = out.flush();
-                    let _ = std::io::stderr().write_all(text.as_bytes());
-                } else {
-                    let _ = out.write_all(text.as_bytes());
-                    let _ = out.flush();
-                }
-            }
-            Event::Display { data, execution_count } => {
-                let text = data["text/plain"].as_str().unwrap_or("<rich output: open it in Jupyter>");
-                match (tty, execution_count) {
-                    (true, Some(n)) => {
-                        let _ = writeln!(out, "Out[{n}]: {text}");
-                    }
-                    _ => {
-                        let _ = writeln!(out, "{text}");
-                    }
-                }
-            }
-            Event::Error { traceback } => {
-                let _ = out.flush();
-                for line in traceback {
-                    eprintln!("{line}");
-                }
-            }
-            Event::ClearOutput => {}
-        },
-        input,
-    );
-    if let Ok(reply) = &result {
-        for page in reply.pages() {
-            let _ = writeln!(out, "{page}");
-        }
-    }
-    let _ = out.flush();
+    let mut shown = Renderer::new(std::io::stdout(), std::io::stderr(), Results::Cells { numbered: tty });
+    let result = client.borrow_mut().execute(code, &opts, sigint, &mut |ev| shown.event(ev), input);
+    shown.finish(&result);
     match result {
         Ok(reply) => Ok((reply.content["execution_count"].as_u64(), reply.status() == "ok")),
-        Err(e) => Err(format!("{e}; the next command starts a fresh kernel")),
+        Err(e) => Err(CommandError::Failed(format!("{e}; {FRESH_KERNEL}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kernel's is_complete for the tests: a cell is incomplete while it has more `do` than `end`.
+    fn status(code: &str) -> CellStatus {
+        let count = |w: &str| code.split_whitespace().filter(|t| *t == w).count();
+        if count("do") > count("end") {
+            CellStatus::Incomplete("  ".into())
+        } else {
+            CellStatus::Complete
+        }
+    }
+
+    /// Reads one cell from `lines` (None: Ctrl-C); the cell and the indents offered for each line.
+    fn read(lines: &[Option<&str>]) -> (String, Vec<Option<String>>) {
+        let mut lines = lines.iter();
+        let mut indents = Vec::new();
+        let mut next = |indent: Option<&str>| {
+            indents.push(indent.map(String::from));
+            match lines.next() {
+                Some(Some(l)) => Line::Text(l.to_string()),
+                Some(None) => Line::Cancel,
+                None => Line::End,
+            }
+        };
+        let cell = match read_cell(&status, &mut next) {
+            Line::Text(c) => c,
+            Line::Cancel => "<cancel>".into(),
+            Line::End => "<end>".into(),
+        };
+        (cell, indents)
+    }
+
+    #[test]
+    fn lines_are_joined_until_the_kernel_calls_the_cell_complete() {
+        let (cell, indents) = read(&[Some("for i = 1, 2 do"), Some("  print(i)"), Some("end"), Some("x")]);
+        assert_eq!(cell, "for i = 1, 2 do\n  print(i)\nend");
+        assert_eq!(
+            indents,
+            [None, Some("  ".into()), Some("  ".into())],
+            "continuation lines get the indent"
+        );
+    }
+
+    #[test]
+    fn blank_lines_are_skipped_and_meta_commands_need_no_kernel() {
+        assert_eq!(read(&[Some(""), Some("   "), Some("x = 1")]).0, "x = 1");
+        assert_eq!(read(&[Some(".help")]).0, ".help");
+        assert_eq!(read(&[Some(" .exit do")]).0, " .exit do", "a meta command is never continued");
+    }
+
+    #[test]
+    fn ctrl_c_drops_the_cell_and_end_of_input_runs_what_there_is() {
+        assert_eq!(read(&[Some("while true do"), None]).0, "<cancel>");
+        assert_eq!(read(&[Some("while true do")]).0, "while true do", "its error is reported");
+        assert_eq!(read(&[Some("")]).0, "<end>");
     }
 }

@@ -1,18 +1,15 @@
 //! `llmspell state ...`: the persistent store from the command line, with the same locking as the
 //! kernels, with or without a kernel running. JSON in and out, so it composes with `jq`.
 
+use crate::cli::CommandError;
 use crate::connection;
+use crate::private_files;
 use crate::state::{self, Store};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Read;
 use std::process::ExitCode;
-
-pub enum Error {
-    Usage(String),
-    Failed(String),
-}
 
 const HELP: &str = "\
 llmspell state — the persistent store ($LLMSPELL_HOME/state.json) shared with Lua's `state`
@@ -29,15 +26,14 @@ USAGE:
   llmspell state path             print the file's path
 ";
 
-pub fn run(args: Vec<OsString>) -> Result<ExitCode, Error> {
+pub fn run(args: Vec<OsString>) -> Result<ExitCode, CommandError> {
     let args: Vec<String> = args.into_iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     let path = connection::home().join("state.json");
     if let Some(dir) = path.parent() {
-        connection::make_private_dir(dir).map_err(Error::Failed)?;
+        private_files::make_private_dir(dir).map_err(CommandError::Failed)?;
     }
     let mut store = Store::open(path.clone());
-    let failed = |e: state::StateError| Error::Failed(e.to_string());
     if words.iter().any(|w| *w == "-h" || *w == "--help") {
         print!("{HELP}");
         return Ok(ExitCode::SUCCESS);
@@ -47,7 +43,7 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, Error> {
             print!("{HELP}");
             Ok(ExitCode::SUCCESS)
         }
-        ["get", key] => match store.get(key).map_err(failed)? {
+        ["get", key] => match store.get(key)? {
             Some(v) => {
                 println!("{}", serde_json::to_string(&v).expect("json"));
                 Ok(ExitCode::SUCCESS)
@@ -57,61 +53,27 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, Error> {
                 Ok(ExitCode::from(1))
             }
         },
-        ["set", key, json] => {
-            let text = if *json == "-" { read_stdin()? } else { json.to_string() };
-            let value: Value = serde_json::from_str(&text).map_err(|e| {
-                Error::Usage(format!("the value is not valid JSON ({e}); quote strings: '\"text\"'"))
-            })?;
-            if value.is_null() {
-                store.delete(key).map_err(failed)?;
-            } else {
-                store.set(key, value).map_err(failed)?;
-            }
-            store.flush().map_err(failed)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        ["set", key, json] => set(&mut store, key, json),
         ["delete", key] => {
-            let existed = store.delete(key).map_err(failed)?;
-            store.flush().map_err(failed)?;
+            let existed = store.delete(key)?;
+            store.flush()?;
             Ok(if existed { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         ["list"] | ["list", _] => {
-            for k in store.keys(words.get(1).copied()).map_err(failed)? {
+            for k in store.keys(words.get(1).copied())? {
                 println!("{k}");
             }
             Ok(ExitCode::SUCCESS)
         }
         ["clear"] => {
-            store.clear().map_err(failed)?;
-            store.flush().map_err(failed)?;
+            store.clear()?;
+            store.flush()?;
             Ok(ExitCode::SUCCESS)
         }
-        ["export"] | ["export", _] => {
-            let map = store.export().map_err(failed)?;
-            let text = serde_json::to_string_pretty(&map).expect("json") + "\n";
-            match words.get(1) {
-                Some(file) if *file != "-" => std::fs::write(file, text)
-                    .map_err(|e| Error::Failed(format!("cannot write {file}: {e}")))?,
-                _ => print!("{text}"),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        ["import", file] => {
-            let text = if *file == "-" {
-                read_stdin()?
-            } else {
-                std::fs::read_to_string(file)
-                    .map_err(|e| Error::Failed(format!("cannot read {file}: {e}")))?
-            };
-            let map: BTreeMap<String, Value> = serde_json::from_str(&text)
-                .map_err(|e| Error::Failed(format!("{file} is not a JSON object: {e}")))?;
-            let n = map.len();
-            store.import(map).map_err(failed)?;
-            eprintln!("imported {n} keys");
-            Ok(ExitCode::SUCCESS)
-        }
+        ["export"] | ["export", _] => export(&mut store, words.get(1).copied()),
+        ["import", file] => import(&mut store, file),
         ["repair"] => {
-            match state::repair(&path).map_err(failed)? {
+            match state::repair(&path)? {
                 Some(aside) => eprintln!("moved the unreadable store to {}; starting empty", aside.display()),
                 None => eprintln!("{} is fine; nothing to repair", path.display()),
             }
@@ -121,12 +83,56 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, Error> {
             println!("{}", path.display());
             Ok(ExitCode::SUCCESS)
         }
-        _ => Err(Error::Usage(format!("unknown state command: {}", words.join(" ")))),
+        _ => Err(CommandError::Usage(format!("unknown state command: {}", words.join(" ")))),
     }
 }
 
-fn read_stdin() -> Result<String, Error> {
+/// `state set KEY JSON`: JSON `null` deletes the key.
+fn set(store: &mut Store, key: &str, json: &str) -> Result<ExitCode, CommandError> {
+    let text = if json == "-" { read_stdin()? } else { json.to_string() };
+    let value: Value = serde_json::from_str(&text).map_err(|e| {
+        CommandError::Usage(format!("the value is not valid JSON ({e}); quote strings: '\"text\"'"))
+    })?;
+    if value.is_null() {
+        store.delete(key)?;
+    } else {
+        store.set(key, value)?;
+    }
+    store.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `state export [FILE]`: to stdout without FILE or with `-`.
+fn export(store: &mut Store, file: Option<&str>) -> Result<ExitCode, CommandError> {
+    let map = store.export()?;
+    let text = serde_json::to_string_pretty(&map).expect("json") + "\n";
+    match file {
+        Some(file) if file != "-" => std::fs::write(file, text)
+            .map_err(|e| CommandError::Failed(format!("cannot write {file}: {e}")))?,
+        _ => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `state import FILE`: merges a JSON object's keys (`-`: from stdin).
+fn import(store: &mut Store, file: &str) -> Result<ExitCode, CommandError> {
+    let text = if file == "-" {
+        read_stdin()?
+    } else {
+        std::fs::read_to_string(file).map_err(|e| CommandError::Failed(format!("cannot read {file}: {e}")))?
+    };
+    let map: BTreeMap<String, Value> = serde_json::from_str(&text)
+        .map_err(|e| CommandError::Failed(format!("{file} is not a JSON object: {e}")))?;
+    let n = map.len();
+    store.import(map)?;
+    eprintln!("imported {n} keys");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_stdin() -> Result<String, CommandError> {
     let mut s = String::new();
-    std::io::stdin().read_to_string(&mut s).map_err(|e| Error::Failed(format!("cannot read stdin: {e}")))?;
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .map_err(|e| CommandError::Failed(format!("cannot read stdin: {e}")))?;
     Ok(s)
 }

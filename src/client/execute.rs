@@ -1,0 +1,255 @@
+//! `Client::execute`: one execute request, with its output, input requests and Ctrl-C, until the
+//! kernel has replied and gone idle for it.
+
+use super::{socket_error, Client, ClientError, Event, ExecOptions, ExecReply, StdinMode};
+use crate::wire::{self, Message};
+use serde_json::{json, Value};
+use std::os::unix::io::RawFd;
+use std::time::{Duration, Instant};
+
+/// How long one poll waits; also how long a silent kernel goes before we check it is alive.
+const POLL: Duration = Duration::from_millis(500);
+/// After this many Ctrl-C the client gives up waiting for the kernel to stop the code.
+const MAX_INTERRUPTS: u32 = 3;
+const STDIN_FD: RawFd = 0;
+
+/// What one execute request is waiting for, and what it has seen so far.
+struct Pending {
+    id: String,
+    reply: Option<Value>,
+    idle: bool,
+    interrupts: u32,
+    /// An input request waiting for our stdin (raw mode).
+    waiting_input: Option<Message>,
+    /// The kernel repeats an input request when it must check we are still here: answer once.
+    asked: Vec<String>,
+}
+
+impl Pending {
+    fn done(&self) -> bool {
+        self.reply.is_some() && self.idle
+    }
+}
+
+/// Which of the loop's inputs have something for us.
+#[derive(Default)]
+struct Ready {
+    shell: bool,
+    iopub: bool,
+    stdin: bool,
+    /// The Ctrl-C pipe.
+    sigint: bool,
+    /// Our own stdin, polled only while a raw input request waits for it.
+    terminal: bool,
+}
+
+impl Ready {
+    fn any(&self) -> bool {
+        self.shell || self.iopub || self.stdin || self.sigint || self.terminal
+    }
+}
+
+/// What one iopub message of our request means.
+enum Published<'a> {
+    Output(Event<'a>),
+    Idle,
+    Other,
+}
+
+fn published(m: &Message) -> Published<'_> {
+    let c = &m.content;
+    match m.msg_type() {
+        "stream" => Published::Output(Event::Stream {
+            name: c["name"].as_str().unwrap_or("stdout"),
+            text: c["text"].as_str().unwrap_or(""),
+        }),
+        "execute_result" | "display_data" | "update_display_data" => Published::Output(Event::Display {
+            data: &c["data"],
+            execution_count: c["execution_count"].as_u64(),
+        }),
+        "error" => Published::Output(Event::Error {
+            traceback: c["traceback"]
+                .as_array()
+                .map(|t| t.iter().filter_map(|l| l.as_str().map(String::from)).collect())
+                .unwrap_or_default(),
+        }),
+        "clear_output" => Published::Output(Event::ClearOutput),
+        "status" if c["execution_state"] == "idle" => Published::Idle,
+        _ => Published::Other,
+    }
+}
+
+fn request_content(code: &str, opts: &ExecOptions) -> (Value, Value) {
+    let mut metadata = json!({});
+    if opts.stdin == StdinMode::Raw {
+        metadata["llmspell"]["stdin"] = json!("raw");
+    }
+    if let Some((name, args)) = opts.script {
+        metadata["llmspell"]["run"] = json!({ "name": name, "args": args });
+    }
+    let content = json!({
+        "code": code,
+        "silent": opts.silent,
+        "store_history": opts.store_history,
+        "user_expressions": {},
+        "allow_stdin": opts.stdin != StdinMode::None,
+        "stop_on_error": false,
+    });
+    (content, metadata)
+}
+
+impl Client {
+    /// Runs code, reporting output as it arrives, until the reply and the kernel's idle for it.
+    /// `sigint` is a file descriptor that becomes readable on Ctrl-C; `on_input` answers line input.
+    pub fn execute(
+        &mut self,
+        code: &str,
+        opts: &ExecOptions,
+        sigint: Option<RawFd>,
+        on_event: &mut dyn FnMut(Event),
+        on_input: &mut dyn FnMut(&str, bool) -> Option<String>,
+    ) -> Result<ExecReply, ClientError> {
+        let (content, metadata) = request_content(code, opts);
+        let id = self.send(&self.shell, "execute_request", content, metadata);
+        let mut p =
+            Pending { id, reply: None, idle: false, interrupts: 0, waiting_input: None, asked: vec![] };
+        let mut quiet_since = Instant::now();
+        while !p.done() {
+            let raw_input = p.waiting_input.is_some() && opts.stdin == StdinMode::Raw;
+            let Some(ready) = self.poll(sigint, raw_input.then_some(STDIN_FD))? else { continue };
+            if !ready.any() {
+                // Nothing for a while: make sure the kernel is still there.
+                if quiet_since.elapsed() >= POLL && !self.alive() {
+                    return Err(ClientError::KernelDied { running: true });
+                }
+                continue;
+            }
+            quiet_since = Instant::now();
+            if ready.shell {
+                self.take_reply(&mut p);
+            }
+            if ready.iopub {
+                self.drain_iopub(&mut p, on_event);
+            }
+            if ready.stdin {
+                self.take_input_request(&mut p, opts.stdin, on_input);
+            }
+            if let (true, Some(fd)) = (ready.sigint, sigint) {
+                drain_fd(fd);
+                p.interrupts += 1;
+                if p.interrupts >= MAX_INTERRUPTS {
+                    return Err(ClientError::Interrupted);
+                }
+                self.interrupt();
+            }
+            if ready.terminal {
+                let chunk = self.stdin_chunks.next(&mut std::io::stdin().lock());
+                if let Some(req) = p.waiting_input.take() {
+                    self.answer_input(&req, &chunk);
+                }
+            }
+        }
+        Ok(ExecReply { content: p.reply.unwrap_or(Value::Null) })
+    }
+
+    /// Waits up to [`POLL`] on the sockets, the Ctrl-C pipe and (if given) our stdin; `None` when a
+    /// signal cut the wait short.
+    fn poll(&self, sigint: Option<RawFd>, terminal: Option<RawFd>) -> Result<Option<Ready>, ClientError> {
+        let mut items = vec![
+            self.shell.as_poll_item(zmq::POLLIN),
+            self.iopub.as_poll_item(zmq::POLLIN),
+            self.stdin.as_poll_item(zmq::POLLIN),
+        ];
+        let mut add_fd = |fd: Option<RawFd>| {
+            fd.map(|fd| {
+                items.push(zmq::PollItem::from_fd(fd, zmq::POLLIN));
+                items.len() - 1
+            })
+        };
+        let (sigint_at, terminal_at) = (add_fd(sigint), add_fd(terminal));
+        match zmq::poll(&mut items, POLL.as_millis() as i64) {
+            Ok(_) => {}
+            Err(zmq::Error::EINTR) => return Ok(None),
+            Err(e) => return Err(socket_error(e)),
+        }
+        // A pipe whose writer has gone reports POLLHUP, which zmq::poll shows as an error: it
+        // means "read now and see EOF", so it counts as readable.
+        let ready = |at: Option<usize>| at.is_some_and(|i| items[i].is_readable() || items[i].is_error());
+        Ok(Some(Ready {
+            shell: ready(Some(0)),
+            iopub: ready(Some(1)),
+            stdin: ready(Some(2)),
+            sigint: ready(sigint_at),
+            terminal: ready(terminal_at),
+        }))
+    }
+
+    fn take_reply(&self, p: &mut Pending) {
+        if let Some(m) = self.recv(&self.shell) {
+            if m.parent_msg_id() == p.id && m.msg_type() == "execute_reply" {
+                p.reply = Some(m.content);
+            }
+        }
+    }
+
+    /// Reports everything queued on iopub for our request: output floods arrive in bursts.
+    fn drain_iopub(&self, p: &mut Pending, on_event: &mut dyn FnMut(Event)) {
+        while let Ok(frames) = self.iopub.recv_multipart(zmq::DONTWAIT) {
+            // Other clients' output is skipped before the costly verify-and-parse.
+            if !parent_mentions(&frames, &p.id) {
+                continue;
+            }
+            let Ok(m) = wire::decode(frames, &self.signer) else { continue };
+            if m.parent_msg_id() != p.id {
+                continue;
+            }
+            match published(&m) {
+                Published::Output(event) => on_event(event),
+                Published::Idle => p.idle = true,
+                Published::Other => {}
+            }
+        }
+    }
+
+    /// An input request of our request, seen for the first time: asked through `on_input` (lines;
+    /// no line interrupts the code) or left waiting for our stdin (raw).
+    fn take_input_request(
+        &self,
+        p: &mut Pending,
+        mode: StdinMode,
+        on_input: &mut dyn FnMut(&str, bool) -> Option<String>,
+    ) {
+        let Some(m) = self.recv(&self.stdin) else { return };
+        let fresh = !p.asked.iter().any(|a| a == m.msg_id());
+        if m.msg_type() != "input_request" || m.parent_msg_id() != p.id || !fresh {
+            return;
+        }
+        p.asked.push(m.msg_id().to_string());
+        if mode != StdinMode::Lines {
+            p.waiting_input = Some(m);
+            return;
+        }
+        let prompt = m.content["prompt"].as_str().unwrap_or("");
+        let password = m.content["password"].as_bool().unwrap_or(false);
+        match on_input(prompt, password) {
+            Some(line) => self.answer_input(&m, &line),
+            None => self.interrupt(),
+        }
+    }
+}
+
+/// Whether the parent_header frame of a raw message contains `msg_id` (a cheap pre-filter; the
+/// message is still verified and parsed before it is used).
+fn parent_mentions(frames: &[Vec<u8>], msg_id: &str) -> bool {
+    let Some(d) = frames.iter().position(|f| f == wire::DELIMITER) else { return false };
+    let needle = msg_id.as_bytes();
+    frames.get(d + 3).is_some_and(|parent| parent.windows(needle.len()).any(|w| w == needle))
+}
+
+fn drain_fd(fd: RawFd) {
+    let mut buf = [0u8; 64];
+    // SAFETY: reading into a local buffer from a non-blocking pipe we own.
+    unsafe {
+        libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len());
+    }
+}
