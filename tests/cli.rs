@@ -9,6 +9,7 @@ mod common;
 
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
@@ -948,4 +949,41 @@ fn repl_on_a_terminal_writes_history() {
     let history = std::fs::read_to_string(home.path("history")).expect("$LLMSPELL_HOME/history was written");
     assert!(history.contains("hist_var = 12345"), "{history:?}");
     assert!(history.contains("print(hist_var + 1)"), "{history:?}");
+}
+
+#[test]
+fn ctrl_c_in_a_queued_exec_withdraws_it_and_leaves_the_running_cell_alone() {
+    let home = Home::new("queuedctrlc");
+    start_default(&home);
+    let gate = home.path("gate").to_string_lossy().into_owned();
+    let started = home.path("started").to_string_lossy().into_owned();
+    let long =
+        format!("io.open({started:?}, 'w'):close() while not io.open({gate:?}) do end print('a done')");
+    let mut a = spawn(&home, &["exec", &long]);
+    assert!(wait_until(LONG, || Path::new(&started).exists()), "A's cell never started");
+    let mut b = spawn(&home, &["exec", "b_ran = true"]);
+    // B's request waits behind A's cell; give it a moment to be sent (if SIGINT comes sooner, B
+    // dies before sending, and the assertions below hold all the same).
+    std::thread::sleep(Duration::from_millis(500));
+    sigint(b.pid());
+    let status = b.wait(LONG);
+    assert!(status.code() == Some(130) || status.signal() == Some(libc::SIGINT), "{status:?}");
+    assert!(a.child().try_wait().unwrap().is_none(), "B's Ctrl-C ended A's cell");
+    std::fs::write(&gate, "").unwrap();
+    assert!(a.wait(LONG).success());
+    assert_eq!(ok(&home, &["exec", "print(b_ran)"]), "nil\n", "the withdrawn request ran anyway");
+}
+
+#[test]
+fn a_killed_exec_client_ends_its_cell_and_the_kernel_serves_the_next_one() {
+    let home = Home::new("killedexec");
+    start_default(&home);
+    let started = home.path("started").to_string_lossy().into_owned();
+    let forever = format!("io.open({started:?}, 'w'):close() while true do end");
+    let mut client = spawn(&home, &["exec", &forever]);
+    assert!(wait_until(LONG, || Path::new(&started).exists()), "the cell never started");
+    // SAFETY: kill(2) on a child this test spawned and still holds.
+    unsafe { libc::kill(client.pid(), libc::SIGKILL) };
+    client.wait(LONG);
+    assert_eq!(ok(&home, &["exec", "print(1 + 1)"]), "2\n");
 }

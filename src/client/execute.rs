@@ -79,8 +79,14 @@ fn published(m: &Message) -> Published<'_> {
     }
 }
 
+/// This process as the owner of its requests (see kernel/owner.rs): when it ends, its work ends.
+fn owner() -> Value {
+    static OWNER: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    OWNER.get_or_init(crate::kernel::Owner::current).clone()
+}
+
 fn request_content(code: &str, opts: &ExecOptions) -> (Value, Value) {
-    let mut metadata = json!({});
+    let mut metadata = json!({ "llmspell": { "owner": owner() } });
     if opts.stdin == StdinMode::Raw {
         metadata["llmspell"]["stdin"] = json!("raw");
     }
@@ -137,10 +143,10 @@ impl Client {
             if let (true, Some(fd)) = (ready.sigint, sigint) {
                 drain_fd(fd);
                 p.interrupts += 1;
-                if p.interrupts >= MAX_INTERRUPTS {
+                // Ctrl-C touches our own request only: withdrawn if it has not started.
+                if p.interrupts >= MAX_INTERRUPTS || self.interrupt_own(&p.id) {
                     return Err(ClientError::Interrupted);
                 }
-                self.interrupt();
             }
             if ready.terminal {
                 let chunk = self.stdin_chunks.next(&mut std::io::stdin().lock());

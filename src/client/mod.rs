@@ -325,6 +325,18 @@ impl Client {
         self.send(&self.control, "interrupt_request", json!({}), json!({}));
     }
 
+    /// Interrupts our own request `id` and nothing else: a kernel that knows ownership stops it
+    /// if it runs, and withdraws it if it is still queued (it then never runs). True if withdrawn.
+    pub fn interrupt_own(&self, id: &str) -> bool {
+        let metadata = json!({ "llmspell": { "interrupt": id } });
+        let sent = self.send(&self.control, "interrupt_request", json!({}), metadata);
+        // Control answers at once, even while a cell runs.
+        match self.wait_reply(&self.control, &sent, Duration::from_secs(5)) {
+            Ok(reply) => reply["llmspell"]["withdrawn"] == true,
+            Err(_) => false,
+        }
+    }
+
     fn answer_input(&self, request: &Message, value: &str) {
         let mut msg = wire::child(request, "input_reply", &self.session, json!({ "value": value }));
         msg.header = wire::header("input_reply", &self.session);

@@ -383,9 +383,11 @@ fn the_request_carries_the_options() {
         (&content["code"], &content["silent"], &content["store_history"], &content["allow_stdin"]),
         (&json!("x = 1"), &json!(true), &json!(false), &json!(true))
     );
+    let owner = json!({ "pid": std::process::id(), "start": metadata["llmspell"]["owner"]["start"] });
+    assert!(metadata["llmspell"]["owner"]["start"].as_u64() > Some(0), "{metadata}");
     assert_eq!(
         metadata["llmspell"],
-        json!({ "stdin": "raw", "run": { "name": "s.lua", "args": ["a", "b"] } })
+        json!({ "stdin": "raw", "run": { "name": "s.lua", "args": ["a", "b"] }, "owner": owner })
     );
 }
 
