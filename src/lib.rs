@@ -6,6 +6,7 @@ pub mod kernel;
 pub mod lua;
 pub mod private_files;
 pub mod repl;
+pub mod runner;
 pub mod state;
 pub mod state_cli;
 pub mod wire;

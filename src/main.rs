@@ -3,7 +3,7 @@
 use llmspell::cli::CommandError;
 use llmspell::client::{self, Client, ExecOptions, ExecReply, Renderer, Results, StdinMode};
 use llmspell::connection::{self, ConnectionInfo, KernelFiles};
-use llmspell::{kernel, private_files, repl, state_cli};
+use llmspell::{kernel, private_files, repl, runner, state_cli};
 use pico_args::Arguments;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -152,24 +152,18 @@ fn cmd_run(t: &Target, args: Vec<OsString>) -> Result<ExitCode, CommandError> {
         return Err(CommandError::Usage("run needs a SCRIPT (a file, or - for stdin)".into()));
     };
     if first == "-h" || first == "--help" {
-        println!("llmspell run SCRIPT [ARGS...] — run a Lua file in the kernel with fresh globals and `arg`; - reads the script from stdin");
+        println!("llmspell run SCRIPT [ARGS...] — run a Lua file like `lua SCRIPT ARGS...`, in a fresh process forked by the kernel, with your cwd, environment and terminal; - reads the script from stdin");
         return Ok(ExitCode::SUCCESS);
     }
-    let script = first.to_string_lossy().into_owned();
-    let code = if script == "-" {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-            .map_err(|e| format!("cannot read the script from stdin: {e}"))?;
-        s
-    } else {
-        std::fs::read_to_string(&script).map_err(|e| format!("cannot read {script}: {e}"))?
+    // The run's `arg` is this whole command line, the script at index 0 (as lua's).
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let script = argv.len() - args.len();
+    let target = match &t.connect {
+        Some(path) => runner::client::Target::ConnectionFile(path),
+        None => runner::client::Target::Kernel { id: &t.kernel, idle_timeout: t.idle_timeout },
     };
-    let script_args: Vec<String> = args[1..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
-    let mut c = connect(t)?;
-    let stdin = if script == "-" { StdinMode::None } else { StdinMode::Raw };
-    let opts =
-        ExecOptions { silent: false, store_history: false, stdin, script: Some((&script, &script_args)) };
-    execute_and_report(&mut c, &code, &opts, Results::Hidden)
+    let outcome = runner::client::run(&target, argv, script)?;
+    runner::client::exit_like(outcome)
 }
 
 fn cmd_exec(t: &Target, args: Vec<OsString>) -> Result<ExitCode, CommandError> {
@@ -222,6 +216,8 @@ fn cmd_kernel(args: Vec<OsString>) -> Result<ExitCode, CommandError> {
     };
     match verb.as_str() {
         "start" => kernel_start(a),
+        // runner (issue 12): the zygote of `llmspell run`, started by the kernel itself (hidden).
+        "runner" => Ok(runner::zygote_main(a.finish())),
         "stop" => kernel_stop(a),
         "list" => kernel_list(a),
         "status" => kernel_status(a),

@@ -135,6 +135,8 @@ pub fn start(opts: Options) -> Result<(), String> {
     let sockets = Sockets::bind(&ctx, info_in.as_ref(), &opts.ip)?;
     let mut info = sockets.info(info_in.as_ref(), &opts.ip, &key);
     info.pid = Some(std::process::id());
+    // runner (issue 12): the zygote of `llmspell run`, its socket bound before the connection file.
+    let _runner = own_files.as_ref().map(crate::runner::Zygote::start).transpose()?;
     if let Some(files) = &own_files {
         info.write(&files.connection)
             .map_err(|e| format!("cannot write {}: {e}", files.connection.display()))?;
@@ -248,6 +250,10 @@ fn wait_for_exit(exit_rx: &Receiver<Exit>, shared: &Shared, idle: Option<Duratio
         let Some(idle) = idle else {
             return exit_rx.recv().unwrap_or(Exit::Shutdown);
         };
+        // runner (issue 12): a run in progress, or one that just ended, counts as a request.
+        if let Some((active, last)) = crate::runner::activity() {
+            shared.last_request.fetch_max(if active > 0 { now_millis() } else { last }, Ordering::Relaxed);
+        }
         let since =
             Duration::from_millis(now_millis().saturating_sub(shared.last_request.load(Ordering::Relaxed)));
         if since >= idle && !shared.busy.load(Ordering::Relaxed) {

@@ -12,6 +12,8 @@ mod store;
 mod tests;
 
 pub use failure::Failure;
+/// For `llmspell run` (src/runner): the same `state` natives as the session's.
+pub(crate) use store::state_natives;
 
 use crate::state::Store;
 use convert::to_json_lenient;

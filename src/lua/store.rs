@@ -41,7 +41,7 @@ fn checked<A: mlua::FromLuaMulti>(
 }
 
 /// The `state` natives; the prelude wraps them so failures are errors at the caller's line.
-pub(super) fn state_natives(lua: &Lua, store: &Rc<RefCell<Store>>) -> mlua::Result<Table> {
+pub(crate) fn state_natives(lua: &Lua, store: &Rc<RefCell<Store>>) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set(
         "set",

@@ -1,0 +1,254 @@
+//! `llmspell run`: hands the script, the caller's fds 0-2, cwd, environment and umask to the kernel's
+//! zygote, passes on SIGINT/SIGTERM/SIGHUP/SIGQUIT, and ends exactly as the script's process did:
+//! the same exit code, or killed by the same signal.
+
+use super::proto::{End, Request};
+use crate::connection::{self, KernelFiles};
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// Where the run should go.
+pub enum Target<'a> {
+    /// A kernel by id, started (detached, with this idle timeout) when none is alive.
+    Kernel { id: &'a str, idle_timeout: u64 },
+    /// The kernel of this connection file (one of ours: its `.run` socket is beside it).
+    ConnectionFile(&'a Path),
+}
+
+/// How the run ended, for the caller's own exit.
+pub enum Outcome {
+    Exited(u8),
+    Signaled(i32),
+}
+
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+const FORWARDED: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
+    let b = sig as u8;
+    // SAFETY: write(2) is async-signal-safe; the pipe is non-blocking.
+    unsafe { libc::write(fd, &b as *const u8 as *const libc::c_void, 1) };
+}
+
+fn socket_for(target: &Target) -> Result<(PathBuf, String), String> {
+    match target {
+        Target::Kernel { id, idle_timeout } => {
+            connection::valid_id(id)?;
+            let dir = connection::kernels_dir()?;
+            let files = KernelFiles::new(&dir, id);
+            if !files.is_alive() {
+                // The usual way in (lock, spawn, wait for the connection file); the ZeroMQ client it
+                // returns is not needed: the zygote's socket is bound before the connection file.
+                drop(crate::client::find_or_spawn(id, *idle_timeout).map_err(|e| e.to_string())?);
+            }
+            Ok((super::socket_path(&dir, id), id.to_string()))
+        }
+        Target::ConnectionFile(path) => {
+            let id = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+                .ok_or_else(|| format!("{} is not an llmspell connection file (NAME.json)", path.display()))?;
+            let dir = path.parent().unwrap_or(Path::new("."));
+            Ok((super::socket_path(dir, id), id.to_string()))
+        }
+    }
+}
+
+/// Runs `argv[script..]` (argv is this process's whole command line) and reports how it ended.
+pub fn run(target: &Target, argv: Vec<OsString>, script: usize) -> Result<Outcome, String> {
+    let (socket, id) = socket_for(target)?;
+    let stream = UnixStream::connect(&socket).map_err(|e| {
+        format!(
+            "cannot reach the runner of kernel {id:?} ({}: {e}); if it was started by an older llmspell, \
+             restart it: llmspell kernel stop {id}",
+            socket.display()
+        )
+    })?;
+    let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
+    // SAFETY: umask has no failure; read it by setting and restoring (no threads here).
+    let umask = unsafe {
+        let m = libc::umask(0o022);
+        libc::umask(m);
+        m
+    };
+    let env = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            kv
+        })
+        .collect();
+    let req = Request {
+        argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        script: script as u32,
+        cwd: cwd.as_os_str().as_bytes().to_vec(),
+        env,
+        umask: umask as u32,
+    };
+
+    // Signals become bytes on a pipe from here on, so none is lost while the request goes out.
+    let mut pipe = [0i32; 2];
+    // SAFETY: pipe2 into a local array; sigaction with a handler that only writes to it.
+    unsafe {
+        if libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) != 0 {
+            return Err(format!("cannot create a pipe: {}", std::io::Error::last_os_error()));
+        }
+        SIGNAL_PIPE.store(pipe[1], Ordering::Relaxed);
+        for sig in FORWARDED {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+    send_request(&stream, &req.encode())?;
+    wait(&stream, pipe[0], &id)
+}
+
+/// Sends the request; the caller's fds 0, 1, 2 go with its first bytes (a closed one as /dev/null).
+fn send_request(stream: &UnixStream, bytes: &[u8]) -> Result<(), String> {
+    let mut fds = [0i32, 1, 2];
+    let mut opened = Vec::new();
+    for (i, fd) in fds.iter_mut().enumerate() {
+        // SAFETY: F_GETFD only inspects our fd table.
+        if unsafe { libc::fcntl(i as i32, libc::F_GETFD) } < 0 {
+            let f = std::fs::OpenOptions::new()
+                .read(i == 0)
+                .write(i != 0)
+                .open("/dev/null")
+                .map_err(|e| format!("cannot open /dev/null: {e}"))?;
+            *fd = f.as_raw_fd();
+            opened.push(f);
+        }
+    }
+    let fd = stream.as_raw_fd();
+    let mut sent = 0usize;
+    let mut first = true;
+    while sent < bytes.len() {
+        let rest = &bytes[sent..];
+        let mut iov = libc::iovec { iov_base: rest.as_ptr() as *mut libc::c_void, iov_len: rest.len() };
+        let mut cmsg = [0u64; 4];
+        // SAFETY: msghdr and control buffer are local and outlive the call.
+        let n = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            if first {
+                let space = libc::CMSG_SPACE(12) as usize;
+                msg.msg_control = cmsg.as_mut_ptr() as *mut libc::c_void;
+                msg.msg_controllen = space;
+                let c = libc::CMSG_FIRSTHDR(&msg);
+                (*c).cmsg_level = libc::SOL_SOCKET;
+                (*c).cmsg_type = libc::SCM_RIGHTS;
+                (*c).cmsg_len = libc::CMSG_LEN(12) as usize;
+                std::ptr::copy_nonoverlapping(fds.as_ptr() as *const u8, libc::CMSG_DATA(c), 12);
+            }
+            libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL)
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("cannot send the run to the kernel: {e}"));
+        }
+        first = false;
+        sent += n as usize;
+    }
+    Ok(())
+}
+
+fn wait(stream: &UnixStream, signals: RawFd, id: &str) -> Result<Outcome, String> {
+    let mut reply = Vec::new();
+    let mut stream_ref = stream;
+    loop {
+        let mut fds = [
+            libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: signals, events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: poll on a local array.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            continue; // EINTR: the signal is in the pipe
+        }
+        if fds[1].revents != 0 {
+            let mut b = [0u8; 16];
+            // SAFETY: reading our own non-blocking pipe into a local buffer.
+            let n = unsafe { libc::read(signals, b.as_mut_ptr() as *mut libc::c_void, b.len()) };
+            for &sig in &b[..n.max(0) as usize] {
+                let msg = [b'S', sig];
+                // SAFETY: a two-byte send on our socket; a gone zygote shows up as EOF below.
+                unsafe {
+                    libc::send(stream.as_raw_fd(), msg.as_ptr() as *const libc::c_void, 2, libc::MSG_NOSIGNAL)
+                };
+            }
+        }
+        if fds[0].revents != 0 {
+            let mut buf = [0u8; 4096];
+            let n = match stream_ref.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => 0,
+            };
+            reply.extend_from_slice(&buf[..n]);
+            if let Some(outcome) = parse_reply(&reply)? {
+                return Ok(outcome);
+            }
+            if n == 0 {
+                return Err(format!("the runner of kernel {id:?} went away before the script ended"));
+            }
+        }
+    }
+}
+
+fn parse_reply(r: &[u8]) -> Result<Option<Outcome>, String> {
+    match r.first() {
+        Some(b'X') if r.len() >= 6 => {
+            let v = i32::from_le_bytes(r[2..6].try_into().unwrap());
+            let end = if r[1] == 0 { End::Exited(v) } else { End::Signaled(v) };
+            Ok(Some(match end {
+                End::Exited(c) => Outcome::Exited((c & 0xff) as u8),
+                End::Signaled(s) => Outcome::Signaled(s),
+            }))
+        }
+        Some(b'E') if r.len() >= 5 => {
+            let n = u32::from_le_bytes(r[1..5].try_into().unwrap()) as usize;
+            if r.len() >= 5 + n {
+                Err(format!("the kernel could not start the run: {}", String::from_utf8_lossy(&r[5..5 + n])))
+            } else {
+                Ok(None)
+            }
+        }
+        Some(b'X' | b'E') | None => Ok(None),
+        Some(_) => Err("unexpected reply from the runner".into()),
+    }
+}
+
+/// Ends this process the way the script's ended: its exit code, or death by the same signal.
+pub fn exit_like(outcome: Outcome) -> ! {
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    match outcome {
+        Outcome::Exited(c) => std::process::exit(c as i32),
+        Outcome::Signaled(sig) => {
+            // SAFETY: back to the default action, unblocked, then raised on ourselves.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, sig);
+                libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                libc::raise(sig);
+            }
+            // A signal whose default is not to terminate (it should not happen): the shell's code.
+            std::process::exit(128 + sig)
+        }
+    }
+}

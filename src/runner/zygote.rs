@@ -1,0 +1,491 @@
+//! The zygote: a single-threaded process started by the kernel (`llmspell kernel runner`, hidden) that
+//! forks one runner per `llmspell run`.
+//!
+//! It waits in one `poll` on: the listening socket `kernels/<id>.run` (bound by the kernel before it
+//! writes its connection file, so a client that sees the kernel also finds the socket), its
+//! connections, a signalfd (SIGCHLD: reap; SIGTERM/SIGHUP: the kernel is gone), and its stdin, a pipe
+//! whose other end only the kernel holds (end of file: the kernel is gone). Once the kernel is gone it
+//! accepts nothing more and exits when its last run has ended. No threads, no timers.
+//!
+//! Per connection: read the request and the caller's fds 0-2, `fork`. The child becomes the run
+//! ([`super::child`]); the zygote keeps the connection and the pid. A forwarded SIGINT goes to the
+//! run's process group (as a terminal's Ctrl-C would) and, as [`super::child::interrupt_signal`], to
+//! the runner itself, which `system()` does not ignore; other forwarded signals go to the group. A
+//! connection that hangs up before its run ended (client killed, terminal closed) gets its run's
+//! group SIGKILLed at once. When the run ends, its status goes back and the connection is closed.
+
+use super::proto::{self, End, Request};
+use crate::connection::KernelFiles;
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Shared with the kernel through a memfd: runs in progress, and when the last one started or ended
+/// (milliseconds since the epoch). The kernel's idle timeout counts runs as activity.
+#[repr(C)]
+struct Activity {
+    active: AtomicU64,
+    last: AtomicU64,
+}
+
+static ACTIVITY: OnceLock<usize> = OnceLock::new();
+
+fn map_activity(fd: RawFd) -> Option<&'static Activity> {
+    // SAFETY: mapping 16 bytes of a memfd we own (or inherited); the mapping lives for the process.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            std::mem::size_of::<Activity>(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    let addr = *ACTIVITY.get_or_init(|| p as usize);
+    // SAFETY: the page is zero-filled or written only as these atomics, and never unmapped.
+    Some(unsafe { &*(addr as *const Activity) })
+}
+
+/// For the kernel's idle timeout: (runs in progress, last start or end in ms since the epoch).
+pub fn activity() -> Option<(u64, u64)> {
+    let addr = *ACTIVITY.get()?;
+    // SAFETY: see map_activity.
+    let a = unsafe { &*(addr as *const Activity) };
+    Some((a.active.load(Ordering::Relaxed), a.last.load(Ordering::Relaxed)))
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The kernel's handle on its zygote. Dropping it removes the socket and closes the pipe the zygote
+/// watches: it accepts no more runs and exits when the running ones have ended.
+pub struct Zygote {
+    socket: PathBuf,
+    _kernel_end: OwnedFd,
+    child: Option<std::process::Child>,
+}
+
+impl Zygote {
+    /// Binds `kernels/<id>.run` (0600) and starts the zygote on it. The caller holds the kernel lock.
+    pub fn start(files: &KernelFiles) -> Result<Zygote, String> {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        let dir = files.connection.parent().unwrap_or(std::path::Path::new("."));
+        let socket = super::socket_path(dir, &files.id);
+        let _ = std::fs::remove_file(&socket); // a crashed kernel's; we hold the lock
+        let listener =
+            UnixListener::bind(&socket).map_err(|e| format!("cannot bind {}: {e}", socket.display()))?;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot restrict {}: {e}", socket.display()))?;
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe2 fills a local array; both ends close on exec (the read end is dup'ed onto
+        // the zygote's stdin by Command, which clears that flag there).
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(format!("cannot create a pipe: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: fresh fds we own.
+        let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: memfd_create with a static name.
+        let memfd = unsafe { libc::memfd_create(c"llmspell-runs".as_ptr(), libc::MFD_CLOEXEC) };
+        if memfd < 0 {
+            return Err(format!("cannot create a memfd: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: memfd was just created and is ours.
+        let memfd = unsafe { OwnedFd::from_raw_fd(memfd) };
+        // SAFETY: sizing our own memfd.
+        if unsafe { libc::ftruncate(memfd.as_raw_fd(), std::mem::size_of::<Activity>() as i64) } != 0 {
+            return Err(format!("cannot size the memfd: {}", std::io::Error::last_os_error()));
+        }
+        map_activity(memfd.as_raw_fd()).ok_or("cannot map the runs counter")?;
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find the llmspell binary: {e}"))?;
+        let (lfd, mfd) = (listener.as_raw_fd(), memfd.as_raw_fd());
+        let mut cmd = Command::new(exe);
+        cmd.args(["kernel", "runner", "--listen-fd", &lfd.to_string(), "--activity-fd", &mfd.to_string()])
+            .stdin(Stdio::from(read_end))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::fcntl(lfd, libc::F_SETFD, 0);
+                libc::fcntl(mfd, libc::F_SETFD, 0);
+                // Its own process group: a Ctrl-C meant for a foreground kernel is not for the runs.
+                libc::setpgid(0, 0);
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| format!("cannot start the runner zygote: {e}"))?;
+        drop(listener);
+        drop(memfd);
+        log::info!("runner zygote pid {} on {}", child.id(), socket.display());
+        Ok(Zygote { socket, _kernel_end: write_end, child: Some(child) })
+    }
+}
+
+impl Drop for Zygote {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+        if let Some(mut child) = self.child.take() {
+            // It exits on its own (our pipe end closes with us); reap it if it already has.
+            let _ = child.try_wait();
+        }
+    }
+}
+
+struct Run {
+    pid: libc::pid_t,
+    /// None once the client hung up (its run was killed; waiting to be reaped).
+    conn: Option<OwnedFd>,
+}
+
+/// `llmspell kernel runner --listen-fd N --activity-fd M`: the zygote's main loop.
+pub fn zygote_main(args: Vec<OsString>) -> ExitCode {
+    let mut a = pico_args::Arguments::from_vec(args);
+    let listen: Option<RawFd> = a.opt_value_from_str("--listen-fd").ok().flatten();
+    let activity: Option<RawFd> = a.opt_value_from_str("--activity-fd").ok().flatten();
+    let Some(listen) = listen else {
+        eprintln!("llmspell: kernel runner is started by the kernel itself");
+        return ExitCode::from(2);
+    };
+    let activity = activity.and_then(map_activity);
+    let state_path = crate::connection::home().join("state.json");
+    match serve(listen, activity, state_path) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("llmspell runner: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn last_error(what: &str) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+fn serve(listen: RawFd, activity: Option<&Activity>, state_path: PathBuf) -> Result<(), String> {
+    // SAFETY: the kernel passed us this listening socket; we own it from now on.
+    let mut listener = Some(unsafe { OwnedFd::from_raw_fd(listen) });
+    // SAFETY: fcntl on our own fds.
+    unsafe {
+        libc::fcntl(listen, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(listen, libc::F_SETFL, libc::O_NONBLOCK);
+    }
+    // SIGCHLD, SIGTERM (the kernel died: PR_SET_PDEATHSIG), SIGHUP, SIGINT come through a signalfd.
+    // SAFETY: plain signal-mask and signalfd calls on local sets.
+    let sfd = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGCHLD, libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
+    };
+    if sfd < 0 {
+        return Err(last_error("signalfd"));
+    }
+    // The kernel may have died before PR_SET_PDEATHSIG took effect: our stdin pipe tells anyway.
+    let mut kernel_alive = true;
+    let mut runs: Vec<Run> = Vec::new();
+    loop {
+        if !kernel_alive && runs.is_empty() {
+            return Ok(());
+        }
+        let mut fds = vec![libc::pollfd { fd: sfd, events: libc::POLLIN, revents: 0 }];
+        let mut kernel_idx = None;
+        let mut listen_idx = None;
+        if kernel_alive {
+            kernel_idx = Some(fds.len());
+            fds.push(libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 });
+            if let Some(l) = &listener {
+                listen_idx = Some(fds.len());
+                fds.push(libc::pollfd { fd: l.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            }
+        }
+        let first_conn = fds.len();
+        for r in &runs {
+            if let Some(c) = &r.conn {
+                fds.push(libc::pollfd { fd: c.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            }
+        }
+        // SAFETY: poll on a local array.
+        if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) } < 0 {
+            continue; // EINTR
+        }
+        // Connections first (before reaping or accepting can close or reuse an fd number).
+        let polled: Vec<(RawFd, i16)> = fds[first_conn..].iter().map(|p| (p.fd, p.revents)).collect();
+        for (fd, revents) in polled {
+            if revents == 0 {
+                continue;
+            }
+            let Some(run) = runs.iter_mut().find(|r| r.conn.as_ref().map(|c| c.as_raw_fd()) == Some(fd)) else {
+                continue;
+            };
+            let mut buf = [0u8; 64];
+            // SAFETY: reading into a local buffer from a connection we own.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT) };
+            if n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock) {
+                // The client went away: its run ends now, with everything it started.
+                // SAFETY: signalling the run's own process group.
+                unsafe { libc::kill(-run.pid, libc::SIGKILL) };
+                run.conn = None;
+                continue;
+            }
+            let n = n.max(0) as usize;
+            for pair in buf[..n].chunks(2) {
+                if pair.len() == 2 && pair[0] == b'S' {
+                    forward(run.pid, pair[1] as i32);
+                }
+            }
+        }
+        if fds[0].revents != 0 {
+            if drain_signals(sfd) {
+                kernel_alive = false;
+            }
+            reap(&mut runs, activity);
+        }
+        if let Some(i) = kernel_idx {
+            if fds[i].revents != 0 {
+                let mut b = [0u8; 64];
+                // SAFETY: reading into a local buffer from our stdin.
+                let n = unsafe { libc::read(0, b.as_mut_ptr() as *mut libc::c_void, b.len()) };
+                if n <= 0 {
+                    kernel_alive = false;
+                }
+            }
+        }
+        if !kernel_alive {
+            listener = None;
+        }
+        if let (Some(i), Some(l)) = (listen_idx, &listener) {
+            if fds[i].revents != 0 {
+                accept_all(l.as_raw_fd(), &mut runs, activity, &state_path);
+            }
+        }
+    }
+}
+
+/// Reads the signalfd; true if the kernel is gone (SIGTERM/SIGHUP/SIGINT to the zygote).
+fn drain_signals(sfd: RawFd) -> bool {
+    let mut gone = false;
+    loop {
+        // SAFETY: signalfd_siginfo is plain data; reading into a local one.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let n = unsafe {
+            libc::read(
+                sfd,
+                &mut info as *mut _ as *mut libc::c_void,
+                std::mem::size_of::<libc::signalfd_siginfo>(),
+            )
+        };
+        if n <= 0 {
+            return gone;
+        }
+        if info.ssi_signo as i32 != libc::SIGCHLD {
+            gone = true;
+        }
+    }
+}
+
+fn reap(runs: &mut Vec<Run>, activity: Option<&Activity>) {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on our own children.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return;
+        }
+        let Some(i) = runs.iter().position(|r| r.pid == pid) else { continue };
+        let run = runs.swap_remove(i);
+        let end = if libc::WIFSIGNALED(status) {
+            End::Signaled(libc::WTERMSIG(status))
+        } else {
+            End::Exited(libc::WEXITSTATUS(status))
+        };
+        if let Some(conn) = run.conn {
+            let msg = proto::encode_end(end);
+            // SAFETY: a small send on our own socket; the client may be gone (no SIGPIPE).
+            unsafe {
+                libc::send(
+                    conn.as_raw_fd(),
+                    msg.as_ptr() as *const libc::c_void,
+                    msg.len(),
+                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                )
+            };
+        }
+        if let Some(a) = activity {
+            a.active.fetch_sub(1, Ordering::Relaxed);
+            a.last.store(now_millis(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// A signal the client received, passed on to its run.
+fn forward(pid: libc::pid_t, sig: i32) {
+    // SAFETY: kill(2) on the run's process group and the run itself.
+    unsafe {
+        match sig {
+            libc::SIGINT => {
+                // Like a terminal's Ctrl-C: the whole group (a child in os.execute stops too). The
+                // runner ignores SIGINT while system() waits, so it also gets a signal that is not.
+                libc::kill(-pid, libc::SIGINT);
+                libc::kill(pid, super::child::interrupt_signal());
+            }
+            libc::SIGTERM | libc::SIGHUP | libc::SIGQUIT => {
+                libc::kill(-pid, sig);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn accept_all(listen: RawFd, runs: &mut Vec<Run>, activity: Option<&Activity>, state_path: &PathBuf) {
+    loop {
+        // SAFETY: accept4 on our non-blocking listener.
+        let fd = unsafe { libc::accept4(listen, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+        if fd < 0 {
+            return;
+        }
+        // SAFETY: a fresh fd we own.
+        let conn = unsafe { OwnedFd::from_raw_fd(fd) };
+        match read_request(&conn) {
+            Ok((req, passed)) => start_run(conn, req, passed, runs, activity, state_path),
+            Err(e) => {
+                let msg = proto::encode_error(&e);
+                // SAFETY: a small send on our own socket.
+                unsafe {
+                    libc::send(fd, msg.as_ptr() as *const libc::c_void, msg.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+                };
+            }
+        }
+    }
+}
+
+fn start_run(
+    conn: OwnedFd,
+    req: Request,
+    passed: [OwnedFd; 3],
+    runs: &mut Vec<Run>,
+    activity: Option<&Activity>,
+    state_path: &PathBuf,
+) {
+    // SAFETY: fork in a single-threaded process; the child only runs our own code and exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        let msg = proto::encode_error(&last_error("cannot fork a runner"));
+        // SAFETY: a small send on our own socket.
+        unsafe {
+            libc::send(conn.as_raw_fd(), msg.as_ptr() as *const libc::c_void, msg.len(), libc::MSG_NOSIGNAL)
+        };
+        return;
+    }
+    if pid == 0 {
+        let fds = passed.map(|f| f.into_raw_fd());
+        super::child::run(req, fds, state_path);
+    }
+    // SAFETY: the child does the same; whichever comes first makes the group before any kill.
+    unsafe { libc::setpgid(pid, pid) };
+    drop(passed);
+    if let Some(a) = activity {
+        a.active.fetch_add(1, Ordering::Relaxed);
+        a.last.store(now_millis(), Ordering::Relaxed);
+    }
+    runs.push(Run { pid, conn: Some(conn) });
+}
+
+/// Reads one request and the three fds that come with it. A client has 5 s to send it.
+fn read_request(conn: &OwnedFd) -> Result<(Request, [OwnedFd; 3]), String> {
+    let fd = conn.as_raw_fd();
+    let tv = libc::timeval { tv_sec: 5, tv_usec: 0 };
+    // SAFETY: setsockopt with a local timeval.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
+    let mut head = [0u8; 8];
+    let mut got = 0;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    while got < head.len() {
+        let (n, mut more) = recv_with_fds(fd, &mut head[got..])?;
+        fds.append(&mut more);
+        if n == 0 {
+            return Err("the client hung up before its request".into());
+        }
+        got += n;
+    }
+    if &head[..4] != proto::MAGIC {
+        return Err("not a runner request (is the client the same llmspell version?)".into());
+    }
+    let len = u32::from_le_bytes(head[4..8].try_into().unwrap()) as usize;
+    if len > proto::MAX_REQUEST {
+        return Err(format!("request too large ({len} bytes)"));
+    }
+    let mut body = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        let (n, mut more) = recv_with_fds(fd, &mut body[got..])?;
+        fds.append(&mut more);
+        if n == 0 {
+            return Err("the client hung up in the middle of its request".into());
+        }
+        got += n;
+    }
+    let req = Request::decode(&body).ok_or("malformed request")?;
+    let fds: [OwnedFd; 3] = fds.try_into().map_err(|v: Vec<OwnedFd>| format!("expected 3 fds, got {}", v.len()))?;
+    Ok((req, fds))
+}
+
+fn recv_with_fds(fd: RawFd, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd>), String> {
+    let mut cmsg = [0u64; 16]; // aligned space for a few fds
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    // SAFETY: msghdr points at local buffers that outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&cmsg);
+    let n = loop {
+        // SAFETY: as above.
+        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        break n;
+    };
+    if n < 0 {
+        return Err(last_error("cannot read the request"));
+    }
+    let mut fds = Vec::new();
+    // SAFETY: walking the control messages the kernel wrote into our buffer.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c) as *const i32;
+                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n as usize, fds))
+}
