@@ -562,21 +562,23 @@ fn run_os_exit_sets_the_exit_code_and_the_kernel_survives() {
 }
 
 #[test]
-fn run_ctrl_c_exits_130_and_the_kernel_keeps_its_globals() {
+fn run_ctrl_c_interrupts_like_lua_and_the_kernel_keeps_its_globals() {
     let home = Home::new("sigintrun");
     let pid = start_default(&home);
     ok(&home, &["exec", "kept = 99"]);
     let path = script(&home, "forever.lua", "print('looping')\nwhile true do end\n");
     let mut run = spawn(&home, &["run", &path]);
     let lines = line_reader(run.child().stdout.take().unwrap());
-    let _err = collector(run.child().stderr.take().unwrap());
+    let err = collector(run.child().stderr.take().unwrap());
     expect_line(&lines, "looping");
 
     sigint(run.pid());
     let sent = Instant::now();
     let status = run.wait(Duration::from_secs(30));
     assert!(sent.elapsed() < Duration::from_secs(25), "Ctrl-C took {:?}", sent.elapsed());
-    assert_eq!(status.code(), Some(130), "{status:?}");
+    // As lua: the first Ctrl-C is an "interrupted!" error (exit 1); a second one would kill (130).
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    assert!(err.join().unwrap().contains("interrupted!"));
     assert_eq!(ok(&home, &["exec", "print(kept)"]), "99\n");
     assert_eq!(home.kernel_pid("default"), Some(pid));
     assert_eq!(kernel_processes(&home), vec![pid]);

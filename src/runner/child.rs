@@ -313,6 +313,12 @@ pub(crate) fn run(req: Request, fds: [c_int; 3], state_path: &Path) -> ! {
     // SAFETY: process-level set-up in a freshly forked, single-threaded child.
     unsafe {
         libc::setpgid(0, 0);
+        // The zygote only ends before its runs if it is killed: then its clients have reported an
+        // error, and their runs must not go on behind their backs.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() == 1 {
+            libc::_exit(1);
+        }
         for sig in 1..libc::SIGRTMAX() {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);

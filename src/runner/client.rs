@@ -203,7 +203,9 @@ fn wait(stream: &UnixStream, signals: RawFd, id: &str) -> Result<Outcome, String
                 return Ok(outcome);
             }
             if n == 0 {
-                return Err(format!("the runner of kernel {id:?} went away before the script ended"));
+                return Err(format!(
+                    "kernel {id:?} stopped or died before the script ended (see llmspell kernel status {id})"
+                ));
             }
         }
     }

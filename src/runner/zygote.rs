@@ -4,8 +4,8 @@
 //! It waits in one `poll` on: the listening socket `kernels/<id>.run` (bound by the kernel before it
 //! writes its connection file, so a client that sees the kernel also finds the socket), its
 //! connections, a signalfd (SIGCHLD: reap; SIGTERM/SIGHUP: the kernel is gone), and its stdin, a pipe
-//! whose other end only the kernel holds (end of file: the kernel is gone). Once the kernel is gone it
-//! accepts nothing more and exits when its last run has ended. No threads, no timers.
+//! whose other end only the kernel holds (end of file: the kernel is gone). When the kernel is gone
+//! (stopped, idle timeout, killed) it kills its runs and exits. No threads, no timers.
 //!
 //! Per connection: read the request and the caller's fds 0-2, `fork`. The child becomes the run
 //! ([`super::child`]); the zygote keeps the connection and the pid. A forwarded SIGINT goes to the
@@ -68,7 +68,7 @@ fn now_millis() -> u64 {
 }
 
 /// The kernel's handle on its zygote. Dropping it removes the socket and closes the pipe the zygote
-/// watches: it accepts no more runs and exits when the running ones have ended.
+/// watches: it ends its runs and exits.
 pub struct Zygote {
     socket: PathBuf,
     _kernel_end: OwnedFd,
@@ -175,7 +175,7 @@ fn last_error(what: &str) -> String {
 
 fn serve(listen: RawFd, activity: Option<&Activity>, state_path: PathBuf) -> Result<(), String> {
     // SAFETY: the kernel passed us this listening socket; we own it from now on.
-    let mut listener = Some(unsafe { OwnedFd::from_raw_fd(listen) });
+    let listener = Some(unsafe { OwnedFd::from_raw_fd(listen) });
     // SAFETY: fcntl on our own fds.
     unsafe {
         libc::fcntl(listen, libc::F_SETFD, libc::FD_CLOEXEC);
@@ -199,9 +199,6 @@ fn serve(listen: RawFd, activity: Option<&Activity>, state_path: PathBuf) -> Res
     let mut kernel_alive = true;
     let mut runs: Vec<Run> = Vec::new();
     loop {
-        if !kernel_alive && runs.is_empty() {
-            return Ok(());
-        }
         let mut fds = vec![libc::pollfd { fd: sfd, events: libc::POLLIN, revents: 0 }];
         let mut kernel_idx = None;
         let mut listen_idx = None;
@@ -266,7 +263,13 @@ fn serve(listen: RawFd, activity: Option<&Activity>, state_path: PathBuf) -> Res
             }
         }
         if !kernel_alive {
-            listener = None;
+            // The kernel is gone (stopped, idle, killed): its runs end with it, and their clients,
+            // seeing the connection close without a status, say so and fail.
+            for r in &runs {
+                // SAFETY: signalling each run's own process group.
+                unsafe { libc::kill(-r.pid, libc::SIGKILL) };
+            }
+            return Ok(());
         }
         if let (Some(i), Some(l)) = (listen_idx, &listener) {
             if fds[i].revents != 0 {
