@@ -590,3 +590,33 @@ fn the_runner_socket_is_private_and_a_missing_kernel_is_one_line() {
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1, "{o:?}");
 }
+
+#[test]
+fn a_run_does_not_wait_for_a_busy_session_cell() {
+    let home = Home::new("run-busy");
+    let dir = case_dir(&home, &Case::new("busy", "io.open(arg[1], 'w'):close() print('run done')"));
+    let flag = dir.join("flag");
+    // The cell spins until the run has created the flag: if runs queued behind cells, neither ends.
+    let cell = format!("while not io.open({:?}) do end print('cell done')", flag.to_str().unwrap());
+    let mut c = base_command(BIN, &home, &dir);
+    c.args(["exec", "x = 1"]);
+    assert!(run_with_stdin(c, "").status.success());
+    let mut session = base_command(BIN, &home, &dir);
+    session.args(["exec", &cell]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let session = session.spawn().unwrap();
+    let run = llmspell_in(&home, &dir, &["run", "script.lua", flag.to_str().unwrap()]);
+    assert_eq!(stdout(&run), "run done\n", "{run:?}");
+    assert_eq!(stdout(&wait_output(session, Duration::from_secs(120))), "cell done\n");
+}
+
+#[test]
+fn a_run_longer_than_the_idle_timeout_keeps_its_kernel() {
+    let home = Home::new("run-idle");
+    let dir = case_dir(&home, &Case::new("idle", "os.execute('sleep 5') print('still here')"));
+    let out = llmspell_in(&home, &dir, &["--idle-timeout", "2", "run", "script.lua"]);
+    assert_eq!(stdout(&out), "still here\n", "{out:?}");
+    assert!(out.status.success());
+    // Once idle, the kernel (and its zygote with it) goes.
+    let lock = home.kernels_dir().join("default.run");
+    assert!(wait_until(Duration::from_secs(60), || !lock.exists()), "the kernel did not time out after the run");
+}
