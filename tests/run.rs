@@ -567,10 +567,18 @@ fn four_runs_make_progress_at_once() {
              while not all() do os.execute('sleep 0.02') end\nprint('passed the barrier', me)",
         ),
     );
-    let children: Vec<Child> = (1..=4).map(|i| spawn_in(BIN, &home, &dir, &["script.lua", &i.to_string()])).collect();
-    for (i, c) in children.into_iter().enumerate() {
-        let o = wait_output(c, Duration::from_secs(120));
-        assert_eq!(stdout(&o), format!("passed the barrier\t{}\n", i + 1), "{o:?}");
+    let mut children: Vec<Child> =
+        (1..=4).map(|i| spawn_in(BIN, &home, &dir, &["script.lua", &i.to_string()])).collect();
+    let all_done = wait_until(Duration::from_secs(120), || {
+        children.iter_mut().all(|c| c.try_wait().unwrap().is_some())
+    });
+    for c in &mut children {
+        let _ = c.kill();
+    }
+    let outs: Vec<Output> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    assert!(all_done, "not all four runs passed the barrier: {outs:?}");
+    for (i, o) in outs.iter().enumerate() {
+        assert_eq!(stdout(o), format!("passed the barrier\t{}\n", i + 1), "{o:?}");
     }
 }
 

@@ -45,7 +45,12 @@ fn socket_for(target: &Target) -> Result<(PathBuf, String), String> {
             if !files.is_alive() {
                 // The usual way in (lock, spawn, wait for the connection file); the ZeroMQ client it
                 // returns is not needed: the zygote's socket is bound before the connection file.
-                drop(crate::client::find_or_spawn(id, *idle_timeout).map_err(|e| e.to_string())?);
+                // A slow ZeroMQ handshake (a loaded machine) does not matter when the kernel is up.
+                if let Err(e) = crate::client::find_or_spawn(id, *idle_timeout) {
+                    if !files.is_alive() {
+                        return Err(e.to_string());
+                    }
+                }
             }
             Ok((super::socket_path(&dir, id), id.to_string()))
         }

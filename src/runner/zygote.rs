@@ -158,6 +158,17 @@ pub fn zygote_main(args: Vec<OsString>) -> ExitCode {
         eprintln!("llmspell: kernel runner is started by the kernel itself");
         return ExitCode::from(2);
     };
+    // Nothing of the kernel's stays open here (libzmq's epoll fds are not close-on-exec).
+    let keep = [Some(listen), activity];
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    for fd in open {
+        if fd > 2 && !keep.contains(&Some(fd)) {
+            // SAFETY: closing an fd this process does not use (the directory's own fd may be gone).
+            unsafe { libc::close(fd) };
+        }
+    }
     let activity = activity.and_then(map_activity);
     let state_path = crate::connection::home().join("state.json");
     match serve(listen, activity, state_path) {
