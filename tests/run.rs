@@ -155,7 +155,13 @@ fn differential(home: &Home, case: &Case) {
         && ours.status.code() == theirs.status.code()
         && ours.status.signal() == theirs.status.signal()
         && normalise(&ours.stderr) == normalise(&theirs.stderr);
-    assert!(same, "case {:?} differs\n=== llmspell run\n{}\n=== {LUA}\n{}", case.name, show(ours), show(theirs));
+    assert!(
+        same,
+        "case {:?} differs\n=== llmspell run\n{}\n=== {LUA}\n{}",
+        case.name,
+        show(ours),
+        show(theirs)
+    );
 }
 
 #[test]
@@ -219,12 +225,21 @@ fn the_standard_library_and_the_callers_context_match_stock_lua() {
         Case::new("error_table", "error({ code = 1 })"),
         Case::new("error_nil", "error()"),
         Case::new("error_number", "error(42)"),
-        Case::new("error_tostring", "error(setmetatable({}, { __tostring = function() return 'custom' end }))"),
+        Case::new(
+            "error_tostring",
+            "error(setmetatable({}, { __tostring = function() return 'custom' end }))",
+        ),
         Case::new("syntax_error", "x = = 1"),
-        Case::new("runtime_error_in_pcall", "local ok, e = pcall(error, { 1 }) print(ok, type(e), e[1])\nprint(select(2, pcall(error, 'm')))"),
+        Case::new(
+            "runtime_error_in_pcall",
+            "local ok, e = pcall(error, { 1 }) print(ok, type(e), e[1])\nprint(select(2, pcall(error, 'm')))",
+        ),
         Case {
             stdin: "a\nbb\n\nlast without newline",
-            ..Case::new("stdin_lines_and_eof", "for l in io.lines() do print(#l, l) end print(io.read('a'), io.read('l'))")
+            ..Case::new(
+                "stdin_lines_and_eof",
+                "for l in io.lines() do print(#l, l) end print(io.read('a'), io.read('l'))",
+            )
         },
         Case {
             stdin: "40 2.5 tail\nmore",
@@ -247,21 +262,21 @@ fn the_standard_library_and_the_callers_context_match_stock_lua() {
             files: &[("lib/found.lua", "return 'found via LUA_PATH'")],
             ..Case::new("lua_path", "print(package.path) print(package.cpath) print(require('found'))")
         },
-        Case {
-            env: &[("LUA_INIT", "x = 5 print('init ran')")],
-            ..Case::new("lua_init_code", "print(x)")
-        },
+        Case { env: &[("LUA_INIT", "x = 5 print('init ran')")], ..Case::new("lua_init_code", "print(x)") },
         Case {
             env: &[("LUA_INIT_5_4", "@init.lua"), ("LUA_INIT", "error('not this one')")],
             files: &[("init.lua", "y = 'from init file'")],
             ..Case::new("lua_init_file", "print(y)")
         },
-        Case {
-            env: &[("LUA_INIT", "error('init fails')")],
-            ..Case::new("lua_init_error", "print('never')")
-        },
-        Case::new("stderr_and_stdout", "io.stderr:write('to stderr\\n') print('to stdout') io.stderr:write('again\\n')"),
-        Case::new("print_uses_tostring", "print(setmetatable({}, {__tostring = function() return 'T' end}), nil, 1.5, 2^63)"),
+        Case { env: &[("LUA_INIT", "error('init fails')")], ..Case::new("lua_init_error", "print('never')") },
+        Case::new(
+            "stderr_and_stdout",
+            "io.stderr:write('to stderr\\n') print('to stdout') io.stderr:write('again\\n')",
+        ),
+        Case::new(
+            "print_uses_tostring",
+            "print(setmetatable({}, {__tostring = function() return 'T' end}), nil, 1.5, 2^63)",
+        ),
         Case::new(
             "to_be_closed_and_gc_at_normal_end",
             "local x <close> = setmetatable({}, {__close = function() print('closed') end})\n\
@@ -376,7 +391,8 @@ fn runs_are_isolated_from_each_other_and_from_the_session() {
     assert_ne!(stdout(&first), stdout(&second), "two runs drew the same math.random numbers");
     let check = llmspell_in(&home, &dir, &["run", "check.lua"]);
     assert_eq!(stdout(&check), "X\tnil\tnil\tnil\ttrue\tgenerational\n", "{check:?}");
-    let session = llmspell_in(&home, &dir, &["exec", "print(('x'):upper(), package.loaded.evil, leaked_global)"]);
+    let session =
+        llmspell_in(&home, &dir, &["exec", "print(('x'):upper(), package.loaded.evil, leaked_global)"]);
     assert_eq!(stdout(&session), "X\tnil\tnil\n", "{session:?}");
     // And the other way round: the session's globals are not seen by runs.
     llmspell_in(&home, &dir, &["exec", "session_global = 7 getmetatable('').__index.lower = 1"]);
@@ -508,7 +524,12 @@ fn interrupt_both(home: &Home, name: &str, script: &str, second: bool) -> Vec<(E
 #[test]
 fn sigint_interrupts_the_script_as_in_lua() {
     let home = Home::new("run-int");
-    let once = interrupt_both(&home, "int1", "io.open('ready', 'w'):write('1'):close() local i = 0 while true do i = i + 1 end", false);
+    let once = interrupt_both(
+        &home,
+        "int1",
+        "io.open('ready', 'w'):write('1'):close() local i = 0 while true do i = i + 1 end",
+        false,
+    );
     assert_eq!(once[0].0.code(), Some(1), "{once:?}");
     assert!(once[0].1.contains("lua: interrupted!"), "{once:?}");
     if once.len() == 2 {
@@ -548,7 +569,10 @@ fn sigint_stops_a_loop_of_os_execute() {
         wait_for_file(&dir.join("ready"), &mut lua);
         signal(&lua, libc::SIGINT);
         let stopped = wait_until(Duration::from_secs(2), || lua.try_wait().unwrap().is_some());
-        eprintln!("stock {LUA} after SIGINT in an os.execute loop: {}", if stopped { "stopped" } else { "still running (as documented)" });
+        eprintln!(
+            "stock {LUA} after SIGINT in an os.execute loop: {}",
+            if stopped { "stopped" } else { "still running (as documented)" }
+        );
         // SAFETY: ending our own child's process group.
         unsafe { libc::kill(-(lua.id() as i32), libc::SIGKILL) };
         let _ = lua.wait();
@@ -569,9 +593,8 @@ fn four_runs_make_progress_at_once() {
     );
     let mut children: Vec<Child> =
         (1..=4).map(|i| spawn_in(BIN, &home, &dir, &["script.lua", &i.to_string()])).collect();
-    let all_done = wait_until(Duration::from_secs(120), || {
-        children.iter_mut().all(|c| c.try_wait().unwrap().is_some())
-    });
+    let all_done =
+        wait_until(Duration::from_secs(120), || children.iter_mut().all(|c| c.try_wait().unwrap().is_some()));
     for c in &mut children {
         let _ = c.kill();
     }
@@ -594,7 +617,8 @@ fn the_runner_socket_is_private_and_a_missing_kernel_is_one_line() {
     let fake = home.dir.join("elsewhere");
     std::fs::create_dir_all(&fake).unwrap();
     std::fs::copy(home.kernels_dir().join("default.json"), fake.join("k.json")).unwrap();
-    let o = llmspell_in(&home, &dir, &["--connect", fake.join("k.json").to_str().unwrap(), "run", "script.lua"]);
+    let o =
+        llmspell_in(&home, &dir, &["--connect", fake.join("k.json").to_str().unwrap(), "run", "script.lua"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1, "{o:?}");
 }
@@ -626,5 +650,28 @@ fn a_run_longer_than_the_idle_timeout_keeps_its_kernel() {
     assert!(out.status.success());
     // Once idle, the kernel (and its zygote with it) goes.
     let lock = home.kernels_dir().join("default.run");
-    assert!(wait_until(Duration::from_secs(60), || !lock.exists()), "the kernel did not time out after the run");
+    assert!(
+        wait_until(Duration::from_secs(60), || !lock.exists()),
+        "the kernel did not time out after the run"
+    );
+}
+
+#[test]
+fn a_stalled_client_does_not_hold_up_other_runs() {
+    use std::io::Write;
+    let home = Home::new("run-stall");
+    let dir = case_dir(&home, &Case::new("stall", "print('ran')"));
+    assert_eq!(stdout(&llmspell_in(&home, &dir, &["run", "script.lua"])), "ran\n");
+    // Half a request, then silence: the zygote must go on serving.
+    let mut stalled =
+        std::os::unix::net::UnixStream::connect(home.kernels_dir().join("default.run")).unwrap();
+    stalled.write_all(b"LSR1\x10").unwrap();
+    let mut idle = std::os::unix::net::UnixStream::connect(home.kernels_dir().join("default.run")).unwrap();
+    assert_eq!(stdout(&llmspell_in(&home, &dir, &["run", "script.lua"])), "ran\n");
+    // Garbage gets a one-line refusal, not a run.
+    idle.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut reply = Vec::new();
+    std::io::Read::read_to_end(&mut idle, &mut reply).unwrap();
+    assert_eq!(reply.first(), Some(&b'E'), "{reply:?}");
+    drop(stalled);
 }

@@ -55,11 +55,10 @@ fn socket_for(target: &Target) -> Result<(PathBuf, String), String> {
             Ok((super::socket_path(&dir, id), id.to_string()))
         }
         Target::ConnectionFile(path) => {
-            let id = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".json"))
-                .ok_or_else(|| format!("{} is not an llmspell connection file (NAME.json)", path.display()))?;
+            let id =
+                path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")).ok_or_else(
+                    || format!("{} is not an llmspell connection file (NAME.json)", path.display()),
+                )?;
             let dir = path.parent().unwrap_or(Path::new("."));
             Ok((super::socket_path(dir, id), id.to_string()))
         }

@@ -7,7 +7,7 @@
 //! whose other end only the kernel holds (end of file: the kernel is gone). When the kernel is gone
 //! (stopped, idle timeout, killed) it kills its runs and exits. No threads, no timers.
 //!
-//! Per connection: read the request and the caller's fds 0-2, `fork`. The child becomes the run
+//! Per connection: read the request and the caller's fds 0-2 as they arrive, then `fork`. The child becomes the run
 //! ([`super::child`]); the zygote keeps the connection and the pid. A forwarded SIGINT goes to the
 //! run's process group (as a terminal's Ctrl-C would) and, as [`super::child::interrupt_signal`], to
 //! the runner itself, which `system()` does not ignore; other forwarded signals go to the group. A
@@ -209,6 +209,7 @@ fn serve(listen: RawFd, activity: Option<&Activity>, state_path: PathBuf) -> Res
     // The kernel may have died before PR_SET_PDEATHSIG took effect: our stdin pipe tells anyway.
     let mut kernel_alive = true;
     let mut runs: Vec<Run> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
     loop {
         let mut fds = vec![libc::pollfd { fd: sfd, events: libc::POLLIN, revents: 0 }];
         let mut kernel_idx = None;
@@ -227,22 +228,30 @@ fn serve(listen: RawFd, activity: Option<&Activity>, state_path: PathBuf) -> Res
                 fds.push(libc::pollfd { fd: c.as_raw_fd(), events: libc::POLLIN, revents: 0 });
             }
         }
+        let first_pending = fds.len();
+        for p in &pending {
+            fds.push(libc::pollfd { fd: p.fd(), events: libc::POLLIN, revents: 0 });
+        }
         // SAFETY: poll on a local array.
         if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) } < 0 {
             continue; // EINTR
         }
         // Connections first (before reaping or accepting can close or reuse an fd number).
-        let polled: Vec<(RawFd, i16)> = fds[first_conn..].iter().map(|p| (p.fd, p.revents)).collect();
+        let polled: Vec<(RawFd, i16)> =
+            fds[first_conn..first_pending].iter().map(|p| (p.fd, p.revents)).collect();
         for (fd, revents) in polled {
             if revents == 0 {
                 continue;
             }
-            let Some(run) = runs.iter_mut().find(|r| r.conn.as_ref().map(|c| c.as_raw_fd()) == Some(fd)) else {
+            let Some(run) = runs.iter_mut().find(|r| r.conn.as_ref().map(|c| c.as_raw_fd()) == Some(fd))
+            else {
                 continue;
             };
             let mut buf = [0u8; 64];
             // SAFETY: reading into a local buffer from a connection we own.
-            let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT) };
+            let n = unsafe {
+                libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT)
+            };
             if n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock) {
                 // The client went away: its run ends now, with everything it started.
                 // SAFETY: signalling the run's own process group.
@@ -257,6 +266,9 @@ fn serve(listen: RawFd, activity: Option<&Activity>, state_path: PathBuf) -> Res
                 }
             }
         }
+        let ready: Vec<RawFd> =
+            fds[first_pending..].iter().filter(|p| p.revents != 0).map(|p| p.fd).collect();
+        pending.retain_mut(|p| !ready.contains(&p.fd()) || advance(p, &mut runs, activity, &state_path));
         if fds[0].revents != 0 {
             if drain_signals(sfd) {
                 kernel_alive = false;
@@ -284,7 +296,7 @@ fn serve(listen: RawFd, activity: Option<&Activity>, state_path: PathBuf) -> Res
         }
         if let (Some(i), Some(l)) = (listen_idx, &listener) {
             if fds[i].revents != 0 {
-                accept_all(l.as_raw_fd(), &mut runs, activity, &state_path);
+                accept_all(l.as_raw_fd(), &mut pending, &mut runs, activity, &state_path);
             }
         }
     }
@@ -365,24 +377,126 @@ fn forward(pid: libc::pid_t, sig: i32) {
     }
 }
 
-fn accept_all(listen: RawFd, runs: &mut Vec<Run>, activity: Option<&Activity>, state_path: &PathBuf) {
+/// A connection whose request has not all arrived yet (read as it comes: a slow or stalled client
+/// never holds up the others).
+struct Pending {
+    /// Taken when the run starts.
+    conn: Option<OwnedFd>,
+    buf: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+enum Progress {
+    More,
+    Done(Request, [OwnedFd; 3]),
+    Failed(String),
+    Gone,
+}
+
+impl Pending {
+    fn fd(&self) -> RawFd {
+        self.conn.as_ref().map(|c| c.as_raw_fd()).unwrap_or(-1)
+    }
+
+    fn advance(&mut self) -> Progress {
+        loop {
+            let mut want = 8;
+            if self.buf.len() >= 8 {
+                if &self.buf[..4] != proto::MAGIC {
+                    return Progress::Failed(
+                        "not a runner request (is the client the same llmspell version?)".into(),
+                    );
+                }
+                let len = u32::from_le_bytes(self.buf[4..8].try_into().unwrap()) as usize;
+                if len > proto::MAX_REQUEST {
+                    return Progress::Failed(format!("request too large ({len} bytes)"));
+                }
+                want = 8 + len;
+                if self.buf.len() == want {
+                    let Some(req) = Request::decode(&self.buf[8..]) else {
+                        return Progress::Failed("malformed request".into());
+                    };
+                    let fds = std::mem::take(&mut self.fds);
+                    return match <[OwnedFd; 3]>::try_from(fds) {
+                        Ok(fds) => Progress::Done(req, fds),
+                        Err(v) => Progress::Failed(format!("expected 3 fds, got {}", v.len())),
+                    };
+                }
+            }
+            let mut chunk = vec![0u8; (want - self.buf.len()).min(1 << 16)];
+            match recv_with_fds(self.fd(), &mut chunk) {
+                Ok((0, _)) => return Progress::Gone,
+                Ok((n, mut fds)) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    self.fds.append(&mut fds);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Progress::More,
+                Err(e) => return Progress::Failed(format!("cannot read the request: {e}")),
+            }
+        }
+    }
+}
+
+/// Moves a pending connection on; starts its run once its request is complete. False: it is done.
+fn advance(p: &mut Pending, runs: &mut Vec<Run>, activity: Option<&Activity>, state_path: &PathBuf) -> bool {
+    match p.advance() {
+        Progress::More => true,
+        Progress::Gone => false,
+        Progress::Failed(e) => {
+            // Unread bytes would turn our close into a reset that loses the message: drop them.
+            let mut sink = [0u8; 4096];
+            for _ in 0..64 {
+                // SAFETY: reading into a local buffer from our own non-blocking socket.
+                if unsafe { libc::recv(p.fd(), sink.as_mut_ptr() as *mut libc::c_void, sink.len(), 0) } <= 0 {
+                    break;
+                }
+            }
+            let msg = proto::encode_error(&e);
+            // SAFETY: a small send on our own socket.
+            unsafe {
+                libc::send(
+                    p.fd(),
+                    msg.as_ptr() as *const libc::c_void,
+                    msg.len(),
+                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                )
+            };
+            false
+        }
+        Progress::Done(req, fds) => {
+            if let Some(conn) = p.conn.take() {
+                start_run(conn, req, fds, runs, activity, state_path);
+            }
+            false
+        }
+    }
+}
+
+fn accept_all(
+    listen: RawFd,
+    pending: &mut Vec<Pending>,
+    runs: &mut Vec<Run>,
+    activity: Option<&Activity>,
+    state_path: &PathBuf,
+) {
     loop {
         // SAFETY: accept4 on our non-blocking listener.
-        let fd = unsafe { libc::accept4(listen, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+        let fd = unsafe {
+            libc::accept4(
+                listen,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            )
+        };
         if fd < 0 {
             return;
         }
         // SAFETY: a fresh fd we own.
-        let conn = unsafe { OwnedFd::from_raw_fd(fd) };
-        match read_request(&conn) {
-            Ok((req, passed)) => start_run(conn, req, passed, runs, activity, state_path),
-            Err(e) => {
-                let msg = proto::encode_error(&e);
-                // SAFETY: a small send on our own socket.
-                unsafe {
-                    libc::send(fd, msg.as_ptr() as *const libc::c_void, msg.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
-                };
-            }
+        let mut p =
+            Pending { conn: Some(unsafe { OwnedFd::from_raw_fd(fd) }), buf: Vec::new(), fds: Vec::new() };
+        if advance(&mut p, runs, activity, state_path) {
+            pending.push(p);
         }
     }
 }
@@ -419,54 +533,7 @@ fn start_run(
     runs.push(Run { pid, conn: Some(conn) });
 }
 
-/// Reads one request and the three fds that come with it. A client has 5 s to send it.
-fn read_request(conn: &OwnedFd) -> Result<(Request, [OwnedFd; 3]), String> {
-    let fd = conn.as_raw_fd();
-    let tv = libc::timeval { tv_sec: 5, tv_usec: 0 };
-    // SAFETY: setsockopt with a local timeval.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as u32,
-        )
-    };
-    let mut head = [0u8; 8];
-    let mut got = 0;
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    while got < head.len() {
-        let (n, mut more) = recv_with_fds(fd, &mut head[got..])?;
-        fds.append(&mut more);
-        if n == 0 {
-            return Err("the client hung up before its request".into());
-        }
-        got += n;
-    }
-    if &head[..4] != proto::MAGIC {
-        return Err("not a runner request (is the client the same llmspell version?)".into());
-    }
-    let len = u32::from_le_bytes(head[4..8].try_into().unwrap()) as usize;
-    if len > proto::MAX_REQUEST {
-        return Err(format!("request too large ({len} bytes)"));
-    }
-    let mut body = vec![0u8; len];
-    let mut got = 0;
-    while got < len {
-        let (n, mut more) = recv_with_fds(fd, &mut body[got..])?;
-        fds.append(&mut more);
-        if n == 0 {
-            return Err("the client hung up in the middle of its request".into());
-        }
-        got += n;
-    }
-    let req = Request::decode(&body).ok_or("malformed request")?;
-    let fds: [OwnedFd; 3] = fds.try_into().map_err(|v: Vec<OwnedFd>| format!("expected 3 fds, got {}", v.len()))?;
-    Ok((req, fds))
-}
-
-fn recv_with_fds(fd: RawFd, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd>), String> {
+fn recv_with_fds(fd: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
     let mut cmsg = [0u64; 16]; // aligned space for a few fds
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
     // SAFETY: msghdr points at local buffers that outlive the call.
@@ -477,14 +544,14 @@ fn recv_with_fds(fd: RawFd, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd>), Str
     msg.msg_controllen = std::mem::size_of_val(&cmsg);
     let n = loop {
         // SAFETY: as above.
-        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) };
         if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
             continue;
         }
         break n;
     };
     if n < 0 {
-        return Err(last_error("cannot read the request"));
+        return Err(std::io::Error::last_os_error());
     }
     let mut fds = Vec::new();
     // SAFETY: walking the control messages the kernel wrote into our buffer.
