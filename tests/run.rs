@@ -613,12 +613,20 @@ fn the_runner_socket_is_private_and_a_missing_kernel_is_one_line() {
     assert_eq!(stdout(&llmspell_in(&home, &dir, &["run", "script.lua"])), "ok\n");
     let meta = std::fs::metadata(home.kernels_dir().join("default.run")).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-    // A connection file whose kernel has no runner beside it: one line, exit 1.
-    let fake = home.dir.join("elsewhere");
-    std::fs::create_dir_all(&fake).unwrap();
-    std::fs::copy(home.kernels_dir().join("default.json"), fake.join("k.json")).unwrap();
-    let o =
-        llmspell_in(&home, &dir, &["--connect", fake.join("k.json").to_str().unwrap(), "run", "script.lua"]);
+    // A copy of the connection file elsewhere finds the same kernel's runner (by its key) ...
+    let elsewhere = home.dir.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let text = std::fs::read_to_string(home.kernels_dir().join("default.json")).unwrap();
+    write_file(&elsewhere, "copy.json", &text);
+    let copy = elsewhere.join("copy.json");
+    let o = llmspell_in(&home, &dir, &["--connect", copy.to_str().unwrap(), "run", "script.lua"]);
+    assert_eq!(stdout(&o), "ok\n", "{o:?}");
+    // ... and one whose kernel has no runner is one line, exit 1.
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["key"] = "not-the-key".into();
+    write_file(&elsewhere, "other.json", &v.to_string());
+    let other = elsewhere.join("other.json");
+    let o = llmspell_in(&home, &dir, &["--connect", other.to_str().unwrap(), "run", "script.lua"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1, "{o:?}");
 }
@@ -674,4 +682,39 @@ fn a_stalled_client_does_not_hold_up_other_runs() {
     std::io::Read::read_to_end(&mut idle, &mut reply).unwrap();
     assert_eq!(reply.first(), Some(&b'E'), "{reply:?}");
     drop(stalled);
+}
+
+#[test]
+fn a_kernel_launched_from_a_connection_file_serves_runs_too() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = Home::new("run-jup");
+    let dir = case_dir(&home, &Case::new("jup", "print('ran', os.getenv('JUP'))"));
+    // Borrow free ports from a kernel of ours, then launch one the way Jupyter does.
+    assert!(llmspell_in(&home, &dir, &["kernel", "start", "--daemon", "--id", "src"]).status.success());
+    let text = std::fs::read_to_string(home.kernels_dir().join("src.json")).unwrap();
+    llmspell_in(&home, &dir, &["kernel", "stop", "src"]);
+    let conn = write_file(&home.dir, "jupyter-conn.json", &text);
+    std::fs::set_permissions(&conn, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let conn = conn.to_str().unwrap().to_string();
+    let mut kernel = base_command(BIN, &home, &dir);
+    kernel.args(["kernel", "start", "--connection-file", &conn]).stdin(Stdio::null()).stdout(Stdio::null());
+    let mut kernel = kernel.stderr(Stdio::null()).spawn().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            llmspell_in(&home, &dir, &["--connect", &conn, "exec", "x = 1"]).status.success()
+        }),
+        "the kernel did not come up"
+    );
+    let mut c = base_command(BIN, &home, &dir);
+    c.args(["--connect", &conn, "run", "script.lua"]).env("JUP", "yes");
+    let o = run_with_stdin(c, "");
+    assert_eq!(stdout(&o), "ran\tyes\n", "{o:?}");
+    signal(&kernel, libc::SIGTERM);
+    kernel.wait().unwrap();
+    let left: Vec<_> = std::fs::read_dir(home.kernels_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("key-"))
+        .collect();
+    assert!(left.is_empty(), "the runner socket outlived its kernel: {left:?}");
 }

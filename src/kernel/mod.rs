@@ -136,7 +136,7 @@ pub fn start(opts: Options) -> Result<(), String> {
     let mut info = sockets.info(info_in.as_ref(), &opts.ip, &key);
     info.pid = Some(std::process::id());
     // runner (issue 12): the zygote of `llmspell run`, its socket bound before the connection file.
-    let _runner = own_files.as_ref().map(crate::runner::Zygote::start).transpose()?;
+    let _runner = crate::runner::Zygote::start_for(own_files.as_ref(), &key);
     if let Some(files) = &own_files {
         info.write(&files.connection)
             .map_err(|e| format!("cannot write {}: {e}", files.connection.display()))?;

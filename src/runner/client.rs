@@ -3,7 +3,7 @@
 //! the same exit code, or killed by the same signal.
 
 use super::proto::{End, Request};
-use crate::connection::{self, KernelFiles};
+use crate::connection::{self, ConnectionInfo, KernelFiles};
 use std::ffi::OsString;
 use std::io::Read;
 use std::os::fd::{AsRawFd, RawFd};
@@ -55,12 +55,31 @@ fn socket_for(target: &Target) -> Result<(PathBuf, String), String> {
             Ok((super::socket_path(&dir, id), id.to_string()))
         }
         Target::ConnectionFile(path) => {
-            let id =
-                path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")).ok_or_else(
-                    || format!("{} is not an llmspell connection file (NAME.json)", path.display()),
-                )?;
+            let shown = path.display();
+            let stem = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json"));
             let dir = path.parent().unwrap_or(Path::new("."));
-            Ok((super::socket_path(dir, id), id.to_string()))
+            // One of our kernels' own files: the socket is beside it.
+            if let Some(id) = stem {
+                let beside = super::socket_path(dir, id);
+                if beside.exists() {
+                    return Ok((beside, id.to_string()));
+                }
+            }
+            // A kernel launched by Jupyter (socket named after its key), or a copy of one of ours.
+            let info = ConnectionInfo::read(path)?;
+            let kernels = connection::kernels_dir()?;
+            let by_key = super::key_socket_path(&kernels, &info.key);
+            if by_key.exists() {
+                return Ok((by_key, shown.to_string()));
+            }
+            for files in KernelFiles::all(&kernels) {
+                let same =
+                    ConnectionInfo::read(&files.connection).map(|i| i.key == info.key).unwrap_or(false);
+                if same {
+                    return Ok((super::socket_path(&kernels, &files.id), files.id.clone()));
+                }
+            }
+            Err(format!("the kernel of {shown} has no runner for `llmspell run` (not an llmspell kernel?)"))
         }
     }
 }

@@ -21,4 +21,12 @@ pub fn socket_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.run"))
 }
 
+/// The runner socket of a kernel launched by Jupyter (no id of ours): named after its key.
+pub fn key_socket_path(dir: &Path, key: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::digest(key.as_bytes());
+    let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(format!("key-{hex}.run"))
+}
+
 pub use zygote::{activity, zygote_main, Zygote};

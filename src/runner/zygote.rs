@@ -76,13 +76,35 @@ pub struct Zygote {
 }
 
 impl Zygote {
-    /// Binds `kernels/<id>.run` (0600) and starts the zygote on it. The caller holds the kernel lock.
-    pub fn start(files: &KernelFiles) -> Result<Zygote, String> {
+    /// The zygote of a kernel: on `kernels/<id>.run` for our own kernels (`files`), on
+    /// `kernels/key-<hash of the key>.run` for one launched by Jupyter. A kernel without one still
+    /// serves its session: the failure is logged, and `run` says it cannot reach the runner.
+    pub fn start_for(files: Option<&KernelFiles>, key: &str) -> Option<Zygote> {
+        let socket = match files {
+            Some(f) => super::socket_path(f.connection.parent().unwrap_or(std::path::Path::new(".")), &f.id),
+            None => match crate::connection::kernels_dir() {
+                Ok(dir) => super::key_socket_path(&dir, key),
+                Err(e) => {
+                    log::warn!("no runner for `llmspell run`: {e}");
+                    return None;
+                }
+            },
+        };
+        match Zygote::start(socket) {
+            Ok(z) => Some(z),
+            Err(e) => {
+                log::warn!("no runner for `llmspell run`: {e}");
+                None
+            }
+        }
+    }
+
+    /// Binds `socket` (0600) and starts the zygote on it. The caller holds the kernel lock (or the
+    /// socket is named after its random key).
+    fn start(socket: PathBuf) -> Result<Zygote, String> {
         use std::os::unix::fs::PermissionsExt;
         use std::os::unix::process::CommandExt;
-        let dir = files.connection.parent().unwrap_or(std::path::Path::new("."));
-        let socket = super::socket_path(dir, &files.id);
-        let _ = std::fs::remove_file(&socket); // a crashed kernel's; we hold the lock
+        let _ = std::fs::remove_file(&socket); // a crashed kernel's
         let listener =
             UnixListener::bind(&socket).map_err(|e| format!("cannot bind {}: {e}", socket.display()))?;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
