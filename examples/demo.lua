@@ -1,4 +1,4 @@
--- The llmspell demo: runs in the shared kernel that `llmspell run` finds or starts.
+-- The llmspell demo: `llmspell run` finds or starts the kernel, whose runner forks a fresh process for it.
 -- Run it twice: the visit counter lives in $LLMSPELL_HOME/state.json, not in the kernel.
 local visits = state.update("demo.visits", function(n) return (n or 0) + 1 end)
 print(("Hello from %s in the llmspell kernel, visit #%d"):format(_VERSION, visits))
