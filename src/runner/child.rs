@@ -319,7 +319,7 @@ pub(crate) fn run(req: Request, fds: [c_int; 3], state_path: &Path) -> ! {
         if libc::getppid() == 1 {
             libc::_exit(1);
         }
-        for sig in 1..libc::SIGRTMAX() {
+        for sig in 1..=libc::SIGRTMAX() {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);
             }
