@@ -718,3 +718,16 @@ fn a_kernel_launched_from_a_connection_file_serves_runs_too() {
         .collect();
     assert!(left.is_empty(), "the runner socket outlived its kernel: {left:?}");
 }
+
+#[test]
+fn concurrent_first_runs_all_find_the_one_kernel_they_start() {
+    for round in 0..3 {
+        let home = Home::new(&format!("run-first{round}"));
+        let dir = case_dir(&home, &Case::new("first", "print('ran')"));
+        let children: Vec<Child> = (0..8).map(|_| spawn_in(BIN, &home, &dir, &["script.lua"])).collect();
+        for c in children {
+            let o = wait_output(c, Duration::from_secs(120));
+            assert_eq!(stdout(&o), "ran\n", "{o:?}");
+        }
+    }
+}

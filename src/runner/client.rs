@@ -42,15 +42,10 @@ fn socket_for(target: &Target) -> Result<(PathBuf, String), String> {
             connection::valid_id(id)?;
             let dir = connection::kernels_dir()?;
             let files = KernelFiles::new(&dir, id);
-            if !files.is_alive() {
-                // The usual way in (lock, spawn, wait for the connection file); the ZeroMQ client it
-                // returns is not needed: the zygote's socket is bound before the connection file.
-                // A slow ZeroMQ handshake (a loaded machine) does not matter when the kernel is up.
-                if let Err(e) = crate::client::find_or_spawn(id, *idle_timeout) {
-                    if !files.is_alive() {
-                        return Err(e.to_string());
-                    }
-                }
+            // The fast way in: a live kernel's socket is bound before its connection file is
+            // written (the lock alone is taken earlier, while the kernel is still starting).
+            if !(files.is_alive() && files.connection.exists()) {
+                wait_for_kernel(&files, *idle_timeout)?;
             }
             Ok((super::socket_path(&dir, id), id.to_string()))
         }
@@ -84,10 +79,26 @@ fn socket_for(target: &Target) -> Result<(PathBuf, String), String> {
     }
 }
 
+/// The usual way in (under the spawn lock: start the kernel, or wait until it has started); the
+/// ZeroMQ client it returns is not needed. A slow handshake (a loaded machine) does not matter
+/// when the kernel is up.
+fn wait_for_kernel(files: &KernelFiles, idle_timeout: u64) -> Result<(), String> {
+    match crate::client::find_or_spawn(&files.id, idle_timeout) {
+        Err(e) if !(files.is_alive() && files.connection.exists()) => Err(e.to_string()),
+        _ => Ok(()),
+    }
+}
+
 /// Runs `argv[script..]` (argv is this process's whole command line) and reports how it ended.
 pub fn run(target: &Target, argv: Vec<OsString>, script: usize) -> Result<Outcome, String> {
     let (socket, id) = socket_for(target)?;
-    let stream = UnixStream::connect(&socket).map_err(|e| {
+    let mut stream = UnixStream::connect(&socket);
+    if let (Err(_), Target::Kernel { id, idle_timeout }) = (&stream, target) {
+        // A kernel stopping or starting at this very moment: once more, through the spawn lock.
+        wait_for_kernel(&KernelFiles::new(&connection::kernels_dir()?, id), *idle_timeout)?;
+        stream = UnixStream::connect(&socket);
+    }
+    let stream = stream.map_err(|e| {
         format!(
             "cannot reach the runner of kernel {id:?} ({}: {e}); if it was started by an older llmspell, \
              restart it: llmspell kernel stop {id}",
