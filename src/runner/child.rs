@@ -308,7 +308,7 @@ fn fail(msg: &str) -> ! {
 }
 
 /// Becomes the caller's process and runs the script; never returns.
-pub(crate) fn run(req: Request, fds: [c_int; 3], state_path: &Path) -> ! {
+pub(crate) fn run(req: Request, fds: [c_int; 3], template: Template) -> ! {
     let interrupt = interrupt_signal();
     // SAFETY: process-level set-up in a freshly forked, single-threaded child.
     unsafe {
@@ -362,19 +362,43 @@ pub(crate) fn run(req: Request, fds: [c_int; 3], state_path: &Path) -> ! {
         script: req.script as usize,
         progname: req.argv.first().filter(|a| !a.is_empty()).and_then(|a| CString::new(a.clone()).ok()),
     };
-    let code = main_lua(&ctx, state_path);
+    let code = main_lua(&ctx, template);
     // SAFETY: the normal end of a C program: atexit handlers (the store), stdio flushed.
     unsafe { libc::exit(code) }
 }
 
-fn main_lua(ctx: &Ctx, state_path: &Path) -> c_int {
-    // SAFETY: the full standard library, debug included, as the stock interpreter opens it.
-    let lua = unsafe { mlua::Lua::unsafe_new_with(mlua::StdLib::ALL, mlua::LuaOptions::default()) };
-    let store = Rc::new(RefCell::new(Store::open(state_path)));
+/// A Lua state prepared in the zygote before any fork: every standard library, as the stock
+/// interpreter opens them, and `state`. Each run gets its own copy-on-write copy, never touched
+/// before; what depends on the caller (package paths, the random seed) is set in the run.
+pub(crate) struct Template {
+    lua: mlua::Lua,
+    store: Rc<RefCell<Store>>,
+}
+
+impl Template {
+    pub(crate) fn new(state_path: &Path) -> Result<Template, String> {
+        // SAFETY: the full standard library, debug included, as the stock interpreter opens it.
+        let lua = unsafe { mlua::Lua::unsafe_new_with(mlua::StdLib::ALL, mlua::LuaOptions::default()) };
+        let store = Rc::new(RefCell::new(Store::open(state_path)));
+        let natives = crate::lua::state_natives(&lua, &store).map_err(|e| e.to_string())?;
+        let state: mlua::Table = lua
+            .load(STATE_WRAPPERS)
+            .set_name("=[llmspell]")
+            .call(natives)
+            .map_err(|e| format!("the state wrappers failed: {e}"))?;
+        lua.globals().set("state", state).map_err(|e| e.to_string())?;
+        // No garbage of the set-up is left for the runs to collect.
+        lua.gc_collect().map_err(|e| e.to_string())?;
+        Ok(Template { lua, store })
+    }
+}
+
+fn main_lua(ctx: &Ctx, template: Template) -> c_int {
+    let Template { lua, store } = template;
     STORE.store(Rc::into_raw(store.clone()) as *mut RefCell<Store>, Ordering::Relaxed);
     // SAFETY: registering a plain extern "C" function.
     unsafe { libc::atexit(flush_at_exit) };
-    if let Err(e) = setup(&lua, &store) {
+    if let Err(e) = setup(&lua) {
         fail(&format!("cannot set up Lua: {e}"));
     }
     let l = lua.state();
@@ -397,14 +421,12 @@ fn main_lua(ctx: &Ctx, state_path: &Path) -> c_int {
     }
 }
 
-fn setup(lua: &mlua::Lua, store: &Rc<RefCell<Store>>) -> mlua::Result<()> {
+/// What depends on the caller: package paths from its environment, and a random seed of its own.
+fn setup(lua: &mlua::Lua) -> mlua::Result<()> {
     let package: mlua::Table = lua.globals().get("package")?;
     let (path, cpath) = default_paths();
     package.set("path", lua.create_string(path_from_env("LUA_PATH", &path))?)?;
     package.set("cpath", lua.create_string(path_from_env("LUA_CPATH", &cpath))?)?;
-    let natives = crate::lua::state_natives(lua, store)?;
-    let state: mlua::Table = lua.load(STATE_WRAPPERS).set_name("=[llmspell]").call(natives)?;
-    lua.globals().set("state", state)?;
     // Forked runs share the zygote's addresses and start in the same second: seed from the OS.
     let mut seed = [0u64; 2];
     // SAFETY: getrandom into a local array.

@@ -14,6 +14,7 @@
 //! connection that hangs up before its run ended (client killed, terminal closed) gets its run's
 //! group SIGKILLed at once. When the run ends, its status goes back and the connection is closed.
 
+use super::child::Template;
 use super::proto::{self, End, Request};
 use crate::connection::KernelFiles;
 use std::ffi::OsString;
@@ -193,7 +194,14 @@ pub fn zygote_main(args: Vec<OsString>) -> ExitCode {
     }
     let activity = activity.and_then(map_activity);
     let state_path = crate::connection::home().join("state.json");
-    match serve(listen, activity, state_path) {
+    let template = match super::child::Template::new(&state_path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("llmspell runner: cannot prepare Lua: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match serve(listen, activity, template) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("llmspell runner: {e}");
@@ -206,7 +214,8 @@ fn last_error(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
 
-fn serve(listen: RawFd, activity: Option<&Activity>, state_path: PathBuf) -> Result<(), String> {
+fn serve(listen: RawFd, activity: Option<&Activity>, template: Template) -> Result<(), String> {
+    let mut template = Some(template);
     // SAFETY: the kernel passed us this listening socket; we own it from now on.
     let listener = Some(unsafe { OwnedFd::from_raw_fd(listen) });
     // SAFETY: fcntl on our own fds.
@@ -290,7 +299,7 @@ fn serve(listen: RawFd, activity: Option<&Activity>, state_path: PathBuf) -> Res
         }
         let ready: Vec<RawFd> =
             fds[first_pending..].iter().filter(|p| p.revents != 0).map(|p| p.fd).collect();
-        pending.retain_mut(|p| !ready.contains(&p.fd()) || advance(p, &mut runs, activity, &state_path));
+        pending.retain_mut(|p| !ready.contains(&p.fd()) || advance(p, &mut runs, activity, &mut template));
         if fds[0].revents != 0 {
             if drain_signals(sfd) {
                 kernel_alive = false;
@@ -318,7 +327,7 @@ fn serve(listen: RawFd, activity: Option<&Activity>, state_path: PathBuf) -> Res
         }
         if let (Some(i), Some(l)) = (listen_idx, &listener) {
             if fds[i].revents != 0 {
-                accept_all(l.as_raw_fd(), &mut pending, &mut runs, activity, &state_path);
+                accept_all(l.as_raw_fd(), &mut pending, &mut runs, activity, &mut template);
             }
         }
     }
@@ -460,7 +469,12 @@ impl Pending {
 }
 
 /// Moves a pending connection on; starts its run once its request is complete. False: it is done.
-fn advance(p: &mut Pending, runs: &mut Vec<Run>, activity: Option<&Activity>, state_path: &PathBuf) -> bool {
+fn advance(
+    p: &mut Pending,
+    runs: &mut Vec<Run>,
+    activity: Option<&Activity>,
+    template: &mut Option<Template>,
+) -> bool {
     match p.advance() {
         Progress::More => true,
         Progress::Gone => false,
@@ -487,7 +501,7 @@ fn advance(p: &mut Pending, runs: &mut Vec<Run>, activity: Option<&Activity>, st
         }
         Progress::Done(req, fds) => {
             if let Some(conn) = p.conn.take() {
-                start_run(conn, req, fds, runs, activity, state_path);
+                start_run(conn, req, fds, runs, activity, template);
             }
             false
         }
@@ -499,7 +513,7 @@ fn accept_all(
     pending: &mut Vec<Pending>,
     runs: &mut Vec<Run>,
     activity: Option<&Activity>,
-    state_path: &PathBuf,
+    template: &mut Option<Template>,
 ) {
     loop {
         // SAFETY: accept4 on our non-blocking listener.
@@ -517,7 +531,7 @@ fn accept_all(
         // SAFETY: a fresh fd we own.
         let mut p =
             Pending { conn: Some(unsafe { OwnedFd::from_raw_fd(fd) }), buf: Vec::new(), fds: Vec::new() };
-        if advance(&mut p, runs, activity, state_path) {
+        if advance(&mut p, runs, activity, template) {
             pending.push(p);
         }
     }
@@ -529,7 +543,7 @@ fn start_run(
     passed: [OwnedFd; 3],
     runs: &mut Vec<Run>,
     activity: Option<&Activity>,
-    state_path: &PathBuf,
+    template: &mut Option<Template>,
 ) {
     // SAFETY: fork in a single-threaded process; the child only runs our own code and exits.
     let pid = unsafe { libc::fork() };
@@ -543,7 +557,11 @@ fn start_run(
     }
     if pid == 0 {
         let fds = passed.map(|f| f.into_raw_fd());
-        super::child::run(req, fds, state_path);
+        match template.take() {
+            Some(t) => super::child::run(req, fds, t),
+            // SAFETY: leaving a forked child at once.
+            None => unsafe { libc::_exit(1) },
+        }
     }
     // SAFETY: the child does the same; whichever comes first makes the group before any kill.
     unsafe { libc::setpgid(pid, pid) };
