@@ -7,6 +7,9 @@
 //! whose other end only the kernel holds (end of file: the kernel is gone). When the kernel is gone
 //! (stopped, idle timeout, killed) it kills its runs and exits. No threads, no timers.
 //!
+//! Before serving it prepares one Lua state ([`super::child::Template`]); every run is a fork, so
+//! each starts from its own untouched copy of it.
+//!
 //! Per connection: read the request and the caller's fds 0-2 as they arrive, then `fork`. The child becomes the run
 //! ([`super::child`]); the zygote keeps the connection and the pid. A forwarded SIGINT goes to the
 //! run's process group (as a terminal's Ctrl-C would) and, as [`super::child::interrupt_signal`], to
