@@ -1,6 +1,7 @@
 //! `llmspell run`: every script in a process of its own, forked per run from a pre-warmed,
 //! single-threaded zygote that the kernel starts beside itself.
 //!
+//! - [`handle`]: the kernel's side: starts the zygote, shares a runs counter for the idle timeout.
 //! - [`zygote`]: the zygote process (`llmspell kernel runner`, hidden): accepts requests on
 //!   `kernels/<id>.run`, forks one runner per request, relays signals, reaps, reports the status.
 //! - [`child`]: what the forked runner does: take over the caller's fds, cwd, environment and umask,
@@ -11,6 +12,7 @@
 
 pub(crate) mod child;
 pub mod client;
+mod handle;
 pub(crate) mod proto;
 pub mod zygote;
 
@@ -29,4 +31,5 @@ pub fn key_socket_path(dir: &Path, key: &str) -> PathBuf {
     dir.join(format!("key-{hex}.run"))
 }
 
-pub use zygote::{activity, zygote_main, Zygote};
+pub use handle::{activity, Zygote};
+pub use zygote::zygote_main;
