@@ -5,11 +5,10 @@ use super::channels::InputEvent;
 use super::child_output::ChildOutput;
 use super::iopub::Publisher;
 use super::requests::send_frames;
-use crate::lua::{Host, Input, InputError, Stream};
+use crate::lua::{Host, Input, InputError, Interrupter, Stream};
 use crate::wire::{self, Message};
 use crossbeam_channel::{select, Receiver};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,7 @@ pub(super) struct Frontend {
     stdin: zmq::Socket,
     input_events: Receiver<InputEvent>,
     interrupt_wake: Receiver<()>,
-    interrupt: Arc<AtomicBool>,
+    interrupt: Arc<Interrupter>,
     input_timeout: Duration,
     /// The request being served: parent of everything published.
     pub(super) parent: Arc<Message>,
@@ -47,7 +46,7 @@ impl Frontend {
         stdin: zmq::Socket,
         input_events: Receiver<InputEvent>,
         interrupt_wake: Receiver<()>,
-        interrupt: Arc<AtomicBool>,
+        interrupt: Arc<Interrupter>,
         input_timeout: Duration,
     ) -> Frontend {
         Frontend {
@@ -174,7 +173,7 @@ impl Frontend {
     fn wait_input(&mut self, request_id: &str) -> Result<Input, InputError> {
         let deadline = Instant::now() + self.input_timeout;
         loop {
-            if self.interrupt.swap(false, Ordering::SeqCst) {
+            if self.interrupt.take() {
                 return Err(InputError::Interrupted);
             }
             select! {

@@ -65,7 +65,7 @@ enum Exit {
 
 /// Shared between threads: the interrupt flag, the time of the last request, whether a request runs.
 struct Shared {
-    interrupt: Arc<AtomicBool>,
+    interrupt: Arc<crate::lua::Interrupter>,
     interrupt_wake: Sender<()>,
     last_request: AtomicU64,
     busy: AtomicBool,
@@ -75,7 +75,7 @@ struct Shared {
 impl Shared {
     fn new(exit: Sender<Exit>, interrupt_wake: Sender<()>) -> Shared {
         Shared {
-            interrupt: Arc::new(AtomicBool::new(false)),
+            interrupt: Arc::default(),
             interrupt_wake,
             last_request: AtomicU64::new(now_millis()),
             busy: AtomicBool::new(false),
@@ -86,7 +86,7 @@ impl Shared {
         self.last_request.store(now_millis(), Ordering::Relaxed);
     }
     fn interrupt(&self) {
-        self.interrupt.store(true, Ordering::SeqCst);
+        self.interrupt.interrupt();
         let _ = self.interrupt_wake.try_send(());
     }
 }

@@ -380,6 +380,6 @@ mod tests {
         };
         assert_eq!(info["llmspell"]["iopub"]["sent"], 3);
         answer_anywhere(&Request::Interrupt { target: None }, &shared, &ownership, json!({}));
-        assert!(shared.interrupt.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(shared.interrupt.is_set());
     }
 }

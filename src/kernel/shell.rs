@@ -298,7 +298,7 @@ impl Shell {
     /// The interpreter runs the code, with the output of child processes it starts forwarded.
     fn run_cell(&mut self, code: &str, script: Option<&lua::Script>) -> Outcome {
         // A stale interrupt (sent while nothing ran) must not kill this cell.
-        self.shared.interrupt.store(false, Ordering::SeqCst);
+        self.shared.interrupt.take();
         let child_output = self.frontend.borrow().child_output.clone();
         child_output.set_parent(Some(self.frontend.borrow().parent.clone()));
         self.frontend.borrow_mut().children = false;

@@ -5,6 +5,7 @@
 
 mod convert;
 mod failure;
+mod interrupt;
 mod natives;
 mod source;
 mod store;
@@ -12,20 +13,20 @@ mod store;
 mod tests;
 
 pub use failure::Failure;
+pub use interrupt::Interrupter;
 /// For `llmspell run` (src/runner): the same `state` natives as the session's.
 pub(crate) use store::state_natives;
 
 use crate::state::Store;
 use convert::to_json_lenient;
 use failure::{clean_traceback, interrupted_failure, root_cause, syntax_failure};
-use mlua::{Function, HookTriggers, Lua, MultiValue, ObjectLike, Table, Value, Variadic, VmState};
+use mlua::{Function, Lua, MultiValue, ObjectLike, Table, Value, Variadic};
 use natives::natives;
 use serde_json::Value as Json;
 use source::{open_blocks, returning};
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// The two output streams.
@@ -97,9 +98,6 @@ pub enum Completeness {
     Invalid,
 }
 
-/// Instructions between two looks at the interrupt flag: ~10 µs of Lua, so interrupts land well
-/// within a millisecond, at a cost too small to measure.
-const HOOK_INSTRUCTIONS: u32 = 1000;
 /// Memory the kernel may use beyond `--memory-limit` for its own work around a cell.
 const MEMORY_HEADROOM: usize = 4 << 20;
 
@@ -117,12 +115,22 @@ pub struct Interpreter {
     lua: Lua,
     k: Table,
     run: Rc<RefCell<Run>>,
-    interrupt: Arc<AtomicBool>,
+    interrupt: Arc<Interrupter>,
+    /// The main Lua state, for its hook.
+    main: *mut mlua::ffi::lua_State,
     exiting: Rc<Cell<bool>>,
     store: Rc<RefCell<Store>>,
     memory_limit: Option<usize>,
     /// Lua memory in use before any user code: the limit counts from here.
     base_memory: usize,
+}
+
+impl Drop for Interpreter {
+    fn drop(&mut self) {
+        // Before the state closes: no other thread may hook it any more.
+        self.interrupt.unregister();
+        interrupt::set_context(None);
+    }
 }
 
 pub fn version() -> &'static str {
@@ -132,7 +140,7 @@ pub fn version() -> &'static str {
 impl Interpreter {
     pub fn new(
         host: Box<dyn Host>,
-        interrupt: Arc<AtomicBool>,
+        interrupt: Arc<Interrupter>,
         opts: Options,
     ) -> Result<Interpreter, String> {
         // The full standard library, debug included (tracebacks, help's function locations); mlua
@@ -145,37 +153,37 @@ impl Interpreter {
         let run = Rc::new(RefCell::new(Run::default()));
         let exiting = Rc::new(Cell::new(false));
         let store = Rc::new(RefCell::new(Store::open(opts.state_path.clone())));
-        let k = natives(&lua, &interrupt, &host, &run, &exiting, &store)
-            .map_err(|e| format!("cannot set up Lua: {e}"))?;
+        let k =
+            natives(&lua, &host, &run, &exiting, &store).map_err(|e| format!("cannot set up Lua: {e}"))?;
         let prelude: Table = lua
             .load(include_str!("prelude.lua"))
             .set_name("=[llmspell]")
             .call(k)
             .map_err(|e| format!("the kernel's Lua prelude failed: {e}"))?;
 
-        // The hook: interrupts and os.exit become errors raised inside the running code; output that
-        // has waited too long is flushed. The flags stay set until the cell ends, so a pcall that
-        // catches the error is interrupted again at once.
+        // The hook (interrupt.rs): interrupts and a script's os.exit become errors raised inside the
+        // running code; output that has waited is flushed.
         {
-            let interrupt = interrupt.clone();
+            let (flag, run, exiting) = (interrupt.clone(), run.clone(), exiting.clone());
+            let stop = Box::new(move || {
+                let stop = flag.is_set() || exiting.get();
+                if stop && flag.is_set() {
+                    if let Ok(mut run) = run.try_borrow_mut() {
+                        run.interrupted = true;
+                    }
+                }
+                stop
+            });
             let host = host.clone();
-            let run = run.clone();
-            let exiting = exiting.clone();
-            lua.set_global_hook(HookTriggers::new().every_nth_instruction(HOOK_INSTRUCTIONS), move |_, _| {
-                if interrupt.load(Ordering::Relaxed) {
-                    run.borrow_mut().interrupted = true;
-                    return Err(mlua::Error::runtime("Interrupted"));
-                }
-                if exiting.get() {
-                    return Err(mlua::Error::runtime("os.exit"));
-                }
+            let tick = Box::new(move || {
                 if let Ok(mut h) = host.try_borrow_mut() {
                     h.tick();
                 }
-                Ok(VmState::Continue)
-            })
-            .map_err(|e| format!("cannot install the interrupt hook: {e}"))?;
+            });
+            interrupt::set_context(Some(interrupt::HookContext { stop, tick }));
         }
+        let main = lua.exec_raw_lua(|raw| raw.state());
+        interrupt.register(main);
         // Generational collection, as the `lua` program itself runs: a cell's young garbage is
         // collected without marking the whole session (the prelude, help texts, the user's
         // globals) again each time; measured with callgrind, a tenth off a no-op request.
@@ -189,6 +197,7 @@ impl Interpreter {
             k: prelude,
             run,
             interrupt,
+            main,
             exiting,
             store,
             memory_limit: opts.memory_limit,
@@ -200,6 +209,9 @@ impl Interpreter {
     pub fn execute(&mut self, code: &str, script: Option<&Script>) -> Outcome {
         *self.run.borrow_mut() = Run::default();
         self.exiting.set(false);
+        // The normal hook, whatever the last cell left (debug.sethook, an interrupt).
+        // SAFETY: our own live main state, on its own thread.
+        unsafe { interrupt::install(self.main) };
         let _ = self.k.call_function::<()>("reset_stdin", ());
         let mut outcome = Outcome::default();
         // The memory limit is for user code; the kernel's own work around it (compiling, rendering
@@ -215,7 +227,9 @@ impl Interpreter {
                 let called: mlua::Result<MultiValue> = run.call((function, Variadic::from_iter(args)));
                 self.set_memory_headroom(true);
                 // Our own work after the cell must not be hit by the interrupt the cell ended with.
-                self.interrupt.store(false, Ordering::SeqCst);
+                self.interrupt.take();
+                // SAFETY: as above.
+                unsafe { interrupt::install(self.main) };
                 let run = std::mem::take(&mut *self.run.borrow_mut());
                 outcome.pages = run.pages;
                 outcome.exit_code = run.exit_code;

@@ -7,13 +7,10 @@ use base64::Engine;
 use mlua::{Function, Lua, LuaString, Table, Value, Variadic};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 /// The natives table `K` the prelude builds on.
 pub(super) fn natives(
     lua: &Lua,
-    interrupt: &Arc<AtomicBool>,
     host: &SharedHost,
     run: &Rc<RefCell<Run>>,
     exiting: &Rc<Cell<bool>>,
@@ -22,7 +19,7 @@ pub(super) fn natives(
     let k = lua.create_table()?;
     output_natives(lua, &k, host)?;
     frontend_natives(lua, &k, host, run)?;
-    run_natives(lua, &k, interrupt, run, exiting)?;
+    run_natives(lua, &k, run, exiting)?;
     k.set(
         "base64",
         lua.create_function(|_, bytes: LuaString| {
@@ -142,14 +139,8 @@ fn frontend_natives(lua: &Lua, k: &Table, host: &SharedHost, run: &Rc<RefCell<Ru
     Ok(())
 }
 
-/// What a cell leaves for its reply: pager texts, an exit code; whether it must stop.
-fn run_natives(
-    lua: &Lua,
-    k: &Table,
-    interrupt: &Arc<AtomicBool>,
-    run: &Rc<RefCell<Run>>,
-    exiting: &Rc<Cell<bool>>,
-) -> mlua::Result<()> {
+/// What a cell leaves for its reply: pager texts, an exit code.
+fn run_natives(lua: &Lua, k: &Table, run: &Rc<RefCell<Run>>, exiting: &Rc<Cell<bool>>) -> mlua::Result<()> {
     {
         let run = run.clone();
         k.set(
@@ -170,14 +161,6 @@ fn run_natives(
                 exiting.set(true);
                 Ok(())
             })?,
-        )?;
-    }
-    {
-        let interrupt = interrupt.clone();
-        let exiting = exiting.clone();
-        k.set(
-            "stopping",
-            lua.create_function(move |_, ()| Ok(interrupt.load(Ordering::Relaxed) || exiting.get()))?,
         )?;
     }
     Ok(())

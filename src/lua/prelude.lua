@@ -423,19 +423,7 @@ warn = function(msg, ...)
   elseif K.warnings then write(2, "Lua warning: ", msg, "\n") end
 end
 
--- An interrupt (or a script's os.exit) must end the cell even when user code catches errors:
--- pcall, xpcall and coroutine.resume pass it on instead of swallowing it.
-local stopping = K.stopping
-local raw_pcall, raw_xpcall, raw_resume = pcall, xpcall, coroutine.resume
-local function pass_stop(ok, ...)
-  if not ok and stopping() then error((...), 0) end
-  return ok, ...
-end
-_G.pcall = function(f, ...) return pass_stop(raw_pcall(f, ...)) end
-_G.xpcall = function(f, h, ...) return pass_stop(raw_xpcall(f, h, ...)) end
-coroutine.resume = function(co, ...) return pass_stop(raw_resume(co, ...)) end
-
--- The kernel's own functions keep the raw pcall and friends as upvalues: not for user code to take.
+-- The kernel's own functions keep natives as upvalues: not for user code to take.
 local getinfo, raw_getupvalue, raw_setupvalue, raw_upvaluejoin =
   debug.getinfo, debug.getupvalue, debug.setupvalue, debug.upvaluejoin
 local function kernel_function(f)
@@ -452,11 +440,6 @@ end
 debug.upvaluejoin = function(f1, n1, f2, n2)
   if kernel_function(f1) or kernel_function(f2) then error("upvaluejoin: kernel functions are sealed", 2) end
   return raw_upvaluejoin(f1, n1, f2, n2)
-end
-
--- Interrupts are a count hook: user code may not remove it.
-debug.sethook = function()
-  error("debug.sethook is reserved by the kernel (it delivers interrupts)", 2)
 end
 
 K.reset_stdin = function()

@@ -55,7 +55,7 @@ fn interpreter() -> (Interpreter, FakeHost) {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let opts = Options { memory_limit: None, state_path: dir.join("state.json") };
-    let interp = Interpreter::new(Box::new(host.clone()), Arc::new(AtomicBool::new(false)), opts).unwrap();
+    let interp = Interpreter::new(Box::new(host.clone()), Arc::default(), opts).unwrap();
     (interp, host)
 }
 
@@ -150,12 +150,61 @@ fn an_interrupt_stops_a_loop_even_one_that_catches_errors() {
     let flag = i.interrupt.clone();
     let t = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(100));
-        flag.store(true, Ordering::SeqCst);
+        flag.interrupt();
     });
     let o = i.execute("while true do pcall(function() while true do end end) end", None);
     t.join().unwrap();
     assert_eq!(o.error.map(|e| e.ename).as_deref(), Some("Interrupted"));
     assert_eq!(shown(&i.execute("1", None)).as_deref(), Some("1"), "the session goes on");
+}
+
+/// Runs `code`, interrupting it from another thread once it has started (it sets `started`).
+fn interrupted(code: &str) -> Outcome {
+    let (mut i, _) = interpreter();
+    let started = std::env::temp_dir().join(format!("llmspell-started-{}", crate::wire::random_hex(6)));
+    let flag = i.interrupt.clone();
+    let watch = started.clone();
+    let t = std::thread::spawn(move || {
+        while !watch.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        flag.interrupt();
+    });
+    let code = format!("io.open({:?}, 'w'):close() {code}", started.display().to_string());
+    let o = i.execute(&code, None);
+    t.join().unwrap();
+    let _ = std::fs::remove_file(&started);
+    assert_eq!(shown(&i.execute("1", None)).as_deref(), Some("1"), "the session goes on");
+    o
+}
+
+#[test]
+fn interrupts_stop_loops_in_coroutines_around_child_processes_and_after_user_hooks() {
+    for code in [
+        "coroutine.wrap(function() while true do end end)()",
+        "local co = coroutine.create(function() while true do end end) while true do coroutine.resume(co) end",
+        "while true do os.execute('sleep 0.05') end",
+        "debug.sethook() while true do end",
+        "while true do xpcall(function() while true do end end, function(e) return e end) end",
+    ] {
+        let o = interrupted(code);
+        assert_eq!(o.error.map(|e| e.ename).as_deref(), Some("Interrupted"), "{code}");
+    }
+}
+
+#[test]
+fn the_debug_library_is_the_users_own() {
+    let (mut i, _) = interpreter();
+    let o = i.execute(
+        "local n = 0 debug.sethook(function() n = n + 1 end, 'l') local x = 1\nx = 2\ndebug.sethook() return n",
+        None,
+    );
+    assert!(o.error.is_none(), "{:?}", o.error);
+    assert!(
+        shown(&o).and_then(|n| n.parse::<i64>().ok()) > Some(0),
+        "the line hook never ran: {:?}",
+        o.result
+    );
 }
 
 #[test]
