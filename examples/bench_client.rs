@@ -116,8 +116,7 @@ fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-const QUIET: ExecOptions<'static> =
-    ExecOptions { silent: false, store_history: false, stdin: StdinMode::None, script: None };
+const QUIET: ExecOptions = ExecOptions { silent: false, store_history: false, stdin: StdinMode::None };
 
 /// One no-op execute: request → reply and idle. Fails on an error reply.
 fn execute_once(c: &mut Client, code: &str) -> Result<(), String> {

@@ -28,7 +28,7 @@ OPTIONS:
   -V, --version         the version
 
 run, exec and repl start the kernel when none is alive and leave it running for the next command.
-run gives each script fresh globals, `arg`, and the terminal's stdin; exec and repl share one session.
+run is `lua SCRIPT` in a process of its own (your cwd, environment, terminal); exec and repl share one session.
 State set with state.set() persists in $LLMSPELL_HOME/state.json (default ~/.llmspell).
 
 EXIT CODES: 0 ok, 1 Lua error or kernel failure, 2 bad command line, 130 interrupted (Ctrl-C),
@@ -175,7 +175,7 @@ fn cmd_exec(t: &Target, args: Vec<OsString>) -> Result<ExitCode, CommandError> {
     let code: String = a.free_from_str().map_err(|_| CommandError::Usage("exec needs CODE".into()))?;
     no_more(a)?;
     let mut c = connect(t)?;
-    let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::Raw, script: None };
+    let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::Raw };
     execute_and_report(&mut c, &code, &opts, Results::Plain)
 }
 
@@ -194,14 +194,12 @@ fn execute_and_report(
     Ok(reply_exit_code(&result?))
 }
 
-/// 0 (or the script's `os.exit` code) for ok, 130 for an interrupt, else the script's code or 1.
+/// 0 for ok, 130 for an interrupt, else 1.
 fn reply_exit_code(reply: &ExecReply) -> ExitCode {
-    let script_code =
-        reply.content["llmspell_exit_code"].as_i64().map(|c| ExitCode::from(c.clamp(0, 255) as u8));
     match reply.status() {
-        "ok" => script_code.unwrap_or(ExitCode::SUCCESS),
+        "ok" => ExitCode::SUCCESS,
         _ if reply.ename() == "Interrupted" => ExitCode::from(130),
-        _ => script_code.unwrap_or(ExitCode::from(1)),
+        _ => ExitCode::from(1),
     }
 }
 

@@ -2,7 +2,7 @@
 //! rustyline; multi-line input is decided by the kernel's `is_complete`, completion by its `complete`.
 //! When stdin is not a terminal it reads lines without prompts, so it can be scripted.
 
-use crate::cli::{CommandError, FRESH_KERNEL};
+use crate::cli::CommandError;
 use crate::client::{self, Client, ExecOptions, Renderer, Results, StdinMode};
 use crate::connection;
 use rustyline::completion::Completer;
@@ -236,13 +236,14 @@ fn execute(
     tty: bool,
     input: &mut dyn FnMut(&str, bool) -> Option<String>,
 ) -> Result<(Option<u64>, bool), CommandError> {
-    let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::Lines, script: None };
+    let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::Lines };
     let mut shown = Renderer::new(std::io::stdout(), std::io::stderr(), Results::Cells { numbered: tty });
     let result = client.borrow_mut().execute(code, &opts, sigint, &mut |ev| shown.event(ev), input);
     shown.finish(&result);
     match result {
         Ok(reply) => Ok((reply.content["execution_count"].as_u64(), reply.status() == "ok")),
-        Err(e) => Err(CommandError::Failed(format!("{e}; {FRESH_KERNEL}"))),
+        // Only a dead kernel means a fresh one next time (CommandError says so then).
+        Err(e) => Err(CommandError::Client(e)),
     }
 }
 

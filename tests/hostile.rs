@@ -89,7 +89,7 @@ impl Cell {
 }
 
 fn run_cell(c: &mut Client, code: &str) -> Cell {
-    let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::None, script: None };
+    let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::None };
     let mut cell = Cell::default();
     let reply = {
         let (out, err, tb, result) = (&mut cell.out, &mut cell.err, &mut cell.traceback, &mut cell.result);
@@ -1687,7 +1687,7 @@ fn a_file_size_limit_on_the_kernel_fails_state_writes_without_killing_it() {
     let conn = k.conn();
     let big = std::thread::spawn(move || {
         let mut c = Client::connect_file(&conn, Duration::from_secs(10)).unwrap();
-        let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::None, script: None };
+        let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::None };
         c.execute("state.set('big', string.rep('x', 100000))", &opts, None, &mut |_| {}, &mut |_, _| None)
             .map(|r| r.content)
             .map_err(|e| e.to_string())

@@ -39,7 +39,7 @@ fn hundred_thousand_executes_keep_the_kernel_rss_flat() {
     let mut c = Client::connect_file(&home.kernels_dir().join("soak.json"), Duration::from_secs(10)).unwrap();
     // A cell that does a little of everything a cell does: globals, a table, a string, output and
     // a value to show. Not stored in history (history grows by design; measured separately below).
-    let opts = ExecOptions { silent: false, store_history: false, stdin: StdinMode::None, script: None };
+    let opts = ExecOptions { silent: false, store_history: false, stdin: StdinMode::None };
     let mut samples: Vec<(usize, u64)> = vec![(0, vm_rss_kb(pid))];
     let t = Instant::now();
     let mut printed = 0usize;

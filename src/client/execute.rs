@@ -90,9 +90,6 @@ fn request_content(code: &str, opts: &ExecOptions) -> (Value, Value) {
     if opts.stdin == StdinMode::Raw {
         metadata["llmspell"]["stdin"] = json!("raw");
     }
-    if let Some((name, args)) = opts.script {
-        metadata["llmspell"]["run"] = json!({ "name": name, "args": args });
-    }
     let content = json!({
         "code": code,
         "silent": opts.silent,

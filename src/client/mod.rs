@@ -122,12 +122,10 @@ pub enum StdinMode {
     Lines,
 }
 
-pub struct ExecOptions<'a> {
+pub struct ExecOptions {
     pub silent: bool,
     pub store_history: bool,
     pub stdin: StdinMode,
-    /// Set for `llmspell run`: the script's name and arguments.
-    pub script: Option<(&'a str, &'a [String])>,
 }
 
 /// The final reply of an execute request.

@@ -285,7 +285,7 @@ fn describe(event: Event) -> String {
 /// Runs `code` on `fake` in Lines mode, answering input requests from `answers` in turn.
 fn execute(fake: &Fake, sigint: Option<RawFd>, answers: Vec<Option<&str>>) -> Outcome {
     let mut client = fake.client();
-    let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::Lines, script: None };
+    let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::Lines };
     let (mut events, mut prompts) = (Vec::new(), Vec::new());
     let mut answers = answers.into_iter();
     let result = client.execute(
@@ -370,13 +370,7 @@ fn output_of_other_requests_is_not_shown() {
 fn the_request_carries_the_options() {
     let fake = Fake::start(Box::new(|k, req| k.finish(req, ok())));
     let mut client = fake.client();
-    let args = ["a".to_string(), "b".to_string()];
-    let opts = ExecOptions {
-        silent: true,
-        store_history: false,
-        stdin: StdinMode::Raw,
-        script: Some(("s.lua", &args)),
-    };
+    let opts = ExecOptions { silent: true, store_history: false, stdin: StdinMode::Raw };
     client.execute("x = 1", &opts, None, &mut |_| {}, &mut |_, _| None).unwrap();
     let Ok(Seen::Request(content, metadata)) = fake.seen.recv_timeout(PATIENCE) else { panic!("no request") };
     assert_eq!(
@@ -385,10 +379,7 @@ fn the_request_carries_the_options() {
     );
     let owner = json!({ "pid": std::process::id(), "start": metadata["llmspell"]["owner"]["start"] });
     assert!(metadata["llmspell"]["owner"]["start"].as_u64() > Some(0), "{metadata}");
-    assert_eq!(
-        metadata["llmspell"],
-        json!({ "stdin": "raw", "run": { "name": "s.lua", "args": ["a", "b"] }, "owner": owner })
-    );
+    assert_eq!(metadata["llmspell"], json!({ "stdin": "raw", "owner": owner }));
 }
 
 #[test]
@@ -459,7 +450,7 @@ fn a_kernel_that_dies_while_running_is_reported_as_dead() {
     let (tx, rx) = unbounded();
     std::thread::spawn(move || {
         let mut client = client;
-        let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::None, script: None };
+        let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::None };
         let mut events = Vec::new();
         let result =
             client.execute("code", &opts, None, &mut |ev| events.push(describe(ev)), &mut |_, _| None);

@@ -268,16 +268,7 @@ impl Shell {
             let content = json!({ "code": req.code, "execution_count": count });
             self.frontend.borrow().publisher.publish_held(msg, "execute_input", content);
         }
-        let script = ours.get("run").map(|run| lua::Script {
-            name: run["name"].as_str().unwrap_or("script").to_string(),
-            args: run["args"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|a| a.as_str().map(String::from))
-                .collect(),
-        });
-        let outcome = self.run_cell(&req.code, script.as_ref());
+        let outcome = self.run_cell(&req.code);
         let user_expressions = match outcome.error {
             None => self.user_expressions(&req.user_expressions),
             Some(_) => Map::new(),
@@ -296,13 +287,13 @@ impl Shell {
     }
 
     /// The interpreter runs the code, with the output of child processes it starts forwarded.
-    fn run_cell(&mut self, code: &str, script: Option<&lua::Script>) -> Outcome {
+    fn run_cell(&mut self, code: &str) -> Outcome {
         // A stale interrupt (sent while nothing ran) must not kill this cell.
         self.shared.interrupt.take();
         let child_output = self.frontend.borrow().child_output.clone();
         child_output.set_parent(Some(self.frontend.borrow().parent.clone()));
         self.frontend.borrow_mut().children = false;
-        let outcome = self.interp.execute(code, script);
+        let outcome = self.interp.execute(code);
         if self.frontend.borrow().children {
             // A child may still have been writing (io.popen's stderr): publish that first. (Only
             // then: the round trip to the forwarding thread is not free.)
@@ -342,7 +333,7 @@ fn execute_reply(count: u64, outcome: &Outcome, user_expressions: Map<String, Va
         .iter()
         .map(|text| json!({ "source": "page", "data": { "text/plain": text }, "start": 0 }))
         .collect();
-    let mut content = match &outcome.error {
+    match &outcome.error {
         None => json!({
             "status": "ok", "execution_count": count, "payload": payload, "user_expressions": user_expressions,
         }),
@@ -350,9 +341,5 @@ fn execute_reply(count: u64, outcome: &Outcome, user_expressions: Map<String, Va
             "status": "error", "execution_count": count, "ename": e.ename, "evalue": e.evalue,
             "traceback": e.traceback, "payload": payload, "user_expressions": {},
         }),
-    };
-    if let Some(code) = outcome.exit_code {
-        content["llmspell_exit_code"] = json!(code);
     }
-    content
 }

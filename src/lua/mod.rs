@@ -1,4 +1,4 @@
-//! The Lua interpreter: the only code that touches `mlua`. It runs cells and scripts, captures output,
+//! The Lua interpreter of the session: the only code of the kernel that touches `mlua`. It runs cells, captures output,
 //! completes, inspects, judges completeness, renders results, bridges `state` to Lua, and turns the
 //! interrupt flag into a Lua error through an instruction-count hook. It talks to the outside world
 //! only through the [`Host`] trait, which `kernel.rs` implements.
@@ -20,11 +20,11 @@ pub(crate) use store::state_natives;
 use crate::state::Store;
 use convert::to_json_lenient;
 use failure::{clean_traceback, interrupted_failure, root_cause, syntax_failure};
-use mlua::{Function, Lua, MultiValue, ObjectLike, Table, Value, Variadic};
+use mlua::{Function, Lua, MultiValue, ObjectLike, Table, Value};
 use natives::natives;
 use serde_json::Value as Json;
 use source::{open_blocks, returning};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -74,12 +74,6 @@ pub struct Options {
     pub state_path: PathBuf,
 }
 
-/// A script run by `llmspell run`: its own fresh globals, `arg`, and a real `os.exit`.
-pub struct Script {
-    pub name: String,
-    pub args: Vec<String>,
-}
-
 /// The result of running a cell.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -88,8 +82,6 @@ pub struct Outcome {
     pub error: Option<Failure>,
     /// Texts `help()` asked to show in the pager.
     pub pages: Vec<String>,
-    /// Set when a script called `os.exit(code)`.
-    pub exit_code: Option<i32>,
 }
 
 pub enum Completeness {
@@ -105,7 +97,6 @@ const MEMORY_HEADROOM: usize = 4 << 20;
 #[derive(Default)]
 struct Run {
     pages: Vec<String>,
-    exit_code: Option<i32>,
     interrupted: bool,
 }
 
@@ -118,7 +109,6 @@ pub struct Interpreter {
     interrupt: Arc<Interrupter>,
     /// The main Lua state, for its hook.
     main: *mut mlua::ffi::lua_State,
-    exiting: Rc<Cell<bool>>,
     store: Rc<RefCell<Store>>,
     memory_limit: Option<usize>,
     /// Lua memory in use before any user code: the limit counts from here.
@@ -151,23 +141,21 @@ impl Interpreter {
         };
         let host: SharedHost = Rc::new(RefCell::new(host));
         let run = Rc::new(RefCell::new(Run::default()));
-        let exiting = Rc::new(Cell::new(false));
         let store = Rc::new(RefCell::new(Store::open(opts.state_path.clone())));
-        let k =
-            natives(&lua, &host, &run, &exiting, &store).map_err(|e| format!("cannot set up Lua: {e}"))?;
+        let k = natives(&lua, &host, &run, &store).map_err(|e| format!("cannot set up Lua: {e}"))?;
         let prelude: Table = lua
             .load(include_str!("prelude.lua"))
             .set_name("=[llmspell]")
             .call(k)
             .map_err(|e| format!("the kernel's Lua prelude failed: {e}"))?;
 
-        // The hook (interrupt.rs): interrupts and a script's os.exit become errors raised inside the
-        // running code; output that has waited is flushed.
+        // The hook (interrupt.rs): an interrupt becomes an error raised inside the running code;
+        // output that has waited is flushed.
         {
-            let (flag, run, exiting) = (interrupt.clone(), run.clone(), exiting.clone());
+            let (flag, run) = (interrupt.clone(), run.clone());
             let stop = Box::new(move || {
-                let stop = flag.is_set() || exiting.get();
-                if stop && flag.is_set() {
+                let stop = flag.is_set();
+                if stop {
                     if let Ok(mut run) = run.try_borrow_mut() {
                         run.interrupted = true;
                     }
@@ -198,17 +186,15 @@ impl Interpreter {
             run,
             interrupt,
             main,
-            exiting,
             store,
             memory_limit: opts.memory_limit,
             base_memory,
         })
     }
 
-    /// Runs a cell in the shared session, or a script in a fresh environment.
-    pub fn execute(&mut self, code: &str, script: Option<&Script>) -> Outcome {
+    /// Runs a cell in the shared session.
+    pub fn execute(&mut self, code: &str) -> Outcome {
         *self.run.borrow_mut() = Run::default();
-        self.exiting.set(false);
         // The normal hook, whatever the last cell left (debug.sethook, an interrupt).
         // SAFETY: our own live main state, on its own thread.
         unsafe { interrupt::install(self.main) };
@@ -218,13 +204,12 @@ impl Interpreter {
         // the result) gets some headroom, so a session whose globals fill the limit can still run
         // the cell that frees them.
         self.set_memory_headroom(true);
-        match self.compile(code, script) {
+        match self.compile(code) {
             Err(failure) => outcome.error = Some(failure),
             Ok(function) => {
-                let args: Vec<String> = script.map(|s| s.args.clone()).unwrap_or_default();
                 let run: Function = self.k.get("run").expect("the prelude defines run");
                 self.set_memory_headroom(false);
-                let called: mlua::Result<MultiValue> = run.call((function, Variadic::from_iter(args)));
+                let called: mlua::Result<MultiValue> = run.call(function);
                 self.set_memory_headroom(true);
                 // Our own work after the cell must not be hit by the interrupt the cell ended with.
                 self.interrupt.take();
@@ -232,14 +217,12 @@ impl Interpreter {
                 unsafe { interrupt::install(self.main) };
                 let run = std::mem::take(&mut *self.run.borrow_mut());
                 outcome.pages = run.pages;
-                outcome.exit_code = run.exit_code;
                 match called {
-                    Ok(values) => self.finish(values, script.is_none(), run.interrupted, &mut outcome),
+                    Ok(values) => self.finish(values, run.interrupted, &mut outcome),
                     Err(e) => outcome.error = Some(self.failure_of_error(&e, run.interrupted)),
                 }
             }
         }
-        self.exiting.set(false);
         // A cell may have stopped the collector; the next one should not inherit that.
         self.lua.gc_restart();
         if outcome.error.is_some() && self.memory_limit.is_some() {
@@ -268,7 +251,7 @@ impl Interpreter {
         }
     }
 
-    fn finish(&self, values: MultiValue, show: bool, interrupted: bool, outcome: &mut Outcome) {
+    fn finish(&self, values: MultiValue, interrupted: bool, outcome: &mut Outcome) {
         let mut values = values.into_iter();
         let ok = matches!(values.next(), Some(Value::Boolean(true)));
         if ok {
@@ -276,7 +259,7 @@ impl Interpreter {
                 Some(Value::Integer(n)) => n as usize,
                 _ => 0,
             };
-            if show && n > 0 {
+            if n > 0 {
                 let results: MultiValue = values.take(n).collect();
                 match self.k.call_function::<MultiValue>("bundle", results) {
                     Ok(b) => {
@@ -290,9 +273,6 @@ impl Interpreter {
         }
         let err = values.next().unwrap_or(Value::Nil);
         let tb = values.next().and_then(|v| v.as_string().map(|s| s.to_string_lossy())).unwrap_or_default();
-        if outcome.exit_code.is_some() {
-            return; // os.exit in a script: not an error, the exit code says it all
-        }
         outcome.error = Some(self.failure_of_value(err, &tb, interrupted));
     }
 
@@ -347,24 +327,8 @@ impl Interpreter {
 
     /// Compiles a cell. In the session an expression list (or a cell whose last line is one) is
     /// compiled to return its values, so they can be shown; so are the values of an explicit `return`.
-    fn compile(&self, code: &str, script: Option<&Script>) -> Result<Function, Failure> {
+    fn compile(&self, code: &str) -> Result<Function, Failure> {
         let lua = &self.lua;
-        if let Some(s) = script {
-            let env: Table = self
-                .k
-                .call_function("script_env", (s.name.as_str(), s.args.clone()))
-                .map_err(|e| self.failure_of_error(&e, false))?;
-            let code = code
-                .strip_prefix("#!")
-                .map(|rest| rest.find('\n').map(|i| &rest[i..]).unwrap_or(""))
-                .unwrap_or(code);
-            return lua
-                .load(code)
-                .set_name(format!("@{}", s.name))
-                .set_environment(env)
-                .into_function()
-                .map_err(|e| self.failure_of_error(&e, false));
-        }
         let chunk = |src: &str| lua.load(src.to_string()).set_name("=[cell]").into_function();
         // A cell that starts with a statement keyword cannot be an expression: skip that try.
         let first_word = code.trim_start().split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next();

@@ -5,7 +5,7 @@ use super::{convert, Input, InputError, Run, SharedHost, Stream};
 use crate::state::Store;
 use base64::Engine;
 use mlua::{Function, Lua, LuaString, Table, Value, Variadic};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 
 /// The natives table `K` the prelude builds on.
@@ -13,13 +13,12 @@ pub(super) fn natives(
     lua: &Lua,
     host: &SharedHost,
     run: &Rc<RefCell<Run>>,
-    exiting: &Rc<Cell<bool>>,
     store: &Rc<RefCell<Store>>,
 ) -> mlua::Result<Table> {
     let k = lua.create_table()?;
     output_natives(lua, &k, host)?;
     frontend_natives(lua, &k, host, run)?;
-    run_natives(lua, &k, run, exiting)?;
+    run_natives(lua, &k, run)?;
     k.set(
         "base64",
         lua.create_function(|_, bytes: LuaString| {
@@ -139,26 +138,14 @@ fn frontend_natives(lua: &Lua, k: &Table, host: &SharedHost, run: &Rc<RefCell<Ru
     Ok(())
 }
 
-/// What a cell leaves for its reply: pager texts, an exit code.
-fn run_natives(lua: &Lua, k: &Table, run: &Rc<RefCell<Run>>, exiting: &Rc<Cell<bool>>) -> mlua::Result<()> {
+/// What a cell leaves for its reply: pager texts.
+fn run_natives(lua: &Lua, k: &Table, run: &Rc<RefCell<Run>>) -> mlua::Result<()> {
     {
         let run = run.clone();
         k.set(
             "page",
             lua.create_function(move |_, text: String| {
                 run.borrow_mut().pages.push(text);
-                Ok(())
-            })?,
-        )?;
-    }
-    {
-        let run = run.clone();
-        let exiting = exiting.clone();
-        k.set(
-            "exiting",
-            lua.create_function(move |_, code: i64| {
-                run.borrow_mut().exit_code = Some(code.clamp(i32::MIN as i64, i32::MAX as i64) as i32);
-                exiting.set(true);
                 Ok(())
             })?,
         )?;

@@ -1,6 +1,6 @@
--- The kernel's Lua side: value rendering, `display`, `help`, completion, stdin, `state` wrappers and the
--- per-script environment. Loaded once per kernel by lua.rs with the natives table `K`; returns `K`
--- with the entry points lua.rs calls.
+-- The kernel's Lua side: value rendering, `display`, `help`, completion, stdin, `state` wrappers.
+-- Loaded once per kernel by lua/mod.rs with the natives table `K`; returns `K` with the entry points
+-- lua/mod.rs calls.
 local K = ...
 local DOCS = K.docs
 K.docs = nil
@@ -475,50 +475,18 @@ local state = {
 K.state = nil
 
 ---------------------------------------------------------------------------------------------------
--- Globals, os.exit, and the fresh environment of each `llmspell run`
+-- Globals and os.exit (refused: it would end the kernel for every client)
 ---------------------------------------------------------------------------------------------------
-local EXIT = setmetatable({}, { __tostring = function() return "os.exit" end })
-K.EXIT = EXIT
 local function session_exit()
   error("os.exit is disabled in the shared kernel session (it would stop the kernel for every client); " ..
     "use `llmspell kernel stop` to stop the kernel", 2)
-end
-local function script_exit(code)
-  if code == nil or code == true then code = 0 elseif code == false then code = 1 end
-  K.exiting(math.tointeger(code) or 1)
-  error(EXIT, 0)
 end
 os.exit = session_exit
 
 _G.state, _G.display, _G.help = state, display, help
 
--- A pristine copy of the globals, taken now, is what every script starts from.
-local pristine = {}
-for k, v in pairs(_G) do pristine[k] = v end
-local copied_libs = { string = true, table = true, math = true, io = true, os = true, coroutine = true,
-  utf8 = true, debug = true, state = true }
-
-K.script_env = function(name, args)
-  local env = {}
-  for k, v in pairs(pristine) do
-    if copied_libs[k] then
-      local copy = {}
-      for kk, vv in pairs(v) do copy[kk] = vv end
-      v = copy
-    end
-    env[k] = v
-  end
-  env._G = env
-  env.os.exit = script_exit
-  local arg = { [0] = name }
-  for i, a in ipairs(args) do arg[i] = a end
-  env.arg = arg
-  return env
-end
-
 -- Runs a compiled cell: returns true, n, results... or false, error value, traceback.
 local function handler(e)
-  if e == EXIT then return e end
   return { err = e, tb = traceback("", 2) }
 end
 K.run = function(f, ...)

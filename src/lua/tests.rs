@@ -66,22 +66,22 @@ fn shown(outcome: &Outcome) -> Option<String> {
 #[test]
 fn an_expression_cell_shows_its_values_and_a_statement_cell_none() {
     let (mut i, _) = interpreter();
-    assert_eq!(shown(&i.execute("1 + 1", None)).as_deref(), Some("2"));
-    assert_eq!(shown(&i.execute("x = 41", None)), None);
-    assert_eq!(shown(&i.execute("x + 1", None)).as_deref(), Some("42"));
+    assert_eq!(shown(&i.execute("1 + 1")).as_deref(), Some("2"));
+    assert_eq!(shown(&i.execute("x = 41")), None);
+    assert_eq!(shown(&i.execute("x + 1")).as_deref(), Some("42"));
     assert_eq!(
-        shown(&i.execute("t = {1, 2}\nt[2]", None)).as_deref(),
+        shown(&i.execute("t = {1, 2}\nt[2]")).as_deref(),
         Some("2"),
         "a last line that is an expression"
     );
-    assert_eq!(shown(&i.execute("return 'a', 3", None)).as_deref(), Some("\"a\"\t3"));
-    assert_eq!(shown(&i.execute("{a = 1}", None)).as_deref(), Some("{a = 1}"));
+    assert_eq!(shown(&i.execute("return 'a', 3")).as_deref(), Some("\"a\"\t3"));
+    assert_eq!(shown(&i.execute("{a = 1}")).as_deref(), Some("{a = 1}"));
 }
 
 #[test]
 fn print_goes_to_the_host_as_stdout() {
     let (mut i, host) = interpreter();
-    let o = i.execute("print('hi', 1, nil) io.write('x', 2)", None);
+    let o = i.execute("print('hi', 1, nil) io.write('x', 2)");
     assert!(o.error.is_none(), "{:?}", o.error);
     assert_eq!(host.stdout(), "hi\t1\tnil\nx2");
 }
@@ -89,7 +89,7 @@ fn print_goes_to_the_host_as_stdout() {
 #[test]
 fn errors_carry_their_kind_message_and_the_users_frames_only() {
     let (mut i, _) = interpreter();
-    let e = i.execute("local function f() error('boom') end\nf()", None).error.unwrap();
+    let e = i.execute("local function f() error('boom') end\nf()").error.unwrap();
     assert_eq!(e.ename, "RuntimeError");
     assert_eq!(e.evalue, "[cell]:1: boom");
     assert!(
@@ -98,9 +98,9 @@ fn errors_carry_their_kind_message_and_the_users_frames_only() {
         e.traceback
     );
     assert!(!e.traceback.iter().any(|l| l.contains("[llmspell]")), "{:?}", e.traceback);
-    let e = i.execute("1 +", None).error.unwrap();
+    let e = i.execute("1 +").error.unwrap();
     assert_eq!(e.ename, "SyntaxError");
-    let e = i.execute("error({code = 7})", None).error.unwrap();
+    let e = i.execute("error({code = 7})").error.unwrap();
     assert_eq!(e.ename, "RuntimeError");
 }
 
@@ -119,7 +119,7 @@ fn completeness_follows_the_lua_parser() {
 #[test]
 fn completion_replaces_the_word_before_the_cursor() {
     let (mut i, _) = interpreter();
-    i.execute("my_value = 1", None);
+    i.execute("my_value = 1");
     let (matches, start, end) = i.complete("x = my_v", 8);
     assert_eq!((start, end), (4, 8));
     assert!(matches.contains(&"my_value".to_string()), "{matches:?}");
@@ -130,17 +130,14 @@ fn completion_replaces_the_word_before_the_cursor() {
 #[test]
 fn state_round_trips_values_and_refuses_what_would_not_come_back() {
     let (mut i, _) = interpreter();
-    let o = i.execute(
-        "state.set('k', {1, 2, {a = 'b'}, 1.5}) return state.get('k')[3].a, state.get('k')[4]",
-        None,
-    );
+    let o = i.execute("state.set('k', {1, 2, {a = 'b'}, 1.5}) return state.get('k')[3].a, state.get('k')[4]");
     assert!(o.error.is_none(), "{:?}", o.error);
     assert_eq!(shown(&o).as_deref(), Some("\"b\"\t1.5"));
-    let e = i.execute("state.set('bad', {print})", None).error.unwrap();
+    let e = i.execute("state.set('bad', {print})").error.unwrap();
     assert!(e.evalue.contains("value[1] is a function"), "{}", e.evalue);
-    let e = i.execute("local t = {} t.t = t state.set('cycle', t)", None).error.unwrap();
+    let e = i.execute("local t = {} t.t = t state.set('cycle', t)").error.unwrap();
     assert!(e.evalue.contains("cycle"), "{}", e.evalue);
-    let o = i.execute("state.set('bytes', '\\xff\\x00') return #state.get('bytes')", None);
+    let o = i.execute("state.set('bytes', '\\xff\\x00') return #state.get('bytes')");
     assert_eq!(shown(&o).as_deref(), Some("2"), "{:?}", o.error);
 }
 
@@ -152,10 +149,10 @@ fn an_interrupt_stops_a_loop_even_one_that_catches_errors() {
         std::thread::sleep(std::time::Duration::from_millis(100));
         flag.interrupt();
     });
-    let o = i.execute("while true do pcall(function() while true do end end) end", None);
+    let o = i.execute("while true do pcall(function() while true do end end) end");
     t.join().unwrap();
     assert_eq!(o.error.map(|e| e.ename).as_deref(), Some("Interrupted"));
-    assert_eq!(shown(&i.execute("1", None)).as_deref(), Some("1"), "the session goes on");
+    assert_eq!(shown(&i.execute("1")).as_deref(), Some("1"), "the session goes on");
 }
 
 /// Runs `code`, interrupting it from another thread once it has started (it sets `started`).
@@ -171,10 +168,10 @@ fn interrupted(code: &str) -> Outcome {
         flag.interrupt();
     });
     let code = format!("io.open({:?}, 'w'):close() {code}", started.display().to_string());
-    let o = i.execute(&code, None);
+    let o = i.execute(&code);
     t.join().unwrap();
     let _ = std::fs::remove_file(&started);
-    assert_eq!(shown(&i.execute("1", None)).as_deref(), Some("1"), "the session goes on");
+    assert_eq!(shown(&i.execute("1")).as_deref(), Some("1"), "the session goes on");
     o
 }
 
@@ -196,9 +193,7 @@ fn interrupts_stop_loops_in_coroutines_around_child_processes_and_after_user_hoo
 fn the_debug_library_is_the_users_own() {
     let (mut i, _) = interpreter();
     let o = i.execute(
-        "local n = 0 debug.sethook(function() n = n + 1 end, 'l') local x = 1\nx = 2\ndebug.sethook() return n",
-        None,
-    );
+        "local n = 0 debug.sethook(function() n = n + 1 end, 'l') local x = 1\nx = 2\ndebug.sethook() return n");
     assert!(o.error.is_none(), "{:?}", o.error);
     assert!(
         shown(&o).and_then(|n| n.parse::<i64>().ok()) > Some(0),
@@ -210,7 +205,7 @@ fn the_debug_library_is_the_users_own() {
 #[test]
 fn display_publishes_a_mime_bundle() {
     let (mut i, host) = interpreter();
-    i.execute("display(display.html('<b>x</b>'))", None);
+    i.execute("display(display.html('<b>x</b>'))");
     let published = host.published.borrow_mut();
     let (kind, content) = published.last().expect("a display_data message");
     assert_eq!(kind, "display_data");
