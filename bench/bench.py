@@ -2,7 +2,11 @@
 """`make bench`: llmspell side by side with xeus-python, ipykernel and ILua, and the targets of issue 5.
 
 usage: bench.py --bin target/release/llmspell [--quick] [--json target/bench.json]
-                [--sections kernels,client,cli,scale,state,binary] [--kernels llmspell,xeus-python,...]
+                [--sections kernels,client,cli,scale,state,binary,run] [--kernels llmspell,xeus-python,...]
+                [--only run] [--lua PATH]
+
+`--only run` (or --sections run) runs only the comparison of `llmspell run` with a stock lua (issue 12): no
+Jupyter kernels and no Python packages needed. It compares with $LUA (or --lua), else Debian's lua5.4.
 
 One run measures, section after section, on the same machine:
 
@@ -51,6 +55,11 @@ cli       warm `llmspell exec 'x = 1'`, warm and cold `llmspell run hello.lua`, 
 scale     `llmspell exec` printing 10k / 100k / 1M lines: time, all arrived, kernel peak RSS
 state     state.set / state.get cost with 1k / 10k / 100k keys held; a cell setting 100k keys
 binary    size of the stripped release binary
+run       `llmspell run` against a stock lua (issue 12; see bench_run): the CPU-bound suite in bench/suite/
+          by `lua`, `llmspell run` and in the session (`llmspell exec "dofile(...)"`), per item and in
+          total; 4 concurrent CPU-bound runs vs 4 concurrent lua; warm `run hello.lua` vs `lua hello.lua`
+          and `llmspell --version`, idle and behind a busy session cell; the zygote's and the kernel's RSS
+          and PSS, idle and after 10 000 runs. Medians over interleaved rounds.
 
 Nothing is asserted: the run prints one table (figures side by side, targets with measured ratios) and
 writes everything as JSON. Kernels or tools that are missing are skipped with a note.
@@ -753,6 +762,202 @@ def binary_size(bin_path, tmp):
     else:
         res["note"] = "strip not found: size as built"
     return res
+
+
+# ----------------------------------------------------------------------------------------------------
+# `llmspell run` against a stock lua (issue 12)
+
+SUITE_DIR = ROOT / "bench" / "suite"
+SUITE = ["fib", "strings", "pcall", "coroutine", "arith"]  # bench/suite/<item>.lua
+CONCURRENT = 4
+
+
+def lua_version(lua):
+    try:
+        p = subprocess.run([lua, "-v"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=10)
+        return p.stdout.strip().split("  ")[0]
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def smaps_rollup_kb(pid):
+    """{"Rss": kB, "Pss": kB, ...} of one process from /proc/PID/smaps_rollup ({} if unreadable)."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[-1] == "kB":
+                    out[parts[0].rstrip(":")] = int(parts[1])
+    except OSError:
+        pass
+    return out
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def zygote_pid(kernel_pid):
+    """The kernel's `llmspell kernel runner` child (the zygote), or None."""
+    for p in tree_pids(kernel_pid)[1:]:
+        args = cmdline(p)
+        if b"kernel" in args and b"runner" in args:
+            return p
+    return None
+
+
+def spread(ts):
+    return {"median_ms": r(med(ts), 2), "min_ms": r(min(ts), 2), "max_ms": r(max(ts), 2), "n": len(ts)}
+
+
+def bench_run(cli, lua, cfg, tmp):
+    """`llmspell run` against a stock lua (`lua` is $LUA or lua5.4): every figure a median over interleaved
+    rounds (the machine's load drifts; whichever command goes first alternates from round to round).
+
+    suite        bench/suite/*.lua (recursion, strings, pcall, coroutines, arithmetic), each item per round
+                 by `lua ITEM`, `llmspell run ITEM` and, in the session, `llmspell exec "dofile(ITEM)"`
+                 (our own CLI client; the same kernel): wall time of the whole command, output compared
+    concurrent   4 `llmspell run fib.lua` started together vs 4 `lua fib.lua`: wall time until the last ends
+    hello        warm `llmspell run hello.lua`, `lua hello.lua`, `llmspell --version` (the CLI's own start-up);
+                 then the same while a session cell (started by `llmspell exec`) keeps the kernel busy
+    memory       the zygote's RSS and PSS (/proc/PID/smaps_rollup) and the kernel's own, idle, before and
+                 after `runs_n` runs of hello.lua"""
+    res = {"lua": lua, "lua_version": lua_version(lua), "rounds": cfg["run_rounds"]}
+    hello = Path(tmp) / "hello.lua"
+    hello.write_text('print("hello")\n')
+    cli.stop()
+    cli.run(["exec", "x = 1"])  # start the kernel
+    for _ in range(3):
+        cli.run(["run", str(hello)])
+    kpid = cli.kernel_pid()
+    zpid = zygote_pid(kpid) if kpid else None
+    res["kernel_pid"], res["zygote_pid"] = kpid, zpid
+
+    def mem():
+        z = smaps_rollup_kb(zpid) if zpid else {}
+        k = smaps_rollup_kb(kpid) if kpid else {}
+        return {"zygote_rss_kb": z.get("Rss"), "zygote_pss_kb": z.get("Pss"),
+                "kernel_rss_kb": k.get("Rss"), "kernel_pss_kb": k.get("Pss")}
+
+    time.sleep(1.0)
+    res["memory_idle"] = mem()
+    log(f"  idle memory: {res['memory_idle']}")
+
+    # 1. the suite
+    items = {name: str(SUITE_DIR / f"{name}.lua") for name in SUITE}
+    cmds = {"lua": lambda p: timed([lua, p], cli.env),
+            "run": lambda p: cli.run(["run", p]),
+            "exec": lambda p: cli.run(["exec", f"dofile({json.dumps(p)})"])}
+    samples = {k: {name: [] for name in items} for k in cmds}
+    failures = {k: [] for k in cmds}
+    want = {}
+    for name, path in items.items():  # one untimed pass: expected output, page cache
+        want[name] = timed([lua, path], cli.env)[2]
+        cli.run(["run", path])
+    for i in range(cfg["run_rounds"]):
+        for name, path in items.items():
+            order = list(cmds)
+            order = order[i % 3:] + order[:i % 3]  # rotate who goes first
+            for k in order:
+                dt, rc, out, _ = cmds[k](path)
+                if rc != 0 or out != want[name]:
+                    failures[k].append(f"{name}: rc {rc}, output {out[:80]!r}")
+                samples[k][name].append(dt * 1000)
+        log(f"  suite round {i + 1}: " + ", ".join(
+            f"{name} {samples['run'][name][-1] / samples['lua'][name][-1]:.2f}" for name in items))
+    suite = {}
+    for name in items:
+        s = {k: spread(samples[k][name]) for k in cmds}
+        s["ratio_run"] = r(ratio(s["run"]["median_ms"], s["lua"]["median_ms"]), 3)
+        s["ratio_exec"] = r(ratio(s["exec"]["median_ms"], s["lua"]["median_ms"]), 3)
+        suite[name] = s
+    tot = {k: sum(suite[n][k]["median_ms"] for n in items) for k in cmds}
+    suite["total"] = {k: {"median_ms": r(v, 1)} for k, v in tot.items()}
+    suite["total"]["ratio_run"] = r(ratio(tot["run"], tot["lua"]), 3)
+    suite["total"]["ratio_exec"] = r(ratio(tot["exec"], tot["lua"]), 3)
+    res["suite"] = suite
+    res["suite_failures"] = {k: v for k, v in failures.items() if v}
+
+    # 2. concurrent runs
+    fib = items["fib"]
+
+    def together(cmd):
+        t0 = time.perf_counter()
+        ps = [subprocess.Popen(cmd, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               stdin=subprocess.DEVNULL) for _ in range(CONCURRENT)]
+        outs = [p.communicate()[0] for p in ps]
+        dt = time.perf_counter() - t0
+        ok = all(p.returncode == 0 for p in ps) and all(o == want["fib"] for o in outs)
+        return dt * 1000, ok
+    conc = {"run": [], "lua": []}
+    conc_bad = 0
+    for i in range(cfg["conc_rounds"]):
+        pair = [("lua", [lua, fib]), ("run", [cli.bin, "run", fib])]
+        for k, cmd in (pair if i % 2 == 0 else pair[::-1]):
+            ms, ok = together(cmd)
+            conc[k].append(ms)
+            conc_bad += not ok
+    res["concurrent"] = {"n": CONCURRENT, "script": "fib.lua", "cpus": os.cpu_count(),
+                         "run": spread(conc["run"]), "lua": spread(conc["lua"]), "failures": conc_bad}
+    res["concurrent"]["ratio"] = r(ratio(res["concurrent"]["run"]["median_ms"],
+                                         res["concurrent"]["lua"]["median_ms"]), 3)
+
+    # 3. hello, idle and then behind a busy session cell
+    def hello_rounds(n):
+        kinds = {"run": lambda: cli.run(["run", str(hello)]), "lua": lambda: timed([lua, str(hello)], cli.env),
+                 "version": lambda: cli.run(["--version"])}
+        s = {k: [] for k in kinds}
+        bad = 0
+        for i in range(n):
+            order = list(kinds)
+            order = order[i % 3:] + order[:i % 3]
+            for k in order:
+                dt, rc, out, _ = kinds[k]()
+                bad += rc != 0 or (k != "version" and out != b"hello\n")
+                s[k].append(dt * 1000)
+        out = {k: spread(v) for k, v in s.items()}
+        out["failures"] = bad
+        return out
+    res["hello_idle"] = hello_rounds(cfg["hello_n"])
+    # A busy cell for long enough, ended by Ctrl-C to its own client (it interrupts only its own cell).
+    busy_s = 30
+    cell = subprocess.Popen([cli.bin, "exec", f"local t = os.time() + {busy_s} while os.time() < t do end"],
+                            env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    res["hello_busy"] = hello_rounds(cfg["hello_n"])
+    res["hello_busy"]["cell_busy_throughout"] = cell.poll() is None and time.monotonic() - t0 < busy_s - 1
+    cell.send_signal(2)
+    try:
+        cell.wait(10)
+    except subprocess.TimeoutExpired:
+        cell.kill()
+        cell.wait()
+    hi, hb = res["hello_idle"], res["hello_busy"]
+    res["hello_ratio"] = r(ratio(hi["run"]["median_ms"], hi["lua"]["median_ms"]), 3)
+    res["hello_busy_over_idle"] = r(ratio(hb["run"]["median_ms"], hi["run"]["median_ms"]), 3)
+    res["lua_busy_over_idle"] = r(ratio(hb["lua"]["median_ms"], hi["lua"]["median_ms"]), 3)
+
+    # 4. memory growth over many runs (from here: the session's cells above may have grown the kernel)
+    n = cfg["runs_n"]
+    res["memory_before_runs"] = mem()
+    t0 = time.monotonic()
+    bad = 0
+    for _ in range(n):
+        bad += subprocess.run([cli.bin, "run", str(hello)], env=cli.env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL).returncode != 0
+    res["runs_n"], res["runs_failures"], res["runs_s"] = n, bad, r(time.monotonic() - t0, 1)
+    time.sleep(1.0)
+    res["memory_after_runs"] = mem()
+    res["zygote_pid_after_runs"] = zygote_pid(kpid) if kpid else None
+    log(f"  after {n} runs: {res['memory_after_runs']}")
+    return res
 # ----------------------------------------------------------------------------------------------------
 # the table: one row per figure, the kernels side by side, and the target verdict on the rows that have one
 
@@ -928,6 +1133,65 @@ def build_report(R, order):
         if "100000" in ST:
             row("cell setting 100 000 keys (ms)", fmt(ST["100000"]["fill_cell_ms"]))
 
+    # 5. `llmspell run` against a stock lua (issue 12)
+    RN = R.get("run", {})
+    if RN.get("suite"):
+        su, lv = RN["suite"], RN.get("lua_version") or RN.get("lua")
+        n = RN.get("rounds")
+
+        def trio(s):
+            return (f"run {fmt(s['run']['median_ms'], nd=0)} / lua {fmt(s['lua']['median_ms'], nd=0)}"
+                    f" / exec {fmt(s['exec']['median_ms'], nd=0)}")
+        for name in SUITE:
+            if name not in su:
+                continue
+            s = su[name]
+            rt = s["ratio_run"]
+            row(f"run: {name}.lua, ms (median of {n})", trio(s), f"≤ 1.15 × {lv}", rt,
+                None if rt is None else rt <= 1.15)
+        t = su["total"]
+        row("run: suite total, ms (sum of the medians)", trio(t), f"≤ 1.05 × {lv}", t["ratio_run"],
+            None if t["ratio_run"] is None else t["ratio_run"] <= 1.05)
+        row("  in the session (`llmspell exec \"dofile(ITEM)\"`) ÷ lua: "
+            + ", ".join(f"{name} {fmt(su[name]['ratio_exec'], nd=2)}" for name in SUITE if name in su),
+            fmt(t["ratio_exec"], nd=3) + " (total)")
+    C4 = RN.get("concurrent")
+    if C4:
+        rt = C4["ratio"]
+        row(f"run: {C4['n']} concurrent `run fib.lua` on {C4['cpus']} CPUs, ms (until the last ends)",
+            f"run {fmt(C4['run']['median_ms'], nd=0)} / lua {fmt(C4['lua']['median_ms'], nd=0)}",
+            f"≤ 1.2 × {C4['n']} concurrent lua", rt, None if rt is None else rt <= 1.2)
+    HI, HB = RN.get("hello_idle"), RN.get("hello_busy")
+    if HI:
+        rt = RN.get("hello_ratio")
+        row("run: warm `llmspell run hello.lua`, ms", fmt(HI["run"]["median_ms"], nd=2), "≤ 2 × `lua hello.lua`",
+            rt, None if rt is None else rt <= 2)
+        row("  reference: `lua hello.lua` / `llmspell --version` (the CLI's own start-up), ms",
+            f"{fmt(HI['lua']['median_ms'], nd=2)} / {fmt(HI['version']['median_ms'], nd=2)}")
+    if HB:
+        rt, lb = RN.get("hello_busy_over_idle"), RN.get("lua_busy_over_idle")
+        busy_ok = HB.get("cell_busy_throughout")
+        # The busy cell takes one CPU: lua's own busy ÷ idle is the machine's share of any slowdown.
+        adj = ratio(rt, lb)
+        row("run: warm `run hello.lua` while a session cell is busy, ms", fmt(HB["run"]["median_ms"], nd=2),
+            "≤ 1.1 × while idle, after the machine's share", adj,
+            None if adj is None or not busy_ok else adj <= 1.1,
+            f"busy ÷ idle: run {fmt(rt, nd=2)}, lua {fmt(lb, nd=2)}" + ("" if busy_ok else "; cell ended early"))
+    MI, MB, MA = RN.get("memory_idle"), RN.get("memory_before_runs"), RN.get("memory_after_runs")
+    if MI:
+        row("run: idle zygote RSS / PSS (MB, smaps_rollup)",
+            f"{fmt(mb(MI['zygote_rss_kb']), nd=2)} / {fmt(mb(MI['zygote_pss_kb']), nd=2)}")
+        row("  the kernel itself, RSS / PSS (MB)",
+            f"{fmt(mb(MI['kernel_rss_kb']), nd=2)} / {fmt(mb(MI['kernel_pss_kb']), nd=2)}")
+    if MB and MA:
+        def grow(k):
+            return None if MA.get(k) is None or MB.get(k) is None else (MA[k] - MB[k]) / 1024
+        same = RN.get("zygote_pid_after_runs") == RN.get("zygote_pid")
+        row(f"  growth over {RN['runs_n']:,} runs: zygote RSS / PSS, kernel RSS (MB)",
+            f"{fmt(grow('zygote_rss_kb'), nd=2)} / {fmt(grow('zygote_pss_kb'), nd=2)} / "
+            f"{fmt(grow('kernel_rss_kb'), nd=2)}" + ("" if same else " (zygote replaced!)")
+            + (f", {RN['runs_failures']} failed" if RN.get("runs_failures") else ""))
+
     B = R.get("binary", {})
     if B:
         size = B.get("stripped_bytes", B.get("bytes"))
@@ -966,11 +1230,15 @@ def main():
     ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "llmspell"))
     ap.add_argument("--quick", action="store_true", help="fewer samples (about 2 minutes)")
     ap.add_argument("--json", default=str(ROOT / "target" / "bench.json"))
-    ap.add_argument("--sections", default="kernels,client,cli,scale,state,binary")
+    ap.add_argument("--sections", default="kernels,client,cli,scale,state,binary,run")
+    ap.add_argument("--only", metavar="SECTIONS", help="the same as --sections (e.g. --only run: `llmspell run` "
+                    "against a stock lua, no Jupyter kernels, no Python packages needed)")
+    ap.add_argument("--lua", default=os.environ.get("LUA"),
+                    help="the stock lua the run section compares with (default: $LUA, else lua5.4)")
     ap.add_argument("--kernels", default="llmspell,xeus-python,ipykernel,ilua,floor",
                     help="floor: a do-nothing kernel (examples/bench_client.rs --mock-kernel), jupyter_client's floor")
     a = ap.parse_args()
-    sections = set(a.sections.split(","))
+    sections = set((a.only or a.sections).split(","))
     quick = a.quick
     cfg = {
         "starts": 3 if quick else 7,
@@ -988,6 +1256,10 @@ def main():
         "client_n": 500 if quick else 2000,
         "client_duration": 1.0 if quick else 2.0,
         "raw_n": 5000 if quick else 20000,
+        "run_rounds": 3 if quick else 7,
+        "conc_rounds": 3 if quick else 5,
+        "hello_n": 10 if quick else 30,
+        "runs_n": 1000 if quick else 10000,
     }
     bin_path = Path(a.bin).resolve()
     if not bin_path.exists():
@@ -1018,12 +1290,15 @@ def main():
         "python": platform.python_version(), "quick": quick, "bin": str(bin_path), "config": cfg,
         "lua5.4": lua, "notes": [],
     }}
-    try:
-        import jupyter_client
-        R["meta"]["jupyter_client"] = jupyter_client.__version__
-    except ImportError:
-        print("bench: jupyter_client is not installed (make venv)", file=sys.stderr)
-        return 2
+    ref_lua = shutil.which(a.lua) if a.lua else lua
+    R["meta"]["run_lua"] = ref_lua
+    if sections & {"kernels", "state"}:
+        try:
+            import jupyter_client
+            R["meta"]["jupyter_client"] = jupyter_client.__version__
+        except ImportError:
+            print("bench: jupyter_client is not installed (make venv)", file=sys.stderr)
+            return 2
     notes = R["meta"]["notes"]
     cli = Cli(bin_path, home, env)
     order = [k for k in a.kernels.split(",") if k in KERNELS]
@@ -1081,6 +1356,16 @@ def main():
         section("scale", lambda: bench_scale(cli, cfg, tmp))
         section("state", lambda: bench_state(bin_path, env, cfg, tmp))
         section("binary", lambda: binary_size(bin_path, tmp))
+        if "run" in sections and not ref_lua:
+            notes.append(f"run: no stock lua ({a.lua or 'lua5.4'}): section skipped (apt-get install lua5.4, or $LUA)")
+        elif "run" in sections:
+            section("run", lambda: bench_run(cli, ref_lua, cfg, tmp))
+            RN = R.get("run", {})
+            for k, v in RN.get("suite_failures", {}).items():
+                notes.append(f"run: suite by {k}: {len(v)} runs failed or printed something else: {v[0]}")
+            for k in ("hello_idle", "hello_busy", "concurrent"):
+                if RN.get(k, {}).get("failures"):
+                    notes.append(f"run: {k}: {RN[k]['failures']} commands failed")
     except Exception as e:
         notes.append(f"aborted: {type(e).__name__}: {e}")
         log(traceback.format_exc())
@@ -1097,13 +1382,21 @@ def main():
                     for rw in rows if rw["target"]]
     R["table"] = {"columns": ["figure"] + cols + ["target", "ratio", "holds"], "rows": rows}
     print()
-    print(f"llmspell bench — {R['meta']['when']}, {os.cpu_count()} CPUs, jupyter_client "
-          f"{R['meta'].get('jupyter_client')}, {'quick' if quick else 'full'} run in {R['meta']['seconds']} s")
+    jc = R["meta"].get("jupyter_client")
+    print(f"llmspell bench — {R['meta']['when']}, {os.cpu_count()} CPUs"
+          + (f", jupyter_client {jc}" if jc else "")
+          + f", sections {','.join(sorted(sections))}, {'quick' if quick else 'full'} run in {R['meta']['seconds']} s")
     cpus = os.cpu_count() or 1
     # The run itself keeps about one CPU busy: judge the end by a higher bar than the start.
     if R["meta"]["loadavg_start"][0] > 0.5 * cpus or R["meta"]["loadavg_end"][0] > cpus:
         print(f"warning: load average {R['meta']['loadavg_start'][0]:.2f} at start, "
               f"{R['meta']['loadavg_end'][0]:.2f} at end: other work shares the CPUs, figures are noisy")
+    RN = R.get("run", {})
+    if RN:
+        print(f"run: compared with {RN.get('lua_version')} ({RN.get('lua')}); every figure is a median over "
+              f"interleaved rounds ({RN.get('rounds')} for the suite, {cfg['conc_rounds']} concurrent, "
+              f"{cfg['hello_n']} hello), wall time of whole commands; exec = the suite in the session through "
+              f"`llmspell exec`")
     print_table(cols, rows)
     if "floor" in cols:
         print("floor = a kernel that answers every request at once (examples/bench_client.rs --mock-kernel):"

@@ -1,0 +1,6 @@
+-- CPU-bound suite (bench/bench.py, section `run`): recursion.
+local function fib(n)
+  if n < 2 then return n end
+  return fib(n - 1) + fib(n - 2)
+end
+print("fib", fib(34))
