@@ -124,20 +124,9 @@ pub(super) fn stdin_loop(
         let ready: Vec<bool> = items.iter().map(|i| i.is_readable()).collect();
         if ready[1] {
             match requests.recv_multipart(0) {
-                // One empty frame: the Lua thread stopped waiting.
-                Ok(frames) if frames.len() == 1 => outstanding = None,
-                Ok(frames) => {
-                    let id = wire::decode(frames.clone(), signer)
-                        .map(|m| m.msg_id().to_string())
-                        .unwrap_or_default();
-                    if stdin.send_multipart(frames.clone(), 0).is_err() {
-                        let _ = events.send(InputEvent::Unreachable);
-                    } else {
-                        outstanding = Some((id, frames));
-                    }
-                }
                 Err(zmq::Error::ETERM) => return,
                 Err(_) => {}
+                Ok(frames) => outstanding = ask(&stdin, frames, &events, signer),
             }
         }
         if ready[0] {
@@ -173,6 +162,25 @@ pub(super) fn stdin_loop(
             }
         }
     }
+}
+
+/// Sends the Lua thread's input_request to its client; the request now outstanding, if any. (One
+/// empty frame from the Lua thread means it stopped waiting.)
+fn ask(
+    stdin: &zmq::Socket,
+    frames: Vec<Vec<u8>>,
+    events: &Sender<InputEvent>,
+    signer: &Signer,
+) -> Option<(String, Vec<Vec<u8>>)> {
+    if frames.len() == 1 {
+        return None;
+    }
+    let id = wire::decode(frames.clone(), signer).map(|m| m.msg_id().to_string()).unwrap_or_default();
+    if stdin.send_multipart(frames.clone(), 0).is_err() {
+        let _ = events.send(InputEvent::Unreachable);
+        return None;
+    }
+    Some((id, frames))
 }
 
 /// A PAIR socket receiving the stdin socket's disconnect events.

@@ -36,6 +36,7 @@ use crossbeam_channel::{Receiver, Sender};
 use frontend::Frontend;
 use fs2::FileExt;
 use iopub::{IopubSocket, Publisher};
+use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -97,29 +98,7 @@ fn now_millis() -> u64 {
 
 /// Runs a kernel until it is shut down. Errors are one line for the user.
 pub fn start(opts: Options) -> Result<(), String> {
-    // Which files are ours: with --connection-file the launcher (Jupyter) owns it; otherwise we write
-    // kernels/<id>.json and hold kernels/<id>.lock for our whole life.
-    let (info_in, own_files, _lock) = match &opts.connection_file {
-        Some(path) => (Some(ConnectionInfo::read(path)?), None, None),
-        None => {
-            connection::valid_id(&opts.id)?;
-            let dir = connection::kernels_dir()?;
-            let files = KernelFiles::new(&dir, &opts.id);
-            let lock = connection::open_lock_file(&files.lock)
-                .map_err(|e| format!("cannot open {}: {e}", files.lock.display()))?;
-            if lock.try_lock_exclusive().is_err() {
-                let pid = ConnectionInfo::read(&files.connection).ok().and_then(|i| i.pid);
-                let pid = pid.map(|p| format!("pid {p}, ")).unwrap_or_default();
-                return Err(format!(
-                    "kernel {:?} is already running ({pid}connection file {})",
-                    opts.id,
-                    files.connection.display()
-                ));
-            }
-            (None, Some(files), Some(lock))
-        }
-    };
-
+    let Claimed { info_in, own_files, lock: _lock } = claim_files(&opts)?;
     if opts.ip != "127.0.0.1" && opts.ip != "localhost" && opts.ip != "::1" {
         log::warn!(
             "binding {}: anyone who can reach this address and holds the key can run code as this user",
@@ -130,12 +109,11 @@ pub fn start(opts: Options) -> Result<(), String> {
         Some(i) => i.key.clone(),
         None => wire::random_hex(32),
     };
-    let signer = Signer::new(&key);
     let ctx = zmq::Context::new();
     let sockets = Sockets::bind(&ctx, info_in.as_ref(), &opts.ip)?;
     let mut info = sockets.info(info_in.as_ref(), &opts.ip, &key);
     info.pid = Some(std::process::id());
-    // runner (issue 12): the zygote of `llmspell run`, its socket bound before the connection file.
+    // The zygote of `llmspell run`: its socket is bound before the connection file says we are up.
     let _runner = crate::runner::Zygote::start_for(own_files.as_ref(), &key);
     if let Some(files) = &own_files {
         info.write(&files.connection)
@@ -143,106 +121,161 @@ pub fn start(opts: Options) -> Result<(), String> {
     }
     log::info!("kernel {} listening on {} (shell {})", opts.id, info.ip, info.shell_port);
 
-    let (exit_tx, exit_rx) = crossbeam_channel::unbounded();
-    let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
-    let shared = Arc::new(Shared::new(exit_tx, wake_tx));
-    let ownership = owner::Ownership::new()?;
-    {
-        let (ownership, shared) = (ownership.clone(), shared.clone());
-        spawn("owner", move || ownership.watch(&shared));
-    }
-    let session = wire::random_hex(16);
-    let (input_tx, input_rx) = crossbeam_channel::unbounded::<channels::InputEvent>();
-
-    // The inproc PULL ends are bound before any thread connects to them.
-    let Sockets { shell, control, stdin, iopub, hb } = sockets;
-    let stdin_pull = bound_pull(&ctx, "inproc://stdin-requests")?;
-    let iopub_fd = iopub.get_fd().map_err(|e| format!("cannot watch the iopub socket: {e}"))?;
-    let publisher = Publisher::new(IopubSocket::new(iopub, signer.clone(), session.clone())?);
-    let child_output = ChildOutput::start(publisher.clone())?;
-    let iopub_counts = publisher.never_waiting();
-
-    let max = opts.max_message_bytes;
-    spawn("heartbeat", move || channels::heartbeat(hb));
-    {
-        let iopub = publisher.iopub.clone();
-        spawn("iopub", move || iopub::iopub_loop(iopub, iopub_fd));
-    }
-    {
-        let signer = signer.clone();
-        let shared = shared.clone();
-        // Control answers even while a publisher waits for a stalled subscriber.
-        let publisher = publisher.never_waiting();
-        let ownership = ownership.clone();
-        spawn("control", move || {
-            channels::control_loop(control, publisher, &signer, &shared, &ownership, max)
-        });
-    }
-    {
-        let signer = signer.clone();
-        let ctx = ctx.clone();
-        spawn("stdin", move || channels::stdin_loop(&ctx, stdin, stdin_pull, input_tx, &signer, max));
-    }
-    let child_output_handle = child_output.clone();
-    {
-        let shared = shared.clone();
-        let ctx = ctx.clone();
-        let opts = opts.clone();
-        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
-        spawn("lua", move || {
-            let frontend = connected_push(&ctx, "inproc://stdin-requests").map(|stdin| {
-                let interrupt = shared.interrupt.clone();
-                Frontend::new(
-                    child_output,
-                    publisher,
-                    stdin,
-                    input_rx,
-                    wake_rx,
-                    interrupt,
-                    opts.input_timeout,
-                )
-            });
-            match frontend.and_then(|frontend| shell::Shell::new(shell, frontend, &shared, ownership, &opts))
-            {
-                Ok(shell) => {
-                    let _ = ready_tx.send(Ok(()));
-                    shell.run();
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            }
-        });
-        ready_rx.recv().map_err(|_| "the Lua thread died while starting".to_string())??;
-    }
-    watch_signals(shared.clone())?;
+    let running = Threads::spawn(&ctx, sockets, Signer::new(&key), &opts)?;
+    watch_signals(running.shared.clone())?;
     // A file-size limit must fail the write (EFBIG, reported by state), not kill the kernel.
     // SAFETY: setting a signal disposition to SIG_IGN has no handler code to be unsafe.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 
-    let reason = wait_for_exit(&exit_rx, &shared, opts.idle_timeout);
-    match reason {
+    match wait_for_exit(&running.exit, &running.shared, opts.idle_timeout) {
         Exit::Shutdown => log::info!("shutting down on request"),
         Exit::Signal(s) => log::info!("shutting down on signal {s}"),
     }
-    log::info!("iopub since start: {}", iopub_counts.counts());
-    // Stop everything: interrupt running Lua, then terminate the context, which wakes every blocked
-    // socket with ETERM and waits (bounded by LINGER) for queued replies to leave. A thread stuck in
-    // native code must not keep the process alive, so the wait is bounded.
-    shared.interrupt();
-    child_output_handle.stop();
-    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
-    std::thread::spawn(move || {
-        let mut ctx = ctx;
-        let _ = ctx.destroy();
-        let _ = done_tx.send(());
-    });
-    let _ = done_rx.recv_timeout(Duration::from_secs(2));
+    log::info!("iopub since start: {}", running.iopub.counts());
+    running.stop(ctx);
     if let Some(files) = &own_files {
         files.remove_stale();
     }
     log::logger().flush();
     Ok(())
+}
+
+/// The connection we were given, or the files that are ours.
+struct Claimed {
+    /// The launcher's connection file (Jupyter), if it gave one.
+    info_in: Option<ConnectionInfo>,
+    own_files: Option<KernelFiles>,
+    /// Held for the kernel's whole life.
+    lock: Option<File>,
+}
+
+/// Which files are ours: with --connection-file the launcher (Jupyter) owns it; otherwise we write
+/// kernels/<id>.json and hold kernels/<id>.lock for our whole life.
+fn claim_files(opts: &Options) -> Result<Claimed, String> {
+    if let Some(path) = &opts.connection_file {
+        return Ok(Claimed { info_in: Some(ConnectionInfo::read(path)?), own_files: None, lock: None });
+    }
+    connection::valid_id(&opts.id)?;
+    let dir = connection::kernels_dir()?;
+    let files = KernelFiles::new(&dir, &opts.id);
+    let lock = connection::open_lock_file(&files.lock)
+        .map_err(|e| format!("cannot open {}: {e}", files.lock.display()))?;
+    if lock.try_lock_exclusive().is_err() {
+        let pid = ConnectionInfo::read(&files.connection).ok().and_then(|i| i.pid);
+        let pid = pid.map(|p| format!("pid {p}, ")).unwrap_or_default();
+        return Err(format!(
+            "kernel {:?} is already running ({pid}connection file {})",
+            opts.id,
+            files.connection.display()
+        ));
+    }
+    Ok(Claimed { info_in: None, own_files: Some(files), lock: Some(lock) })
+}
+
+/// The kernel's threads, running; what the main thread needs to wait for them and stop them.
+struct Threads {
+    shared: Arc<Shared>,
+    exit: Receiver<Exit>,
+    child_output: Arc<ChildOutput>,
+    /// A handle on iopub for its counters.
+    iopub: Publisher,
+}
+
+impl Threads {
+    /// Starts every thread (see the module's comment); returns once the Lua thread is ready.
+    fn spawn(
+        ctx: &zmq::Context,
+        sockets: Sockets,
+        signer: Signer,
+        opts: &Options,
+    ) -> Result<Threads, String> {
+        let (exit_tx, exit) = crossbeam_channel::unbounded();
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        let shared = Arc::new(Shared::new(exit_tx, wake_tx));
+        let ownership = owner::Ownership::new()?;
+        {
+            let (ownership, shared) = (ownership.clone(), shared.clone());
+            spawn("owner", move || ownership.watch(&shared));
+        }
+        let (input_tx, input_rx) = crossbeam_channel::unbounded::<channels::InputEvent>();
+        // The inproc PULL end is bound before any thread connects to it.
+        let Sockets { shell, control, stdin, iopub, hb } = sockets;
+        let stdin_pull = bound_pull(ctx, "inproc://stdin-requests")?;
+        let iopub_fd = iopub.get_fd().map_err(|e| format!("cannot watch the iopub socket: {e}"))?;
+        let publisher = Publisher::new(IopubSocket::new(iopub, signer.clone(), wire::random_hex(16))?);
+        let child_output = ChildOutput::start(publisher.clone())?;
+        let max = opts.max_message_bytes;
+        spawn("heartbeat", move || channels::heartbeat(hb));
+        let iopub_socket = publisher.iopub.clone();
+        spawn("iopub", move || iopub::iopub_loop(iopub_socket, iopub_fd));
+        {
+            let (signer, shared, ownership) = (signer.clone(), shared.clone(), ownership.clone());
+            // Control answers even while a publisher waits for a stalled subscriber.
+            let publisher = publisher.never_waiting();
+            spawn("control", move || {
+                channels::control_loop(control, publisher, &signer, &shared, &ownership, max)
+            });
+        }
+        let stdin_ctx = ctx.clone();
+        spawn("stdin", move || channels::stdin_loop(&stdin_ctx, stdin, stdin_pull, input_tx, &signer, max));
+        let iopub = publisher.never_waiting();
+        let frontend = FrontendParts { child_output: child_output.clone(), publisher, input_rx, wake_rx };
+        spawn_lua(ctx, shell, frontend, &shared, ownership, opts)?;
+        Ok(Threads { shared, exit, child_output, iopub })
+    }
+
+    /// Stops everything: interrupts running Lua, then terminates the context, which wakes every
+    /// blocked socket with ETERM and waits (bounded by LINGER) for queued replies to leave. A thread
+    /// stuck in native code must not keep the process alive, so the wait is bounded.
+    fn stop(self, ctx: zmq::Context) {
+        self.shared.interrupt();
+        self.child_output.stop();
+        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
+        std::thread::spawn(move || {
+            let mut ctx = ctx;
+            let _ = ctx.destroy();
+            let _ = done_tx.send(());
+        });
+        let _ = done_rx.recv_timeout(Duration::from_secs(2));
+    }
+}
+
+/// What the Lua thread's frontend is made of.
+struct FrontendParts {
+    child_output: Arc<ChildOutput>,
+    publisher: Publisher,
+    input_rx: Receiver<channels::InputEvent>,
+    wake_rx: Receiver<()>,
+}
+
+/// The Lua thread: builds the interpreter there (a Lua state is not `Send`) and serves shell.
+fn spawn_lua(
+    ctx: &zmq::Context,
+    shell: zmq::Socket,
+    parts: FrontendParts,
+    shared: &Arc<Shared>,
+    ownership: Arc<owner::Ownership>,
+    opts: &Options,
+) -> Result<(), String> {
+    let (ctx, shared, opts) = (ctx.clone(), shared.clone(), opts.clone());
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+    spawn("lua", move || {
+        let frontend = connected_push(&ctx, "inproc://stdin-requests").map(|stdin| {
+            let FrontendParts { child_output, publisher, input_rx, wake_rx } = parts;
+            let interrupt = shared.interrupt.clone();
+            Frontend::new(child_output, publisher, stdin, input_rx, wake_rx, interrupt, opts.input_timeout)
+        });
+        match frontend.and_then(|frontend| shell::Shell::new(shell, frontend, &shared, ownership, &opts)) {
+            Ok(shell) => {
+                let _ = ready_tx.send(Ok(()));
+                shell.run();
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+            }
+        }
+    });
+    ready_rx.recv().map_err(|_| "the Lua thread died while starting".to_string())?
 }
 
 fn wait_for_exit(exit_rx: &Receiver<Exit>, shared: &Shared, idle: Option<Duration>) -> Exit {

@@ -82,20 +82,7 @@ fn serve(listen: RawFd, activity: Option<&Activity>, template: Template) -> Resu
         libc::fcntl(listen, libc::F_SETFD, libc::FD_CLOEXEC);
         libc::fcntl(listen, libc::F_SETFL, libc::O_NONBLOCK);
     }
-    // SIGCHLD, SIGTERM (the kernel died: PR_SET_PDEATHSIG), SIGHUP, SIGINT come through a signalfd.
-    // SAFETY: plain signal-mask and signalfd calls on local sets.
-    let sfd = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGCHLD, libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
-    };
-    if sfd < 0 {
-        return Err(last_error("signalfd"));
-    }
+    let sfd = signal_fd()?;
     // The kernel may have died before PR_SET_PDEATHSIG took effect: our stdin pipe tells anyway.
     let mut kernel_alive = true;
     let mut runs: Vec<Run> = Vec::new();
@@ -130,30 +117,9 @@ fn serve(listen: RawFd, activity: Option<&Activity>, template: Template) -> Resu
         let polled: Vec<(RawFd, i16)> =
             fds[first_conn..first_pending].iter().map(|p| (p.fd, p.revents)).collect();
         for (fd, revents) in polled {
-            if revents == 0 {
-                continue;
-            }
-            let Some(run) = runs.iter_mut().find(|r| r.conn.as_ref().map(|c| c.as_raw_fd()) == Some(fd))
-            else {
-                continue;
-            };
-            let mut buf = [0u8; 64];
-            // SAFETY: reading into a local buffer from a connection we own.
-            let n = unsafe {
-                libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT)
-            };
-            if n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock) {
-                // The client went away: its run ends now, with everything it started.
-                // SAFETY: signalling the run's own process group.
-                unsafe { libc::kill(-run.pid, libc::SIGKILL) };
-                run.conn = None;
-                continue;
-            }
-            let n = n.max(0) as usize;
-            for pair in buf[..n].chunks(2) {
-                if pair.len() == 2 && pair[0] == b'S' {
-                    forward(run.pid, pair[1] as i32);
-                }
+            let run = runs.iter_mut().find(|r| r.conn.as_ref().map(|c| c.as_raw_fd()) == Some(fd));
+            if let (true, Some(run)) = (revents != 0, run) {
+                read_client(run, fd);
             }
         }
         let ready: Vec<RawFd> =
@@ -165,15 +131,8 @@ fn serve(listen: RawFd, activity: Option<&Activity>, template: Template) -> Resu
             }
             reap(&mut runs, activity);
         }
-        if let Some(i) = kernel_idx {
-            if fds[i].revents != 0 {
-                let mut b = [0u8; 64];
-                // SAFETY: reading into a local buffer from our stdin.
-                let n = unsafe { libc::read(0, b.as_mut_ptr() as *mut libc::c_void, b.len()) };
-                if n <= 0 {
-                    kernel_alive = false;
-                }
-            }
+        if kernel_idx.is_some_and(|i| fds[i].revents != 0) && kernel_pipe_closed() {
+            kernel_alive = false;
         }
         if !kernel_alive {
             // The kernel is gone (stopped, idle, killed): its runs end with it, and their clients,
@@ -190,6 +149,53 @@ fn serve(listen: RawFd, activity: Option<&Activity>, template: Template) -> Resu
             }
         }
     }
+}
+
+/// SIGCHLD, SIGTERM (the kernel died: PR_SET_PDEATHSIG), SIGHUP and SIGINT, blocked and read from a
+/// signalfd instead.
+fn signal_fd() -> Result<RawFd, String> {
+    // SAFETY: plain signal-mask and signalfd calls on local sets.
+    let sfd = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGCHLD, libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
+    };
+    if sfd < 0 {
+        return Err(last_error("signalfd"));
+    }
+    Ok(sfd)
+}
+
+/// What a run's client sent: signals to forward (`S` + number), or its hang-up, which ends the run
+/// at once, with everything it started.
+fn read_client(run: &mut Run, fd: RawFd) {
+    let mut buf = [0u8; 64];
+    // SAFETY: reading into a local buffer from a connection we own.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT) };
+    if n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock) {
+        // SAFETY: signalling the run's own process group.
+        unsafe { libc::kill(-run.pid, libc::SIGKILL) };
+        run.conn = None;
+        return;
+    }
+    let n = n.max(0) as usize;
+    for pair in buf[..n].chunks(2) {
+        if pair.len() == 2 && pair[0] == b'S' {
+            forward(run.pid, pair[1] as i32);
+        }
+    }
+}
+
+/// Reads the pipe from the kernel (our stdin): true once it has closed (the kernel is gone).
+fn kernel_pipe_closed() -> bool {
+    let mut b = [0u8; 64];
+    // SAFETY: reading into a local buffer from our stdin.
+    let n = unsafe { libc::read(0, b.as_mut_ptr() as *mut libc::c_void, b.len()) };
+    n <= 0
 }
 
 /// Reads the signalfd; true if the kernel is gone (SIGTERM/SIGHUP/SIGINT to the zygote).
