@@ -989,3 +989,15 @@ fn a_killed_exec_client_ends_its_cell_and_the_kernel_serves_the_next_one() {
     client.wait(LONG);
     assert_eq!(ok(&home, &["exec", "print(1 + 1)"]), "2\n");
 }
+
+#[test]
+fn the_session_loads_c_modules_from_the_platforms_lua_directories() {
+    // Debian's lua-cjson and lua-lpeg (installed by .ci/run), as `lua5.4` finds them.
+    if !Path::new("/usr/share/doc/lua-cjson").exists() || !Path::new("/usr/share/doc/lua-lpeg").exists() {
+        println!("skipped: lua-cjson or lua-lpeg is not installed");
+        return;
+    }
+    let home = Home::new("cmodules");
+    assert_eq!(ok(&home, &["exec", "print(require('cjson').encode({1, 2}))"]), "[1,2]\n");
+    assert_eq!(ok(&home, &["exec", "local l = require('lpeg') print(l.match(l.R('az')^1, 'abc1'))"]), "4\n");
+}

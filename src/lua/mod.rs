@@ -7,6 +7,7 @@ mod convert;
 mod failure;
 mod interrupt;
 mod natives;
+mod paths;
 mod source;
 mod store;
 #[cfg(test)]
@@ -14,6 +15,7 @@ mod tests;
 
 pub use failure::Failure;
 pub use interrupt::Interrupter;
+pub(crate) use paths::set_package_paths;
 /// For `llmspell run` (src/runner): the same `state` natives as the session's.
 pub(crate) use store::state_natives;
 
@@ -170,6 +172,8 @@ impl Interpreter {
             });
             interrupt::set_context(Some(interrupt::HookContext { stop, tick }));
         }
+        // C modules and Lua modules from the platform's directories, as `lua5.4` finds them.
+        set_package_paths(&lua).map_err(|e| format!("cannot set package paths: {e}"))?;
         let main = lua.exec_raw_lua(|raw| raw.state());
         interrupt.register(main);
         // Generational collection, as the `lua` program itself runs: a cell's young garbage is

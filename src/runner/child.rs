@@ -12,7 +12,6 @@ use crate::state::Store;
 use mlua::ffi;
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CString};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::ptr;
 use std::rc::Rc;
@@ -192,54 +191,6 @@ unsafe extern "C-unwind" fn pmain(l: *mut ffi::lua_State) -> c_int {
     1
 }
 
-/// Debian's multiarch directory name for this machine.
-fn multiarch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "x86_64-linux-gnu",
-        "aarch64" => "aarch64-linux-gnu",
-        "x86" => "i386-linux-gnu",
-        "arm" => "arm-linux-gnueabihf",
-        "riscv64" => "riscv64-linux-gnu",
-        "powerpc64" if cfg!(target_endian = "little") => "powerpc64le-linux-gnu",
-        "s390x" => "s390x-linux-gnu",
-        "loongarch64" => "loongarch64-linux-gnu",
-        other => other,
-    }
-}
-
-/// `package.path` and `package.cpath` defaults of Debian's `lua5.4`.
-fn default_paths() -> (String, String) {
-    let path = "/usr/local/share/lua/5.4/?.lua;/usr/local/share/lua/5.4/?/init.lua;\
-                /usr/local/lib/lua/5.4/?.lua;/usr/local/lib/lua/5.4/?/init.lua;\
-                /usr/share/lua/5.4/?.lua;/usr/share/lua/5.4/?/init.lua;./?.lua;./?/init.lua"
-        .to_string();
-    let cpath = format!(
-        "/usr/local/lib/lua/5.4/?.so;/usr/lib/{}/lua/5.4/?.so;/usr/lib/lua/5.4/?.so;\
-         /usr/local/lib/lua/5.4/loadall.so;./?.so",
-        multiarch()
-    );
-    (path, cpath)
-}
-
-/// The value of a path variable (`LUA_PATH_5_4`, else `LUA_PATH`), with its first `;;` replaced by
-/// the default; the default alone when neither is set.
-fn path_from_env(var: &str, default: &str) -> Vec<u8> {
-    let value = std::env::var_os(format!("{var}_5_4")).or_else(|| std::env::var_os(var));
-    let Some(value) = value else { return default.as_bytes().to_vec() };
-    let v = value.as_bytes();
-    let Some(at) = v.windows(2).position(|w| w == b";;") else { return v.to_vec() };
-    let mut out = Vec::new();
-    if at > 0 {
-        out.extend_from_slice(&v[..at]);
-        out.push(b';');
-    }
-    out.extend_from_slice(default.as_bytes());
-    if at + 2 < v.len() {
-        out.push(b';');
-        out.extend_from_slice(&v[at + 2..]);
-    }
-    out
-}
 
 /// The `state` global: the session's natives behind wrappers that put errors at the caller's line.
 const STATE_WRAPPERS: &str = r#"
@@ -423,10 +374,7 @@ fn main_lua(ctx: &Ctx, template: Template) -> c_int {
 
 /// What depends on the caller: package paths from its environment, and a random seed of its own.
 fn setup(lua: &mlua::Lua) -> mlua::Result<()> {
-    let package: mlua::Table = lua.globals().get("package")?;
-    let (path, cpath) = default_paths();
-    package.set("path", lua.create_string(path_from_env("LUA_PATH", &path))?)?;
-    package.set("cpath", lua.create_string(path_from_env("LUA_CPATH", &cpath))?)?;
+    crate::lua::set_package_paths(lua)?;
     // Forked runs share the zygote's addresses and start in the same second: seed from the OS.
     let mut seed = [0u64; 2];
     // SAFETY: getrandom into a local array.
