@@ -402,16 +402,35 @@ io.popen = function(...)
   return raw_popen(...)
 end
 
-local real_lines, real_type = io.lines, io.type
+-- io's default input and output are the client's streams until a cell names others, as in lua:
+-- io.output("f.txt") makes io.write write to that file, io.input(file) makes io.read read it.
+local real_lines, real_type, real_open, real_close = io.lines, io.type, io.open, io.close
 io.stdout, io.stderr, io.stdin = stdout, stderr, stdin
-io.write = function(...) write(1, ...); return stdout end
-io.read = function(...) return stdin:read(...) end
+local default_out, default_in = stdout, stdin
+local function is_file(f) return getmetatable(f) == File or real_type(f) ~= nil end
+local function default_file(f, mode, current, which)
+  if f == nil then return current end
+  if type(f) == "string" then
+    local h, err = real_open(f, mode)
+    if not h then error(err, 3) end
+    return h
+  end
+  if not is_file(f) then error("bad argument #1 to '" .. which .. "' (FILE* expected, got " .. type(f) .. ")", 3) end
+  return f
+end
+io.output = function(f) default_out = default_file(f, "w", default_out, "output"); return default_out end
+io.input = function(f) default_in = default_file(f, "r", default_in, "input"); return default_in end
+io.write = function(...) return default_out:write(...) end
+io.read = function(...) return default_in:read(...) end
 io.lines = function(filename, ...)
-  if filename == nil then return stdin:lines(...) end
+  if filename == nil then return default_in:lines(...) end
   return real_lines(filename, ...)
 end
-io.output = function() return stdout end
-io.input = function() return stdin end
+io.close = function(f)
+  if f == nil then f = default_out end
+  if getmetatable(f) == File then return f:close() end
+  return real_close(f)
+end
 io.type = function(f)
   if getmetatable(f) == File then return "file" end
   return real_type(f)

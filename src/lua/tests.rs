@@ -190,6 +190,25 @@ fn interrupts_stop_loops_in_coroutines_around_child_processes_and_after_user_hoo
 }
 
 #[test]
+fn io_output_and_input_name_real_files_as_in_lua() {
+    let (mut i, host) = interpreter();
+    let f = std::env::temp_dir().join(format!("llmspell-io-{}", crate::wire::random_hex(6)));
+    let f = f.display().to_string();
+    let code = format!(
+        "io.output({f:?}) io.write('x', 1) io.close() io.output(io.stdout)\n\
+         io.input({f:?}) local got = io.read('a') io.input(io.stdin) io.write('back') return got"
+    );
+    let o = i.execute(&code);
+    assert!(o.error.is_none(), "{:?}", o.error);
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "x1");
+    assert_eq!(shown(&o).as_deref(), Some("\"x1\""));
+    assert_eq!(host.stdout(), "back");
+    let _ = std::fs::remove_file(&f);
+    let e = i.execute("io.output({})").error.unwrap();
+    assert!(e.evalue.contains("FILE* expected"), "{}", e.evalue);
+}
+
+#[test]
 fn the_debug_library_is_the_users_own() {
     let (mut i, _) = interpreter();
     let o = i.execute(
