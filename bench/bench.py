@@ -908,41 +908,62 @@ def bench_run(cli, lua, cfg, tmp):
                                          res["concurrent"]["lua"]["median_ms"]), 3)
 
     # 3. hello, idle and then behind a busy session cell
-    def hello_rounds(n):
-        kinds = {"run": lambda: cli.run(["run", str(hello)]), "lua": lambda: timed([lua, str(hello)], cli.env),
-                 "version": lambda: cli.run(["--version"])}
-        s = {k: [] for k in kinds}
-        bad = 0
+    kinds = {"run": lambda: cli.run(["run", str(hello)]), "lua": lambda: timed([lua, str(hello)], cli.env),
+             "version": lambda: cli.run(["--version"])}
+    phases = ("idle", "busy", "spin")
+    hs = {phase: {k: [] for k in kinds} for phase in phases}
+    hbad = {phase: 0 for phase in phases}
+    busy_throughout = True
+
+    def hello_rounds(phase, n):
         for i in range(n):
             order = list(kinds)
             order = order[i % 3:] + order[:i % 3]
             for k in order:
                 dt, rc, out, _ = kinds[k]()
-                bad += rc != 0 or (k != "version" and out != b"hello\n")
-                s[k].append(dt * 1000)
-        out = {k: spread(v) for k, v in s.items()}
-        out["failures"] = bad
-        return out
-    res["hello_idle"] = hello_rounds(cfg["hello_n"])
-    # A busy cell for long enough, ended by Ctrl-C to its own client (it interrupts only its own cell).
+                hbad[phase] += rc != 0 or (k != "version" and out != b"hello\n")
+                hs[phase][k].append(dt * 1000)
+    # Idle and busy phases alternate in blocks, so the machine's drifting load falls on both alike. A busy
+    # phase: a long CPU-bound cell started by `llmspell exec`, ended by Ctrl-C to its own client (which
+    # interrupts only its own cell). A spin phase: the kernel idle, a `nice -n 19` busy loop keeps one CPU
+    # awake: a run hands off between processes (client, zygote, child) and pays for waking idle CPUs,
+    # which this shows apart from the kernel being busy.
+    per = max(1, cfg["hello_n"] // cfg["hello_blocks"])
     busy_s = 30
-    cell = subprocess.Popen([cli.bin, "exec", f"local t = os.time() + {busy_s} while os.time() < t do end"],
-                            env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            stdin=subprocess.DEVNULL)
-    time.sleep(0.5)
-    t0 = time.monotonic()
-    res["hello_busy"] = hello_rounds(cfg["hello_n"])
-    res["hello_busy"]["cell_busy_throughout"] = cell.poll() is None and time.monotonic() - t0 < busy_s - 1
-    cell.send_signal(2)
-    try:
-        cell.wait(10)
-    except subprocess.TimeoutExpired:
-        cell.kill()
-        cell.wait()
+    for b in range(cfg["hello_blocks"]):
+        hello_rounds("idle", per)
+        cell = subprocess.Popen([cli.bin, "exec", f"local t = os.time() + {busy_s} while os.time() < t do end"],
+                                env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                stdin=subprocess.DEVNULL)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        hello_rounds("busy", per)
+        busy_throughout &= cell.poll() is None and time.monotonic() - t0 < busy_s - 1
+        cell.send_signal(2)
+        try:
+            cell.wait(10)
+        except subprocess.TimeoutExpired:
+            cell.kill()
+            cell.wait()
+        spin = subprocess.Popen(["nice", "-n", "19", "sh", "-c", "while :; do :; done"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        time.sleep(0.2)
+        try:
+            hello_rounds("spin", per)
+        finally:
+            spin.kill()
+            spin.wait()
+    for phase in phases:
+        res[f"hello_{phase}"] = {k: spread(v) for k, v in hs[phase].items()}
+        res[f"hello_{phase}"]["failures"] = hbad[phase]
+    res["hello_blocks"] = cfg["hello_blocks"]
+    res["hello_busy"]["cell_busy_throughout"] = busy_throughout
     hi, hb = res["hello_idle"], res["hello_busy"]
     res["hello_ratio"] = r(ratio(hi["run"]["median_ms"], hi["lua"]["median_ms"]), 3)
     res["hello_busy_over_idle"] = r(ratio(hb["run"]["median_ms"], hi["run"]["median_ms"]), 3)
     res["lua_busy_over_idle"] = r(ratio(hb["lua"]["median_ms"], hi["lua"]["median_ms"]), 3)
+    hp = res["hello_spin"]
+    res["hello_spin_ratio"] = r(ratio(hp["run"]["median_ms"], hp["lua"]["median_ms"]), 3)
 
     # 4. memory growth over many runs (from here: the session's cells above may have grown the kernel)
     n = cfg["runs_n"]
@@ -1180,6 +1201,10 @@ def build_report(R, order):
             "≤ 1.1 × while idle, after the machine's share", adj,
             None if adj is None or not busy_ok else adj <= 1.1,
             f"busy ÷ idle: run {fmt(rt, nd=2)}, lua {fmt(lb, nd=2)}" + ("" if busy_ok else "; cell ended early"))
+    HP = RN.get("hello_spin")
+    if HP:
+        row("  kernel idle, one CPU kept awake by a `nice -n 19` loop: run / lua / --version, ms",
+            f"{mm(HP['run'])} / {mm(HP['lua'])} / {mm(HP['version'])}; run ÷ lua {fmt(RN.get('hello_spin_ratio'), nd=2)}")
     MI, MB, MA = RN.get("memory_idle"), RN.get("memory_before_runs"), RN.get("memory_after_runs")
     if MI:
         row("run: idle zygote RSS / PSS (MB, smaps_rollup)",
@@ -1262,7 +1287,8 @@ def main():
         "raw_n": 5000 if quick else 20000,
         "run_rounds": 3 if quick else 7,
         "conc_rounds": 3 if quick else 5,
-        "hello_n": 10 if quick else 30,
+        "hello_n": 12 if quick else 40,
+        "hello_blocks": 2 if quick else 5,
         "runs_n": 1000 if quick else 10000,
     }
     bin_path = Path(a.bin).resolve()
@@ -1399,7 +1425,7 @@ def main():
     if RN:
         print(f"run: compared with {RN.get('lua_version')} ({RN.get('lua')}); every figure is a median over "
               f"interleaved rounds ({RN.get('rounds')} for the suite, {cfg['conc_rounds']} concurrent, "
-              f"{cfg['hello_n']} hello), wall time of whole commands; exec = the suite in the session through "
+              f"{cfg['hello_n']} hello, idle and busy in {cfg['hello_blocks']} alternating blocks), wall time of whole commands; exec = the suite in the session through "
               f"`llmspell exec`")
     print_table(cols, rows)
     if "floor" in cols:
