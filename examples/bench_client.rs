@@ -402,7 +402,7 @@ fn mock_kernel(path: &Path) -> Result<(), String> {
             publish(&req, "status", json!({ "execution_state": "busy" }));
             let t = req.msg_type().to_string();
             let content = match t.as_str() {
-                "kernel_info_request" => llmspell::kernel::kernel_info_content(json!({})),
+                "kernel_info_request" => llmspell::kernel::kernel_info_content(json!({}), json!({})),
                 "execute_request" => {
                     count += 1;
                     publish(

@@ -44,9 +44,12 @@ USAGE:
       Run a kernel. With --connection-file (how Jupyter launches kernels) it binds what that file says;
       otherwise it picks free ports and writes $LLMSPELL_HOME/kernels/ID.json (default id: default).
       --daemon detaches it and prints its id and connection file. In the foreground it logs to stderr.
-  llmspell kernel stop [ID | --all]     shut down (control channel, then SIGTERM, then SIGKILL)
-  llmspell kernel list                  live kernels: id, pid, uptime, address, connection file
-  llmspell kernel status [ID]           exit 0 if the kernel answers, 1 if not
+  llmspell kernel stop [ID | --all]     shut down (control channel, then SIGTERM, then SIGKILL);
+                                        exit 1 if the kernel ID is not running
+  llmspell kernel list                  live kernels: id, pid, uptime, busy/idle (and whose request), address,
+                                        connection file
+  llmspell kernel status [ID]           running and busy or idle: exit 0; not running or not answering: exit 1
+  llmspell kernel interrupt [ID]        interrupt whatever the kernel runs (as Jupyter's interrupt button)
   llmspell kernel install [--user | --prefix DIR] [--name NAME]
       Write a Jupyter kernelspec for this binary (default: --user, name llmspell).
 
@@ -64,30 +67,104 @@ fn main() -> ExitCode {
     }
 }
 
-/// Global options come before the subcommand; everything after `run SCRIPT` belongs to the script.
+/// The commands, for dispatch and for "did you mean".
+const COMMANDS: [&str; 6] = ["run", "exec", "repl", "kernel", "state", "help"];
+/// Options that apply to every command, and take a value.
+const GLOBAL_OPTIONS: [&str; 3] = ["--kernel", "--connect", "--idle-timeout"];
+
+/// A command line split into the global options (wherever they stand, up to `--` or a run's
+/// script), the command, and its own arguments.
+struct CommandLine {
+    globals: Vec<OsString>,
+    command: Option<OsString>,
+    args: Vec<OsString>,
+}
+
+fn split_command_line(raw: Vec<OsString>) -> CommandLine {
+    let mut line = CommandLine { globals: Vec::new(), command: None, args: Vec::new() };
+    let mut words = raw.into_iter().peekable();
+    let mut options_end = false;
+    while let Some(w) = words.next() {
+        let text = w.to_str().unwrap_or("");
+        let global = GLOBAL_OPTIONS.iter().find(|o| text == **o || text.starts_with(&format!("{o}=")));
+        // `kernel` and `state` have options of their own (kernel start --idle-timeout).
+        let own_options = matches!(line.command.as_ref().and_then(|c| c.to_str()), Some("kernel" | "state"));
+        if !options_end && global.is_some() && !own_options {
+            let takes_next = !text.contains('=');
+            line.globals.push(w);
+            if let (true, Some(v)) = (takes_next, words.next()) {
+                line.globals.push(v);
+            }
+            continue;
+        }
+        if line.command.is_none() {
+            if !options_end && text.starts_with('-') && text != "-" {
+                line.globals.push(w); // -h, -V, or an unknown option reported below
+                continue;
+            }
+            line.command = Some(w);
+            continue;
+        }
+        if text == "--" && !options_end {
+            options_end = true;
+            if line.command.as_deref() != Some(std::ffi::OsStr::new("run")) {
+                continue; // `exec -- -x`: the rest is positional
+            }
+        }
+        let run_script = line.command.as_deref() == Some(std::ffi::OsStr::new("run"))
+            && (options_end || !text.starts_with('-') || text == "-");
+        line.args.push(w);
+        if run_script {
+            // Everything after a run's script belongs to the script.
+            line.args.extend(words.by_ref());
+        }
+    }
+    line
+}
+
+/// The known command nearest to a mistyped one, if it is near enough.
+fn did_you_mean(word: &str) -> Option<&'static str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    }
+    COMMANDS.iter().copied().map(|c| (distance(word, c), c)).filter(|(d, _)| *d <= 2).min().map(|(_, c)| c)
+}
+
+/// Global options may stand anywhere (up to `--`, or a run's script); everything after
+/// `run SCRIPT` belongs to the script.
 fn run(raw: Vec<OsString>) -> Result<ExitCode, CommandError> {
-    let sub_at = raw
-        .iter()
-        .position(|a| matches!(a.to_str(), Some("run" | "exec" | "repl" | "kernel" | "state" | "help")));
-    let (globals, rest) = match sub_at {
-        Some(i) => (raw[..i].to_vec(), raw[i..].to_vec()),
-        None => (raw.clone(), Vec::new()),
-    };
+    let CommandLine { globals, command, args } = split_command_line(raw);
     let mut g = Arguments::from_vec(globals);
     if g.contains(["-V", "--version"]) {
         println!("llmspell {}", env!("CARGO_PKG_VERSION"));
         return Ok(ExitCode::SUCCESS);
     }
-    if g.contains(["-h", "--help"]) {
+    if g.contains(["-h", "--help"]) && command.is_none() {
         print!("{HELP}");
         return Ok(ExitCode::SUCCESS);
     }
-    if rest.is_empty() {
-        if let Some(word) = raw.first() {
-            return Err(CommandError::Usage(format!("unknown command {:?}", word)));
+    let Some(command) = command else {
+        if let Some(unknown) = g.finish().first() {
+            return Err(CommandError::Usage(format!("unknown option {unknown:?}")));
         }
         eprint!("{HELP}");
         return Ok(ExitCode::from(2));
+    };
+    let sub = command.to_string_lossy().into_owned();
+    if !COMMANDS.contains(&sub.as_str()) {
+        let hint = did_you_mean(&sub).map(|c| format!("; did you mean `{c}`?")).unwrap_or_default();
+        return Err(CommandError::Usage(format!("unknown command {sub:?}{hint}")));
     }
     let target = Target {
         kernel: g.opt_value_from_str("--kernel")?.unwrap_or_else(|| "default".to_string()),
@@ -101,8 +178,6 @@ fn run(raw: Vec<OsString>) -> Result<ExitCode, CommandError> {
     if !leftover.is_empty() {
         return Err(CommandError::Usage(format!("unknown option {:?}", leftover[0])));
     }
-    let sub = rest[0].to_string_lossy().into_owned();
-    let args = rest[1..].to_vec();
     match sub.as_str() {
         "run" => cmd_run(&target, args),
         "exec" => cmd_exec(&target, args),
@@ -174,6 +249,15 @@ fn cmd_exec(t: &Target, args: Vec<OsString>) -> Result<ExitCode, CommandError> {
     }
     let code: String = a.free_from_str().map_err(|_| CommandError::Usage("exec needs CODE".into()))?;
     no_more(a)?;
+    // `exec -`: the code comes from stdin, as `run -` takes the script.
+    let code = if code == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| CommandError::Failed(format!("cannot read the code from stdin: {e}")))?;
+        s
+    } else {
+        code
+    };
     let mut c = connect(t)?;
     let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::Raw };
     execute_and_report(&mut c, &code, &opts, Results::Plain)
@@ -210,7 +294,9 @@ fn cmd_kernel(args: Vec<OsString>) -> Result<ExitCode, CommandError> {
         return Ok(ExitCode::SUCCESS);
     }
     let Some(verb) = a.subcommand()? else {
-        return Err(CommandError::Usage("kernel needs one of start, stop, list, status, install".into()));
+        return Err(CommandError::Usage(
+            "kernel needs one of start, stop, list, status, interrupt, install".into(),
+        ));
     };
     match verb.as_str() {
         "start" => kernel_start(a),
@@ -219,6 +305,7 @@ fn cmd_kernel(args: Vec<OsString>) -> Result<ExitCode, CommandError> {
         "stop" => kernel_stop(a),
         "list" => kernel_list(a),
         "status" => kernel_status(a),
+        "interrupt" => kernel_interrupt(a),
         "install" => kernel_install(a),
         other => Err(CommandError::Usage(format!("unknown kernel command {other:?}"))),
     }
@@ -249,6 +336,42 @@ fn kernel_stop(mut a: Arguments) -> Result<ExitCode, CommandError> {
     if all && stopped == 0 {
         eprintln!("no kernels running");
     }
+    // Asked to stop one kernel that is not there: say so in the exit code too.
+    Ok(if all || stopped > 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// A live kernel's own account of itself (kernel_info's `llmspell` section), asked on control.
+fn kernel_activity(conn: &std::path::Path) -> Option<serde_json::Value> {
+    let c = Client::connect_file(conn, Duration::from_secs(5)).ok()?;
+    let reply = c.control_request("kernel_info_request", serde_json::json!({}), Duration::from_secs(5)).ok()?;
+    Some(reply["llmspell"].clone())
+}
+
+/// "busy (pid 123 for 4 s)" or "idle", from a kernel's activity.
+fn describe_activity(activity: &serde_json::Value) -> String {
+    if activity["busy"] != true {
+        return "idle".into();
+    }
+    let running = &activity["running"];
+    match (running["client_pid"].as_u64(), running["seconds"].as_f64()) {
+        (Some(pid), Some(s)) => format!("busy (client pid {pid}, for {s:.0} s)"),
+        (None, Some(s)) => format!("busy (a Jupyter client, for {s:.0} s)"),
+        _ => "busy".into(),
+    }
+}
+
+/// `kernel interrupt [ID]`: interrupts whatever the kernel runs, as Jupyter's interrupt does.
+fn kernel_interrupt(mut a: Arguments) -> Result<ExitCode, CommandError> {
+    let id: String = a.opt_free_from_str()?.unwrap_or_else(|| "default".into());
+    no_more(a)?;
+    connection::valid_id(&id)?;
+    let Some(conn) = client::live_connection(&id)? else {
+        eprintln!("kernel {id} is not running");
+        return Ok(ExitCode::from(1));
+    };
+    let c = Client::connect_file(&conn, Duration::from_secs(5))?;
+    c.control_request("interrupt_request", serde_json::json!({}), Duration::from_secs(10))?;
+    eprintln!("interrupted kernel {id}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -271,15 +394,16 @@ fn kernel_list(a: Arguments) -> Result<ExitCode, CommandError> {
             .map(|d| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string())
             .unwrap_or("?".into());
         let addr = info.as_ref().map(|i| format!("{}:{}", i.ip, i.shell_port)).unwrap_or("?".into());
-        rows.push([files.id.clone(), pid, uptime, addr, files.connection.display().to_string()]);
+        let state = kernel_activity(&files.connection).map(|a| describe_activity(&a)).unwrap_or("?".into());
+        rows.push([files.id.clone(), pid, uptime, state, addr, files.connection.display().to_string()]);
     }
     if rows.is_empty() {
         eprintln!("no kernels running");
         return Ok(ExitCode::SUCCESS);
     }
-    let header = ["ID", "PID", "UPTIME", "ADDRESS", "CONNECTION FILE"].map(String::from);
+    let header = ["ID", "PID", "UPTIME", "STATE", "ADDRESS", "CONNECTION FILE"].map(String::from);
     let widths: Vec<usize> =
-        (0..5).map(|i| rows.iter().chain([&header]).map(|r| r[i].len()).max().unwrap_or(0)).collect();
+        (0..6).map(|i| rows.iter().chain([&header]).map(|r| r[i].len()).max().unwrap_or(0)).collect();
     for r in std::iter::once(&header).chain(rows.iter()) {
         let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:w$}")).collect();
         println!("{}", line.join("  ").trim_end());
@@ -296,13 +420,13 @@ fn kernel_status(mut a: Arguments) -> Result<ExitCode, CommandError> {
         eprintln!("kernel {id} is not running");
         return Ok(ExitCode::from(1));
     };
-    match Client::connect_file(&conn, Duration::from_secs(5)) {
-        Ok(_) => {
-            println!("kernel {id} is running ({})", conn.display());
+    match kernel_activity(&conn) {
+        Some(activity) => {
+            println!("kernel {id} is running, {} ({})", describe_activity(&activity), conn.display());
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            eprintln!("kernel {id} does not answer: {e}");
+        None => {
+            eprintln!("kernel {id} does not answer ({})", conn.display());
             Ok(ExitCode::from(1))
         }
     }

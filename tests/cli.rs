@@ -1001,3 +1001,55 @@ fn the_session_loads_c_modules_from_the_platforms_lua_directories() {
     assert_eq!(ok(&home, &["exec", "print(require('cjson').encode({1, 2}))"]), "[1,2]\n");
     assert_eq!(ok(&home, &["exec", "local l = require('lpeg') print(l.match(l.R('az')^1, 'abc1'))"]), "4\n");
 }
+
+#[test]
+fn global_options_stand_anywhere_and_double_dash_ends_them() {
+    let home = Home::new("options");
+    assert_eq!(ok(&home, &["exec", "--kernel", "k2", "print(1 + 1)"]), "2\n");
+    assert_eq!(ok(&home, &["exec", "--kernel=k2", "--", "print(-1)"]), "-1\n");
+    assert!(home.kernel_pid("k2").is_some(), "--kernel after exec was not taken as the kernel id");
+    assert!(home.kernel_pid("default").is_none(), "a default kernel was started");
+    let script = script(&home, "args.lua", "print(arg[1], arg[2])");
+    assert_eq!(ok(&home, &["run", "--kernel", "k2", &script, "--kernel", "x"]), "--kernel\tx\n");
+}
+
+#[test]
+fn exec_dash_reads_the_code_from_stdin() {
+    let home = Home::new("execstdin");
+    let out = home.run(&["exec", "-"], "print('from stdin')\nreturn 6 * 7\n");
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(stdout(&out), "from stdin\n42\n");
+}
+
+#[test]
+fn a_mistyped_command_gets_a_suggestion_and_exit_2() {
+    let home = Home::new("typo");
+    let out = output_of(home.cmd(&["exce", "1"]), LONG);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("did you mean `exec`?"), "{}", show(&out));
+}
+
+#[test]
+fn kernel_status_says_busy_or_idle_and_kernel_interrupt_stops_the_cell() {
+    let home = Home::new("statusbusy");
+    start_default(&home);
+    let started = home.path("started").to_string_lossy().into_owned();
+    let mut cell = spawn(&home, &["exec", &format!("io.open({started:?}, 'w'):close() while true do end")]);
+    assert!(wait_until(LONG, || Path::new(&started).exists()), "the cell never started");
+    let status = ok(&home, &["kernel", "status"]);
+    assert!(status.contains("busy") && status.contains(&format!("client pid {}", cell.pid())), "{status}");
+    let list = ok(&home, &["kernel", "list"]);
+    assert!(list.contains("busy"), "{list}");
+    let out = output_of(home.cmd(&["kernel", "interrupt"]), LONG);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(cell.wait(LONG).code(), Some(130));
+    assert!(ok(&home, &["kernel", "status"]).contains("idle"));
+}
+
+#[test]
+fn kernel_stop_of_a_kernel_that_is_not_running_exits_1() {
+    let home = Home::new("stopnosuch");
+    let out = output_of(home.cmd(&["kernel", "stop", "nosuch"]), LONG);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(stderr(&out).contains("not running"), "{}", show(&out));
+}

@@ -76,6 +76,7 @@ struct Requests {
 struct Running {
     msg_id: String,
     owner: Option<Owner>,
+    since: std::time::Instant,
     /// The owner's pidfd, once it is watched.
     watched: bool,
 }
@@ -128,7 +129,8 @@ impl Ownership {
             log::info!("shell: the client that sent request {} has gone; it is not run", msg.msg_id());
             return false;
         }
-        r.running = Some(Running { msg_id: msg.msg_id().to_string(), owner, watched: false });
+        let since = std::time::Instant::now();
+        r.running = Some(Running { msg_id: msg.msg_id().to_string(), owner, since, watched: false });
         if owner.is_some() {
             set_timer(self.timer.as_raw_fd(), Some(OWNER_WATCH_AFTER));
         }
@@ -145,6 +147,19 @@ impl Ownership {
             if running.watched {
                 write_event(self.ended.as_raw_fd());
             }
+        }
+    }
+
+    /// The execute request running now, for kernel_info: its msg_id, its client's pid (when the
+    /// client named itself), and for how many seconds it has run.
+    pub(super) fn running(&self) -> Value {
+        match &self.lock().running {
+            None => Value::Null,
+            Some(r) => serde_json::json!({
+                "msg_id": r.msg_id,
+                "client_pid": r.owner.map(|o| o.pid),
+                "seconds": r.since.elapsed().as_secs_f64(),
+            }),
         }
     }
 

@@ -235,7 +235,13 @@ pub(super) fn answer_anywhere(
     iopub_counts: Value,
 ) -> Option<Answer> {
     Some(match req {
-        Request::KernelInfo => Answer::Reply(kernel_info_content(iopub_counts)),
+        Request::KernelInfo => {
+            let activity = json!({
+                "busy": shared.busy.load(std::sync::atomic::Ordering::Relaxed),
+                "running": ownership.running(),
+            });
+            Answer::Reply(kernel_info_content(iopub_counts, activity))
+        }
         Request::Interrupt { target } => {
             let withdrawn = ownership.interrupt(target.as_deref(), shared) == Interrupted::Withdrawn;
             Answer::Reply(json!({"status": "ok", "llmspell": { "withdrawn": withdrawn }}))
@@ -251,7 +257,9 @@ pub(super) fn answer_anywhere(
     })
 }
 
-pub fn kernel_info_content(iopub: Value) -> Value {
+/// kernel_info_reply's content. `llmspell` holds this kernel's own facts: `iopub` (its counters),
+/// and in `activity`, `busy` and the `running` execute request (msg_id, client_pid, seconds).
+pub fn kernel_info_content(iopub: Value, activity: Value) -> Value {
     json!({
         "status": "ok",
         "protocol_version": wire::PROTOCOL_VERSION,
@@ -272,7 +280,7 @@ pub fn kernel_info_content(iopub: Value) -> Value {
             { "text": "Programming in Lua", "url": "https://www.lua.org/pil/" },
         ],
         "debugger": false,
-        "llmspell": { "iopub": iopub },
+        "llmspell": { "iopub": iopub, "busy": activity["busy"], "running": activity["running"] },
     })
 }
 
