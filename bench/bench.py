@@ -141,6 +141,12 @@ def tree_rss_kb(pid):
     return sum(status_kb(p, "VmRSS") for p in tree_pids(pid))
 
 
+def tree_pss_kb(pid):
+    """PSS of a process tree (/proc/PID/smaps_rollup): pages shared between its processes (llmspell's
+    kernel and its zygote map the same binary) counted once, not once per process as in RSS."""
+    return sum(smaps_rollup_kb(p).get("Pss", 0) for p in tree_pids(pid))
+
+
 def cpu_ticks(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -507,6 +513,7 @@ def bench_jupyter_kernels(entries, cfg, env, logs):
             time.sleep(1.0)
             for k in live:
                 k.res["rss_idle_kb"] = tree_rss_kb(k.res["pid"])
+                k.res["pss_idle_kb"] = tree_pss_kb(k.res["pid"])
             # Idle CPU: every tree over the same window (they are all alive and idle; each tree's own
             # utime+stime is counted, so the others do not add to it).
             idle = [k for k in live if not k.minimal]
@@ -910,7 +917,7 @@ def bench_run(cli, lua, cfg, tmp):
     # 3. hello, idle and then behind a busy session cell
     kinds = {"run": lambda: cli.run(["run", str(hello)]), "lua": lambda: timed([lua, str(hello)], cli.env),
              "version": lambda: cli.run(["--version"])}
-    phases = ("idle", "busy", "spin")
+    phases = ("idle", "busy", "wait", "spin")
     hs = {phase: {k: [] for k in kinds} for phase in phases}
     hbad = {phase: 0 for phase in phases}
     busy_throughout = True
@@ -925,7 +932,8 @@ def bench_run(cli, lua, cfg, tmp):
                 hs[phase][k].append(dt * 1000)
     # Idle and busy phases alternate in blocks, so the machine's drifting load falls on both alike. A busy
     # phase: a long CPU-bound cell started by `llmspell exec`, ended by Ctrl-C to its own client (which
-    # interrupts only its own cell). A spin phase: the kernel idle, a `nice -n 19` busy loop keeps one CPU
+    # interrupts only its own cell). A wait phase: a cell waiting in os.execute("sleep 2") (the kernel
+    # busy, no CPU used: the kernel's share apart from the CPU the busy cell takes). A spin phase: the kernel idle, a `nice -n 19` busy loop keeps one CPU
     # awake: a run hands off between processes (client, zygote, child) and pays for waking idle CPUs,
     # which this shows apart from the kernel being busy.
     per = max(1, cfg["hello_n"] // cfg["hello_blocks"])
@@ -945,6 +953,14 @@ def bench_run(cli, lua, cfg, tmp):
         except subprocess.TimeoutExpired:
             cell.kill()
             cell.wait()
+        cell = subprocess.Popen([cli.bin, "exec", 'os.execute("sleep 2")'], env=cli.env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        hello_rounds("wait", per)
+        wait_throughout = cell.poll() is None
+        res["hello_wait_cell_throughout"] = res.get("hello_wait_cell_throughout", True) and wait_throughout
+        cell.wait(30)
         spin = subprocess.Popen(["nice", "-n", "19", "sh", "-c", "while :; do :; done"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         time.sleep(0.2)
@@ -963,6 +979,7 @@ def bench_run(cli, lua, cfg, tmp):
     res["hello_ratio_min"] = r(ratio(hi["run"]["min_ms"], hi["lua"]["min_ms"]), 3)
     res["hello_busy_over_idle"] = r(ratio(hb["run"]["median_ms"], hi["run"]["median_ms"]), 3)
     res["lua_busy_over_idle"] = r(ratio(hb["lua"]["median_ms"], hi["lua"]["median_ms"]), 3)
+    res["hello_wait_over_idle"] = r(ratio(res["hello_wait"]["run"]["median_ms"], hi["run"]["median_ms"]), 3)
     hp = res["hello_spin"]
     res["hello_spin_ratio"] = r(ratio(hp["run"]["median_ms"], hp["lua"]["median_ms"]), 3)
 
@@ -1073,6 +1090,8 @@ def build_report(R, order):
         rt = ratio(rss, X.get("rss_idle_kb"))
         row("RSS idle (MB, kernel process tree)", kvals("rss_idle_kb", mb), "≤ 8 MB and ≤ 0.2 × xeus-python", rt,
             None if rss is None else rss <= 8 * 1024 and (rt is None or rt <= 0.2))
+        row("  PSS idle (MB, the same tree; shared pages counted once; llmspell's includes its zygote)",
+            kvals("pss_idle_kb", mb))
         row("RSS after the work (MB)", kvals("rss_work_kb", mb))
         win = L.get("idle_cpu_window_s") or next((K.get(c, {}).get("idle_cpu_window_s") for c in cols), None)
         ticks = L.get("idle_cpu_ticks")
@@ -1203,6 +1222,11 @@ def build_report(R, order):
             "≤ 1.1 × while idle, after the machine's share", adj,
             None if adj is None or not busy_ok else adj <= 1.1,
             f"busy ÷ idle: run {fmt(rt, nd=2)}, lua {fmt(lb, nd=2)}" + ("" if busy_ok else "; cell ended early"))
+    HW = RN.get("hello_wait")
+    if HW:
+        row("  while a session cell waits in `os.execute(\"sleep 2\")` (busy kernel, no CPU), ms",
+            f"{mm(HW['run'])}; ÷ idle {fmt(RN.get('hello_wait_over_idle'), nd=2)}"
+            + ("" if RN.get("hello_wait_cell_throughout") else " (cell ended early)"))
     HP = RN.get("hello_spin")
     if HP:
         row("  kernel idle, one CPU kept awake by a `nice -n 19` loop: run / lua / --version, ms",
