@@ -343,7 +343,8 @@ fn kernel_stop(mut a: Arguments) -> Result<ExitCode, CommandError> {
 /// A live kernel's own account of itself (kernel_info's `llmspell` section), asked on control.
 fn kernel_activity(conn: &std::path::Path) -> Option<serde_json::Value> {
     let c = Client::connect_file(conn, Duration::from_secs(5)).ok()?;
-    let reply = c.control_request("kernel_info_request", serde_json::json!({}), Duration::from_secs(5)).ok()?;
+    let reply =
+        c.control_request("kernel_info_request", serde_json::json!({}), Duration::from_secs(5)).ok()?;
     Some(reply["llmspell"].clone())
 }
 

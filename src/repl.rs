@@ -164,8 +164,11 @@ fn interactive(client: SharedClient, sigint: Option<i32>) -> Result<u8, CommandE
             None => {}
         }
         let mut input = |prompt: &str, _password: bool| rl.readline(prompt).ok();
-        let (n, _) = execute(&client, &cell, sigint, true, &mut input)?;
-        if let Some(n) = n {
+        let ran = execute(&client, &cell, sigint, true, &mut input)?;
+        if ran.exit {
+            return Ok(0);
+        }
+        if let Some(n) = ran.count {
             count = n + 1;
         }
     }
@@ -191,8 +194,12 @@ fn scripted(client: SharedClient, sigint: Option<i32>) -> Result<u8, CommandErro
             None => {}
         }
         let mut input = |_: &str, _: bool| Some(lines.next().and_then(|l| l.ok()).unwrap_or_default());
-        if !execute(&client, &cell, sigint, false, &mut input)?.1 {
+        let ran = execute(&client, &cell, sigint, false, &mut input)?;
+        if !ran.ok {
             status = 1;
+        }
+        if ran.exit {
+            return Ok(status);
         }
     }
 }
@@ -229,19 +236,31 @@ fn kernel_name(client: &Client) -> String {
 
 /// Runs one cell: the kernel's execution count after it, and whether it succeeded. A client failure
 /// ends the REPL.
+/// What one cell did.
+struct Ran {
+    count: Option<u64>,
+    ok: bool,
+    /// The kernel asked the front end to leave (`exit`, `quit`).
+    exit: bool,
+}
+
 fn execute(
     client: &SharedClient,
     code: &str,
     sigint: Option<i32>,
     tty: bool,
     input: &mut dyn FnMut(&str, bool) -> Option<String>,
-) -> Result<(Option<u64>, bool), CommandError> {
+) -> Result<Ran, CommandError> {
     let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::Lines };
     let mut shown = Renderer::new(std::io::stdout(), std::io::stderr(), Results::Cells { numbered: tty });
     let result = client.borrow_mut().execute(code, &opts, sigint, &mut |ev| shown.event(ev), input);
     shown.finish(&result);
     match result {
-        Ok(reply) => Ok((reply.content["execution_count"].as_u64(), reply.status() == "ok")),
+        Ok(reply) => Ok(Ran {
+            count: reply.content["execution_count"].as_u64(),
+            ok: reply.status() == "ok",
+            exit: reply.asks_exit(),
+        }),
         // Only a dead kernel means a fresh one next time (CommandError says so then).
         Err(e) => Err(CommandError::Client(e)),
     }

@@ -1053,3 +1053,23 @@ fn kernel_stop_of_a_kernel_that_is_not_running_exits_1() {
     assert_eq!(code(&out), 1, "{}", show(&out));
     assert!(stderr(&out).contains("not running"), "{}", show(&out));
 }
+
+#[test]
+fn exit_and_quit_leave_the_repl_and_a_users_own_exit_is_left_alone() {
+    let home = Home::new("replexit");
+    let out = home.run(&["repl"], "x = 5\nprint(x)\nexit\nprint('not reached')\n");
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(stdout(&out), "5\n");
+    let out = home.run(&["repl"], "quit()\nprint('not reached')\n");
+    assert_eq!(stdout(&out), "");
+    let out = home.run(&["repl"], "exit = 3\nprint(exit)\n");
+    assert_eq!(stdout(&out), "3\n");
+}
+
+#[test]
+fn an_unfinished_expression_continues_in_the_repl() {
+    let home = Home::new("replcont");
+    let out = home.run(&["repl"], "1 +\n2\n");
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(stdout(&out), "3\n");
+}

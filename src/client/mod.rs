@@ -140,6 +140,11 @@ impl ExecReply {
     pub fn ename(&self) -> &str {
         self.content["ename"].as_str().unwrap_or("")
     }
+    /// Whether the kernel asked the front end to leave (the `ask_exit` payload of `exit`/`quit`).
+    pub fn asks_exit(&self) -> bool {
+        self.content["payload"].as_array().into_iter().flatten().any(|p| p["source"] == "ask_exit")
+    }
+
     /// Texts the kernel asked to show in a pager (`help()`), from the reply's payload.
     pub fn pages(&self) -> Vec<&str> {
         self.content["payload"]

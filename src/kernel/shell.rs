@@ -250,6 +250,14 @@ impl Shell {
 
     /// Runs a cell and replies; true if it failed.
     fn execute(&mut self, msg: &Message, req: ExecuteRequest) -> bool {
+        if let Some(word) = exit_word(&req.code).filter(|w| self.interp.global_is_nil(w)) {
+            // `exit`/`quit` leave the front end (IPython's ask_exit payload), never the shared kernel.
+            log::debug!("shell: {word} asks the front end to leave");
+            let payload = json!([{ "source": "ask_exit", "keepkernel": true }]);
+            let count = self.execution_count;
+            self.reply(msg, json!({ "status": "ok", "execution_count": count, "payload": payload, "user_expressions": {} }));
+            return false;
+        }
         let silent = req.silent;
         let store_history = req.store_history && !silent;
         let ours = &msg.metadata["llmspell"];
@@ -324,6 +332,15 @@ impl Shell {
         if let Some(e) = &outcome.error {
             self.publish("error", json!({ "ename": e.ename, "evalue": e.evalue, "traceback": e.traceback }));
         }
+    }
+}
+
+/// `exit`, `quit`, `exit()` or `quit()` alone in a cell: the word.
+fn exit_word(code: &str) -> Option<&'static str> {
+    match code.trim().trim_end_matches(';').trim_end() {
+        "exit" | "exit()" => Some("exit"),
+        "quit" | "quit()" => Some("quit"),
+        _ => None,
     }
 }
 

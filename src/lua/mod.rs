@@ -366,6 +366,11 @@ impl Interpreter {
         plain.map_err(|e| self.failure_of_error(&e, false))
     }
 
+    /// Whether a global is unset (nil): `exit` means "leave" only while nobody defined it.
+    pub fn global_is_nil(&self, name: &str) -> bool {
+        self.lua.globals().get::<Value>(name).map(|v| v.is_nil()).unwrap_or(false)
+    }
+
     /// Evaluates an expression for `user_expressions`: its mime bundle.
     pub fn evaluate(&mut self, expr: &str) -> Result<Json, Failure> {
         let f = self
@@ -413,15 +418,21 @@ impl Interpreter {
             return Completeness::Complete;
         }
         let compiles = |src: String| self.lua.load(src).into_function();
-        if compiles(format!("return {code}")).is_ok() {
+        let unfinished = |r: &mlua::Result<Function>| {
+            matches!(r, Err(mlua::Error::SyntaxError { incomplete_input: true, .. }))
+        };
+        let expression = compiles(format!("return {code}"));
+        if expression.is_ok() {
             return Completeness::Complete;
         }
-        match compiles(code.to_string()) {
-            Ok(_) => Completeness::Complete,
-            Err(mlua::Error::SyntaxError { incomplete_input: true, .. }) => {
-                Completeness::Incomplete("  ".repeat(open_blocks(code).max(1)))
-            }
-            Err(_) => Completeness::Invalid,
+        let statement = compiles(code.to_string());
+        if statement.is_ok() {
+            return Completeness::Complete;
         }
+        // `1 +` is an unfinished expression (as `lua -i` reads it), not an invalid statement.
+        if unfinished(&statement) || unfinished(&expression) {
+            return Completeness::Incomplete("  ".repeat(open_blocks(code).max(1)));
+        }
+        Completeness::Invalid
     }
 }

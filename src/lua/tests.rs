@@ -113,6 +113,8 @@ fn completeness_follows_the_lua_parser() {
         matches!(i.is_complete("if a then\n while b do"), Completeness::Incomplete(ref s) if s == "    ")
     );
     assert!(matches!(i.is_complete("x = = 1"), Completeness::Invalid));
+    assert!(matches!(i.is_complete("1 +"), Completeness::Incomplete(_)), "an unfinished expression");
+    assert!(matches!(i.is_complete("print(1,"), Completeness::Incomplete(_)));
     assert!(matches!(i.is_complete("  "), Completeness::Complete));
 }
 

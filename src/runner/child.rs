@@ -191,7 +191,6 @@ unsafe extern "C-unwind" fn pmain(l: *mut ffi::lua_State) -> c_int {
     1
 }
 
-
 /// The `state` global: the session's natives behind wrappers that put errors at the caller's line.
 const STATE_WRAPPERS: &str = r#"
 local native = ...

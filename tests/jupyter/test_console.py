@@ -95,3 +95,14 @@ def test_console_answers_io_read(id_kernel):
     res = run_console(id_kernel.conn_file, ["name = io.read()", "Ada", "name"])
     assert_console_ok(res)
     assert re.search(r'Out\[\d+\]: "Ada"', res.stdout), res.stdout
+
+
+def test_exit_leaves_the_console_and_keeps_the_shared_kernel(id_kernel):
+    # Lines after `exit` would run if the console stayed; the kernel serves others afterwards.
+    res = run_console(id_kernel.conn_file, ["before_exit = 1", "exit", "after_exit = 1"])
+    assert_console_ok(res)
+    kc = id_kernel.client()
+    assert execute_ok(kc, "tostring(before_exit) .. ' ' .. tostring(after_exit)").result_text == '"1 nil"'
+    assert id_kernel.alive(), "exit in the console stopped the shared kernel"
+    # A user's own `exit` is theirs.
+    assert execute_ok(kc, "exit = 5 return exit").result_text == "5"
