@@ -20,7 +20,7 @@ USAGE:
   llmspell state delete KEY       remove a key (exit 1 if it was absent)
   llmspell state list [PREFIX]    the keys, one a line, sorted
   llmspell state clear            remove every key
-  llmspell state export [FILE]    the whole store as one JSON object (to stdout or FILE)
+  llmspell state export [FILE]    the whole store as one JSON object (to stdout, or FILE with mode 0600)
   llmspell state import FILE      merge the keys of a JSON object (- for stdin) into the store
   llmspell state repair           move a corrupt state.json aside and start an empty store
   llmspell state path             print the file's path
@@ -29,15 +29,16 @@ USAGE:
 pub fn run(args: Vec<OsString>) -> Result<ExitCode, CommandError> {
     let args: Vec<String> = args.into_iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    // Help touches nothing on disk (not even the home directory).
+    if words.is_empty() || words.iter().any(|w| *w == "-h" || *w == "--help") {
+        print!("{HELP}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let path = connection::home().join("state.json");
     if let Some(dir) = path.parent() {
         private_files::make_private_dir(dir).map_err(CommandError::Failed)?;
     }
     let mut store = Store::open(path.clone());
-    if words.iter().any(|w| *w == "-h" || *w == "--help") {
-        print!("{HELP}");
-        return Ok(ExitCode::SUCCESS);
-    }
     match words.as_slice() {
         [] => {
             print!("{HELP}");
@@ -107,8 +108,11 @@ fn export(store: &mut Store, file: Option<&str>) -> Result<ExitCode, CommandErro
     let map = store.export()?;
     let text = serde_json::to_string_pretty(&map).expect("json") + "\n";
     match file {
-        Some(file) if file != "-" => std::fs::write(file, text)
-            .map_err(|e| CommandError::Failed(format!("cannot write {file}: {e}")))?,
+        // As private as state.json itself (0600), written atomically.
+        Some(file) if file != "-" => {
+            private_files::write_private_atomic(std::path::Path::new(file), text.as_bytes())
+                .map_err(|e| CommandError::Failed(format!("cannot write {file}: {e}")))?
+        }
         _ => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)

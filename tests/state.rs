@@ -1191,3 +1191,19 @@ fn state_file_is_private_pretty_json() {
     assert_eq!(mode(&path), 0o600, "state.json mode after an update");
     assert_eq!(state_file(&home).len(), 4);
 }
+
+#[test]
+fn state_help_creates_nothing_and_exports_are_as_private_as_the_store() {
+    let home = Home::new("statehelp");
+    std::fs::remove_dir_all(&home.dir).unwrap();
+    for args in [&["state", "--help"][..], &["state"][..]] {
+        let out = home.run(args, "");
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert!(!home.dir.exists(), "{args:?} created {}", home.dir.display());
+    }
+    ok(&home, &["state", "set", "k", "1"], "");
+    let export = home.path("export.json");
+    ok(&home, &["state", "export", export.to_str().unwrap()], "");
+    assert_eq!(mode(&export), 0o600, "state export wrote {:o}", mode(&export));
+    assert!(std::fs::read_to_string(&export).unwrap().contains("\"k\": 1"));
+}
