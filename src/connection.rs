@@ -89,7 +89,16 @@ pub struct KernelFiles {
     pub lock: PathBuf,
     pub spawn_lock: PathBuf,
     pub log: PathBuf,
+    /// Left by a kernel that stopped after its idle timeout: the next command says so once.
+    pub idle_marker: PathBuf,
+    /// The runner's socket (src/runner).
+    pub runner_socket: PathBuf,
 }
+
+/// How long the log of a kernel that has ended is kept (for a look at why it ended).
+const DEAD_LOG_KEPT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// A log larger than this is moved to `<id>.log.1` when its kernel starts (one old log is kept).
+pub const LOG_ROTATE_BYTES: u64 = 1 << 20;
 
 impl KernelFiles {
     pub fn new(dir: &Path, id: &str) -> KernelFiles {
@@ -99,10 +108,12 @@ impl KernelFiles {
             lock: dir.join(format!("{id}.lock")),
             spawn_lock: dir.join(format!("{id}.spawn")),
             log: dir.join(format!("{id}.log")),
+            idle_marker: dir.join(format!("{id}.idle")),
+            runner_socket: dir.join(format!("{id}.run")),
         }
     }
 
-    /// Every kernel id that has a connection or lock file in `dir`.
+    /// Every kernel id that has any file in `dir`.
     pub fn all(dir: &Path) -> Vec<KernelFiles> {
         let mut ids: Vec<String> = fs::read_dir(dir)
             .into_iter()
@@ -110,7 +121,9 @@ impl KernelFiles {
             .flatten()
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                let id = name.strip_suffix(".json").or_else(|| name.strip_suffix(".lock"))?;
+                let id = [".json", ".lock", ".log", ".log.1", ".spawn", ".run", ".idle"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))?;
                 Some(id.to_string())
             })
             .collect();
@@ -128,7 +141,32 @@ impl KernelFiles {
     /// kernel still looks dead, never alive).
     pub fn remove_stale(&self) {
         let _ = fs::remove_file(&self.connection);
+        let _ = fs::remove_file(&self.runner_socket);
         let _ = fs::remove_file(&self.lock);
+    }
+
+    /// Cleans the kernels directory of what dead kernels left: their connection, lock and socket
+    /// files at once, a spawn lock nobody holds, and logs and markers a day after their last write.
+    pub fn sweep(dir: &Path) {
+        let old = |p: &Path| {
+            fs::metadata(p).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok())
+                > Some(DEAD_LOG_KEPT)
+        };
+        for files in KernelFiles::all(dir) {
+            if files.is_alive() {
+                continue;
+            }
+            files.remove_stale();
+            if !private_files::lock_is_held(&files.spawn_lock) {
+                let _ = fs::remove_file(&files.spawn_lock);
+            }
+            let rotated = files.log.with_extension("log.1");
+            for p in [&files.log, &rotated, &files.idle_marker] {
+                if old(p) {
+                    let _ = fs::remove_file(p);
+                }
+            }
+        }
     }
 }
 

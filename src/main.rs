@@ -380,11 +380,11 @@ fn kernel_interrupt(mut a: Arguments) -> Result<ExitCode, CommandError> {
 fn kernel_list(a: Arguments) -> Result<ExitCode, CommandError> {
     no_more(a)?;
     let dir = connection::kernels_dir()?;
+    KernelFiles::sweep(&dir);
     let mut rows = Vec::new();
     for files in KernelFiles::all(&dir) {
         if !files.is_alive() {
-            files.remove_stale(); // a crashed kernel's leftovers
-            continue;
+            continue; // swept below
         }
         let info = ConnectionInfo::read(&files.connection).ok();
         let pid = info.as_ref().and_then(|i| i.pid).map(|p| p.to_string()).unwrap_or("?".into());
@@ -513,6 +513,10 @@ fn init_logging(file: Option<&std::path::Path>) {
     let mut b = env_logger::Builder::new();
     b.parse_filters(&std::env::var("LLMSPELL_LOG").unwrap_or_else(|_| "info".into()));
     if let Some(path) = file {
+        // Logs stay bounded: a large one is moved aside (replacing the one before) at start.
+        if std::fs::metadata(path).map(|m| m.len() > connection::LOG_ROTATE_BYTES).unwrap_or(false) {
+            let _ = std::fs::rename(path, path.with_extension("log.1"));
+        }
         if let Ok(f) = private_files::open_append(path) {
             b.target(env_logger::Target::Pipe(Box::new(f)));
         }

@@ -345,9 +345,13 @@ fn assert_idle_exit(home: &Home) {
         kernel_files(home)
     );
     assert!(kernel_processes(home).is_empty());
-    // What may remain: the log, and the clients' spawn lock.
+    // What may remain: the log, the clients' spawn lock, and the marker that tells the next command
+    // the session is new.
     for f in kernel_files(home) {
-        assert!(f == "default.log" || f == "default.spawn", "unexpected file left: {f}");
+        assert!(
+            matches!(f.as_str(), "default.log" | "default.spawn" | "default.idle"),
+            "unexpected file left: {f}"
+        );
     }
 }
 
@@ -1072,4 +1076,46 @@ fn an_unfinished_expression_continues_in_the_repl() {
     let out = home.run(&["repl"], "1 +\n2\n");
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(stdout(&out), "3\n");
+}
+
+#[test]
+fn the_first_command_after_an_idle_timeout_says_once_that_the_session_is_new() {
+    let home = Home::new("idlenotice");
+    ok(&home, &["--idle-timeout", "2", "exec", "x = 1 state.set('kept', 7)"]);
+    assert_idle_exit(&home);
+    let first = output_of(home.cmd(&["exec", "print(x, state.get('kept'))"]), LONG);
+    assert!(first.status.success(), "{}", show(&first));
+    assert_eq!(stdout(&first), "nil\t7\n");
+    assert!(
+        stderr(&first).contains("idle timeout") && stderr(&first).contains("new session"),
+        "{}",
+        show(&first)
+    );
+    let second = output_of(home.cmd(&["exec", "print(1)"]), LONG);
+    assert_eq!(stderr(&second), "", "the notice was given twice");
+}
+
+#[test]
+fn dead_kernels_leave_no_files_behind_and_old_logs_go() {
+    let home = Home::new("sweep");
+    start_default(&home);
+    let dir = home.kernels_dir();
+    for name in ["gone.json", "gone.lock", "gone.spawn", "gone.run", "gone.log", "ancient.log"] {
+        std::fs::write(dir.join(name), "").unwrap();
+    }
+    let day_ago = std::time::SystemTime::now() - Duration::from_secs(3 * 24 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(dir.join("ancient.log"))
+        .unwrap()
+        .set_modified(day_ago)
+        .unwrap();
+    let list = ok(&home, &["kernel", "list"]);
+    assert!(list.contains("default") && !list.contains("gone"), "{list}");
+    let left = kernel_files(&home);
+    for gone in ["gone.json", "gone.lock", "gone.spawn", "gone.run", "ancient.log"] {
+        assert!(!left.iter().any(|f| f == gone), "{gone} was left: {left:?}");
+    }
+    assert!(left.iter().any(|f| f == "gone.log"), "a recent log of a dead kernel is kept a day: {left:?}");
+    assert!(left.iter().any(|f| f == "default.json"), "the live kernel's files were swept: {left:?}");
 }

@@ -36,7 +36,13 @@ pub fn find_or_spawn(id: &str, idle_timeout: u64) -> Result<Client, ClientError>
                 "llmspell: kernel {id:?} had stopped without cleaning up (crashed?); starting a new one"
             );
             files.remove_stale();
+        } else if std::fs::remove_file(&files.idle_marker).is_ok() {
+            eprintln!(
+                "llmspell: kernel {id:?} had stopped after its idle timeout; this is a new session \
+                 (globals are gone, `state` is kept)"
+            );
         }
+        KernelFiles::sweep(&dir);
         spawn_detached(&files, &["--idle-timeout".into(), idle_timeout.to_string()])?;
         Client::connect_file(&files.connection, START_TIMEOUT)
     })();

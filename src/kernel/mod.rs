@@ -61,6 +61,7 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// What tells the main thread to stop.
 enum Exit {
     Shutdown,
+    Idle,
     Signal(i32),
 }
 
@@ -130,6 +131,12 @@ pub fn start(opts: Options) -> Result<(), String> {
     match wait_for_exit(&running.exit, &running.shared, opts.idle_timeout) {
         Exit::Shutdown => log::info!("shutting down on request"),
         Exit::Signal(s) => log::info!("shutting down on signal {s}"),
+        Exit::Idle => {
+            // The next command that starts this id again tells its user the session is new.
+            if let Some(files) = &own_files {
+                let _ = crate::private_files::write_private_atomic(&files.idle_marker, b"idle timeout\n");
+            }
+        }
     }
     log::info!("iopub since start: {}", running.iopub.counts());
     running.stop(ctx);
@@ -291,7 +298,7 @@ fn wait_for_exit(exit_rx: &Receiver<Exit>, shared: &Shared, idle: Option<Duratio
             Duration::from_millis(now_millis().saturating_sub(shared.last_request.load(Ordering::Relaxed)));
         if since >= idle && !shared.busy.load(Ordering::Relaxed) {
             log::info!("no request for {}s: idle timeout", since.as_secs());
-            return Exit::Shutdown;
+            return Exit::Idle;
         }
         let wait = if since >= idle { idle } else { idle - since };
         match exit_rx.recv_timeout(wait) {
