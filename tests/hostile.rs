@@ -1887,7 +1887,9 @@ fn a_subscriber_that_never_reads_is_set_aside_once_and_four_readers_get_everythi
     let readers: Vec<_> = (0..4)
         .map(|_| {
             let info = info.clone();
-            let sub = subscriber(&zmq::Context::new(), &info, 1000);
+            // A small queue: their progress shows often, however little CPU they get (see the
+            // slow-reader test below).
+            let sub = subscriber(&zmq::Context::new(), &info, 100);
             std::thread::spawn(move || read_streams(&sub, &info, (LINES * 2, LINES * 2), 0))
         })
         .collect();
