@@ -1119,3 +1119,29 @@ fn dead_kernels_leave_no_files_behind_and_old_logs_go() {
     assert!(left.iter().any(|f| f == "gone.log"), "a recent log of a dead kernel is kept a day: {left:?}");
     assert!(left.iter().any(|f| f == "default.json"), "the live kernel's files were swept: {left:?}");
 }
+
+#[test]
+fn a_command_queued_behind_another_clients_cell_says_so_and_then_runs() {
+    let home = Home::new("waitnotice");
+    start_default(&home);
+    let gate = home.path("gate").to_string_lossy().into_owned();
+    let started = home.path("started").to_string_lossy().into_owned();
+    let long = format!("io.open({started:?}, 'w'):close() while not io.open({gate:?}) do end");
+    let mut first = spawn(&home, &["exec", &long]);
+    assert!(wait_until(LONG, || Path::new(&started).exists()), "the first cell never started");
+    let mut second = spawn(&home, &["exec", "print('second ran')"]);
+    let err = line_reader(second.child().stderr.take().unwrap());
+    let out = line_reader(second.child().stdout.take().unwrap());
+    // The notice comes while the first cell still runs (its gate is shut until then).
+    let (notice, _) = err.recv_timeout(LONG).expect("no notice on stderr");
+    assert!(
+        notice.contains("waiting")
+            && notice.contains(&format!("pid {}", first.pid()))
+            && notice.contains("Ctrl-C"),
+        "{notice}"
+    );
+    std::fs::write(&gate, "").unwrap();
+    expect_line(&out, "second ran");
+    assert!(second.wait(LONG).success());
+    assert!(first.wait(LONG).success());
+}

@@ -12,6 +12,8 @@ const POLL: Duration = Duration::from_millis(500);
 /// After this many Ctrl-C the client gives up waiting for the kernel to stop the code.
 const MAX_INTERRUPTS: u32 = 3;
 const STDIN_FD: RawFd = 0;
+/// After this long without a sign that our request started, say what it waits for.
+const WAIT_NOTICE: Duration = Duration::from_secs(1);
 
 /// What one execute request is waiting for, and what it has seen so far.
 struct Pending {
@@ -23,6 +25,10 @@ struct Pending {
     waiting_input: Option<Message>,
     /// The kernel repeats an input request when it must check we are still here: answer once.
     asked: Vec<String>,
+    /// The kernel has published something for our request: it has started.
+    started: bool,
+    /// Whether we have told the user we wait behind another client.
+    said_waiting: bool,
 }
 
 impl Pending {
@@ -114,10 +120,25 @@ impl Client {
     ) -> Result<ExecReply, ClientError> {
         let (content, metadata) = request_content(code, opts);
         let id = self.send(&self.shell, "execute_request", content, metadata);
-        let mut p =
-            Pending { id, reply: None, idle: false, interrupts: 0, waiting_input: None, asked: vec![] };
+        let mut p = Pending {
+            id,
+            reply: None,
+            idle: false,
+            interrupts: 0,
+            waiting_input: None,
+            asked: vec![],
+            started: false,
+            said_waiting: false,
+        };
+        let sent = Instant::now();
         let mut quiet_since = Instant::now();
         while !p.done() {
+            if !p.started && !p.said_waiting && sent.elapsed() >= WAIT_NOTICE {
+                p.said_waiting = true;
+                if let Some(text) = self.waiting_behind() {
+                    on_event(Event::Waiting { text });
+                }
+            }
             let raw_input = p.waiting_input.is_some() && opts.stdin == StdinMode::Raw;
             let Some(ready) = self.poll(sigint, raw_input.then_some(STDIN_FD))? else { continue };
             if !ready.any() {
@@ -206,6 +227,7 @@ impl Client {
             if m.parent_msg_id() != p.id {
                 continue;
             }
+            p.started = true;
             match published(&m) {
                 Published::Output(event) => on_event(event),
                 Published::Idle => p.idle = true,
@@ -238,6 +260,24 @@ impl Client {
             Some(line) => self.answer_input(&m, &line),
             None => self.interrupt(),
         }
+    }
+}
+
+impl Client {
+    /// What our queued request waits behind, from the kernel's own account (control answers at
+    /// once): None if the kernel is not busy with someone else's request.
+    fn waiting_behind(&self) -> Option<String> {
+        let info = self.control_request("kernel_info_request", json!({}), Duration::from_secs(2)).ok()?;
+        let running = &info["llmspell"]["running"];
+        if info["llmspell"]["busy"] != true || running.is_null() {
+            return None;
+        }
+        let whose = match running["client_pid"].as_u64() {
+            Some(pid) => format!("another client's cell (pid {pid})"),
+            None => "a cell of a Jupyter client".to_string(),
+        };
+        let since = running["seconds"].as_f64().unwrap_or(0.0);
+        Some(format!("waiting: the kernel is running {whose}, started {since:.0} s ago; Ctrl-C to give up"))
     }
 }
 

@@ -109,6 +109,10 @@ pub enum Event<'a> {
         traceback: Vec<String>,
     },
     ClearOutput,
+    /// Our request has waited this long behind another client's request; the text says whose.
+    Waiting {
+        text: String,
+    },
 }
 
 /// How stdin requests are answered.

@@ -59,6 +59,10 @@ impl<O: Write, E: Write> Renderer<O, E> {
                 }
             }
             Event::ClearOutput => {}
+            Event::Waiting { text } => {
+                let _ = self.out.flush();
+                let _ = writeln!(self.err, "llmspell: {text}");
+            }
         }
     }
 

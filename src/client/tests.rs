@@ -279,6 +279,7 @@ fn describe(event: Event) -> String {
         }
         Event::Error { traceback } => format!("error:{}", traceback.join("|")),
         Event::ClearOutput => "clear".into(),
+        Event::Waiting { text } => format!("waiting:{text}"),
     }
 }
 
