@@ -17,7 +17,7 @@ USAGE:
   llmspell [--kernel ID | --connect FILE] run SCRIPT [ARGS...]   run a Lua file (\"-\": from stdin)
   llmspell [--kernel ID | --connect FILE] exec CODE              run code in the shared session
   llmspell [--kernel ID | --connect FILE] repl                   interactive session on the kernel
-  llmspell kernel start|stop|list|status|install ...             manage kernels (llmspell kernel --help)
+  llmspell kernel start|stop|list|status|interrupt|install ...   manage kernels (llmspell kernel --help)
   llmspell state get|set|delete|list|clear|export|import|repair  the persistent store (llmspell state --help)
 
 OPTIONS:
@@ -54,6 +54,45 @@ USAGE:
       Write a Jupyter kernelspec for this binary (default: --user, name llmspell).
 
 Logging: LLMSPELL_LOG=error|warn|info|debug|trace (default info).
+";
+
+const RUN_HELP: &str = "\
+llmspell run SCRIPT [ARGS...] — run a Lua file as `lua SCRIPT ARGS...` does
+
+The script runs in a fresh process forked by the kernel (started if needed), with your working
+directory, environment, terminal and exit status; it shares only `state` with the session and other
+runs. SCRIPT - reads the script from stdin. Options of llmspell (--kernel, --connect) may come before
+SCRIPT; everything after it is the script's `arg`.
+
+EXAMPLES:
+  llmspell run report.lua --since 2026-01-01     arg[1] is \"--since\"
+  echo 'print(io.read())' | llmspell run - < names.txt
+  llmspell --kernel work run job.lua            through the kernel `work` (started if needed)
+";
+
+const EXEC_HELP: &str = "\
+llmspell exec CODE — run CODE in the shared session (what `repl` and Jupyter clients see)
+
+Prints the output, and the value of a trailing expression. CODE - reads the code from stdin. Exit
+codes: 0 ok, 1 a Lua error, 130 interrupted (Ctrl-C interrupts only this command's own code; if it
+was still queued behind another client's cell, it never runs).
+
+EXAMPLES:
+  llmspell exec 'x = 41'
+  llmspell exec 'x + 1'                         42: the session keeps x
+  llmspell exec --kernel work - < setup.lua     options may follow the command; -- ends them
+";
+
+const REPL_HELP: &str = "\
+llmspell repl — interactive Lua on the shared session
+
+Multi-line input continues while the code is unfinished (as `lua -i`); Tab completes; history is kept
+in $LLMSPELL_HOME/history. `exit`, `quit`, .exit or Ctrl-D leave; .help lists the other dot
+commands. With stdin not a terminal it reads cells from it without prompts.
+
+EXAMPLES:
+  llmspell repl
+  printf 'x = 1\\nprint(x + 1)\\n' | llmspell repl
 ";
 
 fn main() -> ExitCode {
@@ -184,7 +223,7 @@ fn run(raw: Vec<OsString>) -> Result<ExitCode, CommandError> {
         "repl" => {
             let mut a = Arguments::from_vec(args);
             if a.contains(["-h", "--help"]) {
-                println!("llmspell repl — interactive Lua on the shared kernel (.help inside for commands)");
+                print!("{REPL_HELP}");
                 return Ok(ExitCode::SUCCESS);
             }
             no_more(a)?;
@@ -227,7 +266,7 @@ fn cmd_run(t: &Target, args: Vec<OsString>) -> Result<ExitCode, CommandError> {
         return Err(CommandError::Usage("run needs a SCRIPT (a file, or - for stdin)".into()));
     };
     if first == "-h" || first == "--help" {
-        println!("llmspell run SCRIPT [ARGS...] — run a Lua file like `lua SCRIPT ARGS...`, in a fresh process forked by the kernel, with your cwd, environment and terminal; - reads the script from stdin");
+        print!("{RUN_HELP}");
         return Ok(ExitCode::SUCCESS);
     }
     // The run's `arg` is this whole command line, the script at index 0 (as lua's).
@@ -244,7 +283,7 @@ fn cmd_run(t: &Target, args: Vec<OsString>) -> Result<ExitCode, CommandError> {
 fn cmd_exec(t: &Target, args: Vec<OsString>) -> Result<ExitCode, CommandError> {
     let mut a = Arguments::from_vec(args);
     if a.contains(["-h", "--help"]) {
-        println!("llmspell exec CODE — run CODE in the shared session; prints output and the value of a trailing expression");
+        print!("{EXEC_HELP}");
         return Ok(ExitCode::SUCCESS);
     }
     let code: String = a.free_from_str().map_err(|_| CommandError::Usage("exec needs CODE".into()))?;
