@@ -129,8 +129,14 @@ fn read_cell(status: &dyn Fn(&str) -> CellStatus, next: &mut dyn FnMut(Option<&s
 }
 
 fn interactive(client: SharedClient, sigint: Option<i32>) -> Result<u8, CommandError> {
-    let mut rl: Editor<KernelHelper, rustyline::history::DefaultHistory> =
-        Editor::new().map_err(|e| CommandError::Failed(format!("cannot start line editing: {e}")))?;
+    // Tab completes as far as the candidates agree and, on a second Tab, lists them (as IPython and
+    // jupyter console show them) instead of cycling through them silently.
+    let config = rustyline::Config::builder()
+        .completion_type(rustyline::CompletionType::List)
+        .auto_add_history(false)
+        .build();
+    let mut rl: Editor<KernelHelper, rustyline::history::DefaultHistory> = Editor::with_config(config)
+        .map_err(|e| CommandError::Failed(format!("cannot start line editing: {e}")))?;
     rl.set_helper(Some(KernelHelper { client: client.clone() }));
     let history = connection::home().join("history");
     let _ = rl.load_history(&history);

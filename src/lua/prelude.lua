@@ -244,18 +244,56 @@ local function fields(t, out, seen)
   return out
 end
 
+-- What the code being typed declares, read from its text (as IPython completes from the source being
+-- edited): locals and function parameters, and for each name what it will hold when that shows in
+-- the text: a string literal (string methods), a table constructor (its keys), a required module
+-- (the module, if it is loaded already). Nothing here runs the code.
+local function declared(code)
+  local names, kinds = {}, {}
+  local function add(list)
+    for name in list:gmatch("[%a_][%w_]*") do
+      if name ~= "const" and name ~= "close" then names[name] = true end
+    end
+  end
+  for list in code:gmatch("local%s+([%a_][%w_%s,<>]*)") do
+    add((list:gsub("%s+function%s*$", "")))
+  end
+  for name in code:gmatch("function%s+([%a_][%w_]*)%s*%(") do names[name] = true end
+  for params in code:gmatch("function%s*[%w_%.:]*%s*%(([^)]*)%)") do add(params) end
+  for list in code:gmatch("for%s+([%a_][%w_%s,]*)%s+in%s") do add(list) end
+  for name in code:gmatch("for%s+([%a_][%w_]*)%s*=") do names[name] = true end
+  -- `local NAME = <value>` or `NAME = <value>`: what the value is, as far as the text tells.
+  for name, rest in code:gmatch("([%a_][%w_]*)%s*=%s*([^=][^\n]*)") do
+    local first = rest:sub(1, 1)
+    if first == '"' or first == "'" or rest:match("^%[=*%[") then
+      kinds[name] = string
+    elseif first == "{" then
+      local body = rest:match("^%b{}") or rest
+      local keys = {}
+      for key in body:gmatch("[{,;]%s*([%a_][%w_]*)%s*=") do keys[key] = true end
+      kinds[name] = keys
+    else
+      local module = rest:match("^require%s*%(?%s*[\"']([^\"']+)[\"']")
+      if module and package.loaded[module] ~= nil then kinds[name] = package.loaded[module] end
+    end
+  end
+  return names, kinds
+end
+
 -- Returns the matches (full replacement text) and the byte length of the completed token.
 K.complete = function(before)
   local token = before:match("[%a_][%w_%.:]*$") or ""
   if token == "" then return {}, 0 end
   local base, sep, partial = token:match("^(.*)([%.:])([%w_]*)$")
+  local names, kinds = declared(before:sub(1, #before - #token))
   local candidates = {}
   if base then
     local v = lookup(base)
+    if v == nil and kinds[base] ~= nil then v = kinds[base] end
     if type(v) == "string" then v = string end
     if sep == ":" then
-      local names = fields(v, {})
-      for k in pairs(names) do
+      local found = fields(v, {})
+      for k in pairs(found) do
         local ok, f = pcall(function() return v[k] end)
         if ok and (type(f) == "function" or type(f) == "table") then candidates[#candidates + 1] = k end
       end
@@ -265,11 +303,16 @@ K.complete = function(before)
   else
     partial = token
     for k in pairs(fields(_G, {})) do candidates[#candidates + 1] = k end
+    for k in pairs(names) do candidates[#candidates + 1] = k end
     for _, k in ipairs(KEYWORDS) do candidates[#candidates + 1] = k end
   end
+  -- Metamethods (__index, __name...) only when asked for by their prefix.
+  local hide_meta = partial:sub(1, 2) ~= "__"
   local matches, prefix = {}, base and (base .. sep) or ""
   for _, k in ipairs(candidates) do
-    if k:sub(1, #partial) == partial then matches[#matches + 1] = prefix .. k end
+    if k:sub(1, #partial) == partial and not (hide_meta and k:sub(1, 2) == "__") then
+      matches[#matches + 1] = prefix .. k
+    end
   end
   sort(matches)
   local unique = {}

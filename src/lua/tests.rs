@@ -130,6 +130,27 @@ fn completion_replaces_the_word_before_the_cursor() {
 }
 
 #[test]
+fn completion_knows_what_the_code_being_typed_declares_and_hides_metamethods() {
+    let (mut i, _) = interpreter();
+    let complete = |i: &mut Interpreter, code: &str| i.complete(code, code.len()).0;
+    let m = complete(&mut i, "local greeting = 'hi'\nlocal count = 3\nprint(gre");
+    assert_eq!(m, vec!["greeting"]);
+    let m = complete(&mut i, "local greeting = 'hi'\ngreeting:up");
+    assert_eq!(m, vec!["greeting:upper"]);
+    let m = complete(&mut i, "local point = { x = 1, y = 2, label = 'p' }\npoint.");
+    assert_eq!(m, vec!["point.label", "point.x", "point.y"]);
+    let m = complete(&mut i, "local s = require('string')\ns.for");
+    assert_eq!(m, vec!["s.format"]);
+    let m = complete(&mut i, "function area(width, height) return wid");
+    assert_eq!(m, vec!["width"]);
+    let m = complete(&mut i, "for index, value in ipairs(t) do print(val");
+    assert_eq!(m, vec!["value"]);
+    let m = complete(&mut i, "io.stdout:");
+    assert!(!m.is_empty() && m.iter().all(|c| !c.contains(":__")), "{m:?}");
+    assert_eq!(complete(&mut i, "io.stdout:__ind"), vec!["io.stdout:__index"]);
+}
+
+#[test]
 fn state_round_trips_values_and_refuses_what_would_not_come_back() {
     let (mut i, _) = interpreter();
     let o = i.execute("state.set('k', {1, 2, {a = 'b'}, 1.5}) return state.get('k')[3].a, state.get('k')[4]");
