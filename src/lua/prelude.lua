@@ -39,8 +39,7 @@ local function repr_table(t, depth, seen, indent)
   if depth > MAX_DEPTH then return "{...}" end
   seen[t] = true
   local items, n = {}, #t
-  for i = 1, n do
-    if #items >= MAX_ITEMS then break end
+  for i = 1, math.min(n, MAX_ITEMS) do
     items[#items + 1] = repr(t[i], depth + 1, seen, indent .. "  ")
   end
   local keys = {}
@@ -48,12 +47,15 @@ local function repr_table(t, depth, seen, indent)
     if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
   end
   sort(keys, key_less)
+  -- What is cut is said, with the count: `…(+N more)`.
+  local total = n + #keys
   for _, k in ipairs(keys) do
-    if #items >= MAX_ITEMS then items[#items + 1] = "..."; break end
+    if #items >= MAX_ITEMS then break end
     local ks = is_identifier(k) and k or ("[" .. repr(k, depth + 1, seen, indent) .. "]")
     items[#items + 1] = ks .. " = " .. repr(rawget(t, k), depth + 1, seen, indent .. "  ")
   end
   seen[t] = nil
+  if total > #items then items[#items + 1] = "…(+" .. (total - #items) .. " more)" end
   if #items == 0 then return "{}" end
   local flat = "{" .. concat(items, ", ") .. "}"
   if #flat + #indent <= WIDTH and not flat:find("\n", 1, true) then return flat end
@@ -94,7 +96,13 @@ local function bundle_of(v)
 end
 
 local display = {}
-function display.html(s) return displayable("text/html", tostring(s), "<HTML>") end
+-- A terminal shows text/plain: for HTML, its text without the tags (as far as a pattern can tell).
+local function html_text(s)
+  local text = s:gsub("<[Bb][Rr]%s*/?>", "\n"):gsub("</[Pp]>", "\n"):gsub("<[^>]*>", "")
+  text = text:gsub("&lt;", "<"):gsub("&gt;", ">"):gsub("&quot;", '"'):gsub("&#39;", "'"):gsub("&amp;", "&")
+  return text
+end
+function display.html(s) s = tostring(s); return displayable("text/html", s, html_text(s)) end
 function display.markdown(s) return displayable("text/markdown", tostring(s), tostring(s)) end
 function display.latex(s) return displayable("text/latex", tostring(s), tostring(s)) end
 function display.svg(s) return displayable("image/svg+xml", tostring(s), "<SVG image>") end
@@ -566,6 +574,8 @@ K.bundle = function(...)
     local v = ...
     -- `display(x)` as a cell's last line returns its handle: the display itself is the output.
     if getmetatable(v) == Handle then return nil end
+    -- `io.write("abc")` returns its file, for chaining: the output is the cell's point, not the handle.
+    if getmetatable(v) == File then return nil end
     if getmetatable(v) == Displayable then
       local data = {}
       for k, x in pairs(v.data) do data[k] = x end

@@ -79,6 +79,23 @@ fn an_expression_cell_shows_its_values_and_a_statement_cell_none() {
 }
 
 #[test]
+fn terminal_text_is_the_best_there_is() {
+    let (mut i, host) = interpreter();
+    // A cell whose value is the file io.write returned shows only what it wrote.
+    let o = i.execute("io.write('abc')");
+    assert_eq!((shown(&o), host.stdout()), (None, "abc".to_string()));
+    // A long sequence says what it leaves out.
+    let o = i.execute("local t = {} for k = 1, 250 do t[k] = k end return t");
+    let text = shown(&o).unwrap();
+    assert!(text.contains(" 200,") && text.trim_end_matches(['}', '\n', ' ']).ends_with("…(+50 more)"), "{text}");
+    assert!(!text.contains(", 201,"), "{text}");
+    // HTML shows its text in a terminal; the HTML itself is still there for notebooks.
+    let o = i.execute("display.html('<b>bold</b> &amp; <i>more</i>')");
+    let r = o.result.unwrap();
+    assert_eq!((r["text/plain"].as_str(), r["text/html"].as_str()), (Some("bold & more"), Some("<b>bold</b> &amp; <i>more</i>")));
+}
+
+#[test]
 fn print_goes_to_the_host_as_stdout() {
     let (mut i, host) = interpreter();
     let o = i.execute("print('hi', 1, nil) io.write('x', 2)");
