@@ -145,7 +145,8 @@ fn interactive(client: SharedClient, sigint: Option<i32>) -> Result<u8, CommandE
         env!("CARGO_PKG_VERSION"),
         kernel_name(&client.borrow())
     );
-    let mut count = 1u64;
+    // The session is shared: the first prompt follows the kernel's count, not 1.
+    let mut count = kernel_count(&client.borrow()).map_or(1, |n| n + 1);
     loop {
         let first = format!("In [{count}]: ");
         let more = format!("{:>w$}: ", "...", w = first.len() - 2);
@@ -234,6 +235,13 @@ fn meta(cell: &str, client: &Client) -> Option<bool> {
         }
         _ => None,
     }
+}
+
+/// The kernel's execution count now: a silent empty cell's reply carries it (and counts nothing).
+fn kernel_count(client: &Client) -> Option<u64> {
+    let content = json!({ "code": "", "silent": true, "store_history": false, "allow_stdin": false });
+    let reply = client.request("execute_request", content, Duration::from_secs(10)).ok()?;
+    reply["execution_count"].as_u64()
 }
 
 fn kernel_name(client: &Client) -> String {

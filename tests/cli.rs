@@ -1145,3 +1145,11 @@ fn a_command_queued_behind_another_clients_cell_says_so_and_then_runs() {
     assert!(second.wait(LONG).success());
     assert!(first.wait(LONG).success());
 }
+
+#[test]
+fn a_name_followed_by_a_question_mark_shows_its_documentation() {
+    let home = Home::new("question");
+    let doc = ok(&home, &["exec", "string.format?"]);
+    assert!(doc.contains("string.format(formatstring, ...)"), "{doc}");
+    assert_eq!(ok(&home, &["exec", "no_such_name?"]), "Object `no_such_name` not found.\n");
+}

@@ -258,6 +258,17 @@ impl Shell {
             self.reply(msg, json!({ "status": "ok", "execution_count": count, "payload": payload, "user_expressions": {} }));
             return false;
         }
+        if let Some(name) = help_query(&req.code) {
+            // `string.format?`: the documentation, in the pager, as IPython shows `obj?`.
+            let text = self
+                .interp
+                .inspect(name, name.len())
+                .unwrap_or_else(|| format!("Object `{name}` not found."));
+            let payload = json!([{ "source": "page", "data": { "text/plain": text }, "start": 0 }]);
+            let count = self.execution_count;
+            self.reply(msg, json!({ "status": "ok", "execution_count": count, "payload": payload, "user_expressions": {} }));
+            return false;
+        }
         let silent = req.silent;
         let store_history = req.store_history && !silent;
         let ours = &msg.metadata["llmspell"];
@@ -333,6 +344,14 @@ impl Shell {
             self.publish("error", json!({ "ename": e.ename, "evalue": e.evalue, "traceback": e.traceback }));
         }
     }
+}
+
+/// `name?` (a name, dotted or with `:`) alone in a cell: the name.
+fn help_query(code: &str) -> Option<&str> {
+    let name = code.trim().strip_suffix('?')?.trim_end();
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    (first_ok && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':'))).then_some(name)
 }
 
 /// `exit`, `quit`, `exit()` or `quit()` alone in a cell: the word.

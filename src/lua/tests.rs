@@ -87,12 +87,18 @@ fn terminal_text_is_the_best_there_is() {
     // A long sequence says what it leaves out.
     let o = i.execute("local t = {} for k = 1, 250 do t[k] = k end return t");
     let text = shown(&o).unwrap();
-    assert!(text.contains(" 200,") && text.trim_end_matches(['}', '\n', ' ']).ends_with("…(+50 more)"), "{text}");
+    assert!(
+        text.contains(" 200,") && text.trim_end_matches(['}', '\n', ' ']).ends_with("…(+50 more)"),
+        "{text}"
+    );
     assert!(!text.contains(", 201,"), "{text}");
     // HTML shows its text in a terminal; the HTML itself is still there for notebooks.
     let o = i.execute("display.html('<b>bold</b> &amp; <i>more</i>')");
     let r = o.result.unwrap();
-    assert_eq!((r["text/plain"].as_str(), r["text/html"].as_str()), (Some("bold & more"), Some("<b>bold</b> &amp; <i>more</i>")));
+    assert_eq!(
+        (r["text/plain"].as_str(), r["text/html"].as_str()),
+        (Some("bold & more"), Some("<b>bold</b> &amp; <i>more</i>"))
+    );
 }
 
 #[test]

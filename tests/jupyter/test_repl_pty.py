@@ -48,3 +48,27 @@ def test_tab_lists_candidates_without_metamethods_and_completes_from_the_code_ty
             proc.kill()
         os.close(leader)
         subprocess.run([os.environ["LLMSPELL_BIN"], "kernel", "stop", "--all"], env=env, capture_output=True)
+
+
+def test_the_first_prompt_follows_the_shared_kernels_count(tmp_path):
+    env = dict(os.environ, LLMSPELL_HOME=str(tmp_path / "home"), TERM="xterm")
+    bin_ = os.environ["LLMSPELL_BIN"]
+    for code in ["a = 1", "b = 2"]:
+        subprocess.run([bin_, "exec", code], env=env, check=True, capture_output=True, timeout=120)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([bin_, "repl"], stdin=follower, stdout=follower, stderr=follower, env=env,
+                            start_new_session=True)
+    os.close(follower)
+    try:
+        shown = read_until(leader, "In [")
+        shown += read_until(leader, "]: ", timeout=10)
+        assert "In [3]: " in shown, shown
+        os.write(leader, b"a + b\r")
+        assert "Out[3]: 3" in read_until(leader, "Out[3]: 3"), "the result's number differs from the prompt's"
+        os.write(leader, b"exit\r")
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(leader)
+        subprocess.run([bin_, "kernel", "stop", "--all"], env=env, capture_output=True)
