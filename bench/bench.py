@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`make bench`: llmspell side by side with xeus-python, ipykernel and ILua, and the targets of issue 5.
+"""`make bench`: llmspell side by side with xeus-python, ipykernel, ILua and a stock lua, and the targets of issues 5 and 12.
 
 usage: bench.py --bin target/release/llmspell [--quick] [--json target/bench.json]
                 [--sections kernels,client,cli,scale,state,binary,run] [--kernels llmspell,xeus-python,...]
