@@ -7,6 +7,10 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    // The list of live Lua threads, which Lua's own hooks fill (see .cargo/config.toml).
+    println!("cargo:rerun-if-changed=src/lua/c/threads.c");
+    println!("cargo:rerun-if-changed=src/lua/c/llmspell_threads.h");
+    cc::Build::new().file("src/lua/c/threads.c").compile("llmspell_threads");
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
         return;
     }

@@ -119,10 +119,11 @@ impl Host for Frontend {
         }
     }
 
-    fn tick(&mut self) {
+    fn tick(&mut self) -> bool {
         if !self.pending.is_empty() && self.last_flush.elapsed() >= STREAM_FLUSH_INTERVAL {
             self.flush_streams();
         }
+        !self.pending.is_empty()
     }
 
     fn publish(&mut self, msg_type: &str, content: Value) {
@@ -211,7 +212,7 @@ impl Host for FrontendHandle {
     fn write(&mut self, stream: Stream, bytes: &[u8]) {
         self.0.borrow_mut().write(stream, bytes)
     }
-    fn tick(&mut self) {
+    fn tick(&mut self) -> bool {
         self.0.borrow_mut().tick()
     }
     fn publish(&mut self, msg_type: &str, content: Value) {

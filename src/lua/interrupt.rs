@@ -2,21 +2,39 @@
 //! the interrupting thread sets a hook on the Lua state (`lua_sethook` may be called
 //! asynchronously), and the hook raises the error inside the running code.
 //!
-//! Normal execution carries one rare count hook ([`TICK_INSTRUCTIONS`], every few milliseconds of
-//! Lua): it flushes output that has waited, and reaches coroutines (which inherit their creator's
-//! hook) if an interrupt comes while one runs. On an interrupt the main thread's hook fires at the
-//! next instruction; once it has fired on a thread it fires there at every instruction until the
-//! cell ends, so code that catches the error with `pcall` is stopped again at its next instruction
+//! Normal execution runs with no hook at all (in Lua 5.4 any hook sends every instruction through the
+//! VM's slow path). On an interrupt the hook is set on the main thread and on every coroutine alive
+//! (Lua tells us about each thread it creates and frees: src/lua/c/threads.c), so it fires at the next
+//! instruction wherever the code runs; once fired on a thread it fires there at every instruction until
+//! the cell ends, so code that catches the error with `pcall` is stopped again at its next instruction
 //! outside the `pcall`.
+//!
+//! Output that waits to be coalesced also needs a look now and then: a write that leaves output pending
+//! arms a rare count hook on its thread, which flushes it once it is old enough and then goes away.
 
 use mlua::ffi::{lua_Debug, lua_State, LUA_MASKCOUNT};
 use std::cell::RefCell;
-use std::os::raw::c_int;
+use std::os::raw::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-/// Instructions between two ticks of the hook in normal execution: ~1-5 ms of Lua.
-const TICK_INSTRUCTIONS: c_int = 1 << 20;
+/// Instructions between two looks at pending output: well under a millisecond of Lua.
+const TICK_INSTRUCTIONS: c_int = 1 << 16;
+
+extern "C" {
+    /// src/lua/c/threads.c: calls `set` on every live Lua thread, under the list's lock.
+    fn llmspell_hook_threads(
+        set: unsafe extern "C" fn(*mut c_void, *mut c_void, c_int, c_int),
+        hook: *mut c_void,
+        mask: c_int,
+        count: c_int,
+    );
+}
+
+/// `lua_sethook` with the untyped arguments threads.c passes.
+unsafe extern "C" fn set_hook(l: *mut c_void, _hook: *mut c_void, mask: c_int, count: c_int) {
+    mlua::ffi::lua_sethook(l as *mut lua_State, Some(hook), mask, count);
+}
 
 /// The interrupt flag, and the Lua state to hook when it is raised (from any thread).
 #[derive(Default)]
@@ -27,16 +45,19 @@ pub struct Interrupter {
 }
 
 impl Interrupter {
-    /// Asks the running code to stop: at its next instruction on the main thread, within a tick
-    /// in a coroutine.
+    /// Asks the running code to stop at its next instruction, on whichever thread it runs.
     pub fn interrupt(&self) {
         self.flag.store(true, Ordering::SeqCst);
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(l) = *state {
-            // SAFETY: the state is alive while it is registered (unregistered, under this lock,
-            // before it is closed); lua_sethook is safe to call asynchronously, as lua.c does from
-            // its SIGINT handler.
-            unsafe { mlua::ffi::lua_sethook(l as *mut lua_State, Some(hook), LUA_MASKCOUNT, 1) };
+            // SAFETY: the main state is alive while it is registered (unregistered, under this lock,
+            // before it is closed), and threads.c holds its list's lock while it hooks each live
+            // coroutine (a thread is unlisted before it is freed). lua_sethook is safe to call
+            // asynchronously, as lua.c does from its SIGINT handler.
+            unsafe {
+                mlua::ffi::lua_sethook(l as *mut lua_State, Some(hook), LUA_MASKCOUNT, 1);
+                llmspell_hook_threads(set_hook, std::ptr::null_mut(), LUA_MASKCOUNT, 1);
+            }
         }
     }
 
@@ -58,10 +79,11 @@ impl Interrupter {
     }
 }
 
-/// What the hook does on the Lua thread: the interpreter's flag and output flushing.
+/// What the hook does on the Lua thread: the interpreter's flag, and flushing aged output (true
+/// while output is still pending).
 pub(super) struct HookContext {
     pub stop: Box<dyn Fn() -> bool>,
-    pub tick: Box<dyn Fn()>,
+    pub tick: Box<dyn Fn() -> bool>,
 }
 
 thread_local! {
@@ -72,37 +94,51 @@ pub(super) fn set_context(context: Option<HookContext>) {
     CONTEXT.with(|c| *c.borrow_mut() = context);
 }
 
-/// The normal hook on a thread (a cell starts with it; a thread that was interrupted gets it back).
+/// Removes our hook from a thread (a cell starts without one; a user's own hook is left alone).
 ///
 /// # Safety
 /// `l` must be a live Lua state used by this thread.
-pub(super) unsafe fn install(l: *mut lua_State) {
-    mlua::ffi::lua_sethook(l, Some(hook), LUA_MASKCOUNT, TICK_INSTRUCTIONS);
+pub(super) unsafe fn clear(l: *mut lua_State) {
+    let ours = hook as mlua::ffi::lua_Hook;
+    if mlua::ffi::lua_gethook(l).is_some_and(|h| std::ptr::fn_addr_eq(h, ours)) {
+        mlua::ffi::lua_sethook(l, None, 0, 0);
+    }
 }
 
-/// Whether the running code must stop; otherwise flushes aged output. Panics stay on this side.
-fn fire() -> bool {
-    let run = || {
+/// Output is pending on this thread: look at it again after a while (unless a hook is already set,
+/// ours or the user's).
+///
+/// # Safety
+/// `l` must be the live Lua state running on this thread.
+pub(super) unsafe fn arm_tick(l: *mut lua_State) {
+    if mlua::ffi::lua_gethook(l).is_none() {
+        mlua::ffi::lua_sethook(l, Some(hook), LUA_MASKCOUNT, TICK_INSTRUCTIONS);
+    }
+}
+
+/// What the hook found: stop the code, or whether output is still pending. Panics stay on this side.
+fn fire() -> (bool, bool) {
+    let look = || {
         CONTEXT.with(|c| match c.try_borrow() {
             Ok(c) => match c.as_ref() {
-                Some(ctx) if (ctx.stop)() => true,
-                Some(ctx) => {
-                    (ctx.tick)();
-                    false
-                }
-                None => false,
+                Some(ctx) if (ctx.stop)() => (true, false),
+                Some(ctx) => (false, (ctx.tick)()),
+                None => (false, false),
             },
-            Err(_) => false,
+            Err(_) => (false, true),
         })
     };
-    std::panic::catch_unwind(run).unwrap_or(false)
+    std::panic::catch_unwind(look).unwrap_or((false, false))
 }
 
 unsafe extern "C-unwind" fn hook(l: *mut lua_State, _ar: *mut lua_Debug) {
-    if !fire() {
-        if mlua::ffi::lua_gethookcount(l) == 1 {
-            // Hooked at every instruction for an interrupt that has been served: back to normal.
-            install(l);
+    let (stop, pending) = fire();
+    if !stop {
+        if pending {
+            mlua::ffi::lua_sethook(l, Some(hook), LUA_MASKCOUNT, TICK_INSTRUCTIONS);
+        } else {
+            // Nothing to watch for: back to full speed.
+            mlua::ffi::lua_sethook(l, None, 0, 0);
         }
         return;
     }

@@ -58,8 +58,9 @@ pub enum InputError {
 pub trait Host {
     /// Output to stdout/stderr; the host may coalesce it.
     fn write(&mut self, stream: Stream, bytes: &[u8]);
-    /// Called every few thousand Lua instructions: a chance to flush aged output.
-    fn tick(&mut self);
+    /// Called now and then while output is pending: a chance to flush aged output. True while some
+    /// is still pending.
+    fn tick(&mut self) -> bool;
     /// An iopub message of the running request (display_data, clear_output, ...).
     fn publish(&mut self, msg_type: &str, content: Json);
     /// Asks the requesting client for input.
@@ -165,10 +166,9 @@ impl Interpreter {
                 stop
             });
             let host = host.clone();
-            let tick = Box::new(move || {
-                if let Ok(mut h) = host.try_borrow_mut() {
-                    h.tick();
-                }
+            let tick = Box::new(move || match host.try_borrow_mut() {
+                Ok(mut h) => h.tick(),
+                Err(_) => true,
             });
             interrupt::set_context(Some(interrupt::HookContext { stop, tick }));
         }
@@ -199,9 +199,9 @@ impl Interpreter {
     /// Runs a cell in the shared session.
     pub fn execute(&mut self, code: &str) -> Outcome {
         *self.run.borrow_mut() = Run::default();
-        // The normal hook, whatever the last cell left (debug.sethook, an interrupt).
+        // No hook of ours, whatever the last cell left (an interrupt).
         // SAFETY: our own live main state, on its own thread.
-        unsafe { interrupt::install(self.main) };
+        unsafe { interrupt::clear(self.main) };
         let _ = self.k.call_function::<()>("reset_stdin", ());
         let mut outcome = Outcome::default();
         // The memory limit is for user code; the kernel's own work around it (compiling, rendering
@@ -218,7 +218,7 @@ impl Interpreter {
                 // Our own work after the cell must not be hit by the interrupt the cell ended with.
                 self.interrupt.take();
                 // SAFETY: as above.
-                unsafe { interrupt::install(self.main) };
+                unsafe { interrupt::clear(self.main) };
                 let run = std::mem::take(&mut *self.run.borrow_mut());
                 outcome.pages = run.pages;
                 match called {

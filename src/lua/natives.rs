@@ -41,7 +41,7 @@ fn output_natives(lua: &Lua, k: &Table, host: &SharedHost) -> mlua::Result<()> {
         let tostring = tostring.clone();
         k.set(
             "print",
-            lua.create_function(move |_, args: Variadic<Value>| {
+            lua.create_function(move |lua, args: Variadic<Value>| {
                 let mut line = Vec::with_capacity(32);
                 for (i, v) in args.iter().enumerate() {
                     if i > 0 {
@@ -51,6 +51,7 @@ fn output_natives(lua: &Lua, k: &Table, host: &SharedHost) -> mlua::Result<()> {
                 }
                 line.push(b'\n');
                 host.borrow_mut().write(Stream::Stdout, &line);
+                look_again_later(lua);
                 Ok(())
             })?,
         )?;
@@ -81,6 +82,7 @@ fn output_natives(lua: &Lua, k: &Table, host: &SharedHost) -> mlua::Result<()> {
                 }
                 let stream = if stream == 2 { Stream::Stderr } else { Stream::Stdout };
                 host.borrow_mut().write(stream, &out);
+                look_again_later(lua);
                 Ok(())
             })?,
         )?;
@@ -151,6 +153,14 @@ fn run_natives(lua: &Lua, k: &Table, run: &Rc<RefCell<Run>>) -> mlua::Result<()>
         )?;
     }
     Ok(())
+}
+
+/// Output may be left waiting to be coalesced: have the hook look at it in a while (on the thread
+/// that wrote it, the one running).
+fn look_again_later(lua: &Lua) {
+    let state = lua.exec_raw_lua(|raw| raw.state());
+    // SAFETY: the state this callback runs on, on its own thread.
+    unsafe { super::interrupt::arm_tick(state) };
 }
 
 fn append_text(out: &mut Vec<u8>, v: &Value, tostring: &Function) -> mlua::Result<()> {

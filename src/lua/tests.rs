@@ -28,7 +28,9 @@ impl Host for FakeHost {
     fn write(&mut self, stream: Stream, bytes: &[u8]) {
         self.out.borrow_mut().push((stream, bytes.to_vec()));
     }
-    fn tick(&mut self) {}
+    fn tick(&mut self) -> bool {
+        false
+    }
     fn publish(&mut self, msg_type: &str, content: Json) {
         self.published.borrow_mut().push((msg_type.to_string(), content));
     }

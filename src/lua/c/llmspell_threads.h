@@ -1,0 +1,10 @@
+/* Included into every C file of the build (.cargo/config.toml): Lua's lstate.c calls these when it
+ * creates and frees a thread (coroutine), so the kernel knows every thread an interrupt may have to
+ * reach (src/lua/interrupt.rs). In other C files the two macros are simply unused. */
+#ifndef LLMSPELL_THREADS_H
+#define LLMSPELL_THREADS_H
+void llmspell_thread_created(void *L1);
+void llmspell_thread_freed(void *L1);
+#define luai_userstatethread(L, L1) llmspell_thread_created(L1)
+#define luai_userstatefree(L, L1) llmspell_thread_freed(L1)
+#endif
