@@ -262,7 +262,9 @@ pub(crate) fn run(req: Request, fds: [c_int; 3], template: Template) -> ! {
     let interrupt = interrupt_signal();
     // SAFETY: process-level set-up in a freshly forked, single-threaded child.
     unsafe {
-        libc::setpgid(0, 0);
+        // A session of its own: its own process group (which the zygote signals) and its own
+        // scheduler autogroup, so a busy session cell does not share its CPU share with runs.
+        libc::setsid();
         // The zygote only ends before its runs if it is killed: then its clients have reported an
         // error, and their runs must not go on behind their backs.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
