@@ -316,15 +316,21 @@ fn describe_activity(activity: &serde_json::Value) -> String {
     }
 }
 
-/// `kernel interrupt [ID]`: interrupts whatever the kernel runs, as Jupyter's interrupt does.
-fn kernel_interrupt(mut a: Arguments) -> Result<ExitCode, CommandError> {
+/// The kernel `[ID]` (default: default) of a `kernel` verb, if it is running (else says so).
+fn named_live_kernel(mut a: Arguments) -> Result<Option<(String, PathBuf)>, CommandError> {
     let id: String = a.opt_free_from_str()?.unwrap_or_else(|| "default".into());
     no_more(a)?;
     connection::valid_id(&id)?;
-    let Some(conn) = client::live_connection(&id)? else {
+    let conn = client::live_connection(&id)?;
+    if conn.is_none() {
         eprintln!("kernel {id} is not running");
-        return Ok(ExitCode::from(1));
-    };
+    }
+    Ok(conn.map(|c| (id, c)))
+}
+
+/// `kernel interrupt [ID]`: interrupts whatever the kernel runs, as Jupyter's interrupt does.
+fn kernel_interrupt(a: Arguments) -> Result<ExitCode, CommandError> {
+    let Some((id, conn)) = named_live_kernel(a)? else { return Ok(ExitCode::from(1)) };
     let c = Client::connect_file(&conn, Duration::from_secs(5))?;
     c.control_request("interrupt_request", serde_json::json!({}), Duration::from_secs(10))?;
     eprintln!("interrupted kernel {id}");
@@ -368,14 +374,8 @@ fn kernel_list(a: Arguments) -> Result<ExitCode, CommandError> {
 }
 
 /// `kernel status [ID]`: exit 0 if the kernel answers, 1 if not.
-fn kernel_status(mut a: Arguments) -> Result<ExitCode, CommandError> {
-    let id: String = a.opt_free_from_str()?.unwrap_or_else(|| "default".into());
-    no_more(a)?;
-    connection::valid_id(&id)?;
-    let Some(conn) = client::live_connection(&id)? else {
-        eprintln!("kernel {id} is not running");
-        return Ok(ExitCode::from(1));
-    };
+fn kernel_status(a: Arguments) -> Result<ExitCode, CommandError> {
+    let Some((id, conn)) = named_live_kernel(a)? else { return Ok(ExitCode::from(1)) };
     match kernel_activity(&conn) {
         Some(activity) => {
             println!("kernel {id} is running, {} ({})", describe_activity(&activity), conn.display());
