@@ -4,7 +4,7 @@ pub const HELP: &str = "\
 llmspell — Lua 5.4 in a shared, always-running Jupyter kernel
 
 USAGE:
-  llmspell [--kernel ID | --connect FILE] run SCRIPT [ARGS...]   run a Lua file (\"-\": from stdin)
+  llmspell [--kernel ID | --connect FILE] run [-e STAT ...] SCRIPT [ARGS...]   run Lua as `lua` does
   llmspell [--kernel ID | --connect FILE] exec CODE              run code in the shared session
   llmspell [--kernel ID | --connect FILE] repl                   interactive session on the kernel
   llmspell kernel start|stop|list|status|interrupt|install ...   manage kernels (llmspell kernel --help)
@@ -47,16 +47,23 @@ Logging: LLMSPELL_LOG=error|warn|info|debug|trace (default info).
 ";
 
 pub const RUN_HELP: &str = "\
-llmspell run SCRIPT [ARGS...] — run a Lua file as `lua SCRIPT ARGS...` does
+llmspell run [LUA-OPTIONS] [SCRIPT [ARGS...]] — run Lua as `lua [options] [script [args]]` does
 
 The script runs in a fresh process forked by the kernel (started if needed), with your working
 directory, environment, terminal and exit status; it shares only `state` with the session and other
-runs. SCRIPT - reads the script from stdin. Options of llmspell (--kernel, --connect) may come before
-SCRIPT; everything after it is the script's `arg`.
+runs. Options of llmspell (--kernel, --connect) go before lua's; everything after SCRIPT is its `arg`.
+
+LUA-OPTIONS (as the stock lua's):
+  -e STAT     execute the string STAT         -l MOD / -l G=MOD   require MOD into global MOD (G)
+  -i          interactive loop after SCRIPT   -v                  show the Lua version
+  -E          ignore LUA_INIT and LUA_PATH    -W                  turn warnings on
+  --          stop handling options           -                   the script is stdin
+With no SCRIPT and no -e/-v: lua's interactive loop on a terminal, else stdin is the script.
 
 EXAMPLES:
   llmspell run report.lua --since 2026-01-01     arg[1] is \"--since\"
   echo 'print(io.read())' | llmspell run - < names.txt
+  llmspell run -l cjson -e 'print(cjson.encode({1, 2}))'
   llmspell --kernel work run job.lua            through the kernel `work` (started if needed)
 ";
 

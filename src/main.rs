@@ -7,7 +7,7 @@ use llmspell::help::{EXEC_HELP, HELP, KERNEL_HELP, REPL_HELP, RUN_HELP};
 use llmspell::{kernel, private_files, repl, runner, state_cli};
 use pico_args::Arguments;
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -66,11 +66,10 @@ fn split_command_line(raw: Vec<OsString>) -> CommandLine {
                 continue; // `exec -- -x`: the rest is positional
             }
         }
-        let run_script = line.command.as_deref() == Some(std::ffi::OsStr::new("run"))
-            && (options_end || !text.starts_with('-') || text == "-");
+        let run_script = line.command.as_deref() == Some(std::ffi::OsStr::new("run"));
         line.args.push(w);
         if run_script {
-            // Everything after a run's script belongs to the script.
+            // From lua's first option or the script on, everything belongs to the run.
             line.args.extend(words.by_ref());
         }
     }
@@ -96,8 +95,8 @@ fn did_you_mean(word: &str) -> Option<&'static str> {
     COMMANDS.iter().copied().map(|c| (distance(word, c), c)).filter(|(d, _)| *d <= 2).min().map(|(_, c)| c)
 }
 
-/// Global options may stand anywhere (up to `--`, or a run's script); everything after
-/// `run SCRIPT` belongs to the script.
+/// Global options may stand anywhere (up to `--`, or a run's first word); everything after `run`'s
+/// first option or script belongs to the run (lua's options, the script and its arguments).
 fn run(raw: Vec<OsString>) -> Result<ExitCode, CommandError> {
     let CommandLine { globals, command, args } = split_command_line(raw);
     let mut g = Arguments::from_vec(globals);
@@ -178,21 +177,19 @@ fn no_more(a: Arguments) -> Result<(), CommandError> {
 }
 
 fn cmd_run(t: &Target, args: Vec<OsString>) -> Result<ExitCode, CommandError> {
-    let Some(first) = args.first() else {
-        return Err(CommandError::Usage("run needs a SCRIPT (a file, or - for stdin)".into()));
-    };
-    if first == "-h" || first == "--help" {
+    if args.first().is_some_and(|a| a == "-h" || a == "--help") {
         print!("{RUN_HELP}");
         return Ok(ExitCode::SUCCESS);
     }
-    // The run's `arg` is this whole command line, the script at index 0 (as lua's).
+    // The run's `arg` is this whole command line, the script at index 0 (as lua's); the run reads
+    // lua's options (-e, -l, -i, -v, -E, -W) from the words after `run`.
     let argv: Vec<OsString> = std::env::args_os().collect();
-    let script = argv.len() - args.len();
+    let first_arg = argv.len() - args.len();
     let target = match &t.connect {
         Some(path) => runner::client::Target::ConnectionFile(path),
         None => runner::client::Target::Kernel { id: &t.kernel, idle_timeout: t.idle_timeout },
     };
-    let outcome = runner::client::run(&target, argv, script)?;
+    let outcome = runner::client::run(&target, argv, first_arg)?;
     runner::client::exit_like(outcome)
 }
 
@@ -405,10 +402,16 @@ fn kernel_install(mut a: Arguments) -> Result<ExitCode, CommandError> {
 
 fn kernel_start(mut a: Arguments) -> Result<ExitCode, CommandError> {
     let daemon = a.contains("--daemon");
+    let id: Option<String> = a.opt_value_from_str("--id")?;
+    let connection_file: Option<PathBuf> =
+        a.opt_value_from_os_str("--connection-file", |s| Ok::<_, String>(PathBuf::from(s)))?;
+    // A kernel Jupyter launched is known by its connection file's name (kernel-<uuid>), as Jupyter
+    // names it; "default" is the CLI's own session.
+    let launched_name =
+        connection_file.as_deref().and_then(Path::file_stem).map(|s| s.to_string_lossy().into_owned());
     let opts = kernel::Options {
-        id: a.opt_value_from_str("--id")?.unwrap_or_else(|| "default".into()),
-        connection_file: a
-            .opt_value_from_os_str("--connection-file", |s| Ok::<_, String>(PathBuf::from(s)))?,
+        id: id.or(launched_name).unwrap_or_else(|| "default".into()),
+        connection_file,
         ip: a.opt_value_from_str("--ip")?.unwrap_or_else(|| "127.0.0.1".into()),
         memory_limit_mb: a.opt_value_from_str("--memory-limit")?,
         idle_timeout: a
@@ -454,7 +457,10 @@ fn kernel_start(mut a: Arguments) -> Result<ExitCode, CommandError> {
         return Ok(ExitCode::SUCCESS);
     }
     let to_file = log_file.is_some();
-    init_logging(log_file.as_deref());
+    // Under a Jupyter launcher our stderr is the front end's screen (jupyter console, papermill's
+    // progress bar, `jupyter execute`): only warnings go there unless a log file or LLMSPELL_LOG asks.
+    let quiet = opts.connection_file.is_some() && !to_file;
+    init_logging(log_file.as_deref(), &opts.id, quiet);
     if let Err(e) = kernel::start(opts) {
         if to_file {
             log::error!("{e}"); // in the foreground the one-line error below is enough
@@ -464,9 +470,17 @@ fn kernel_start(mut a: Arguments) -> Result<ExitCode, CommandError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn init_logging(file: Option<&std::path::Path>) {
+fn init_logging(file: Option<&std::path::Path>, kernel: &str, quiet: bool) {
     let mut b = env_logger::Builder::new();
-    b.parse_filters(&std::env::var("LLMSPELL_LOG").unwrap_or_else(|_| "info".into()));
+    let default = if quiet { "warn" } else { "info" };
+    b.parse_filters(&std::env::var("LLMSPELL_LOG").unwrap_or_else(|_| default.into()));
+    // Each line names the kernel: several kernels' warnings can share one terminal or log collector.
+    let kernel = kernel.to_string();
+    b.format(move |out, record| {
+        use std::io::Write;
+        let ts = out.timestamp_seconds();
+        writeln!(out, "[{ts} {} llmspell {kernel}] {}", record.level(), record.args())
+    });
     if let Some(path) = file {
         // Logs stay bounded: a large one is moved aside (replacing the one before) at start.
         if std::fs::metadata(path).map(|m| m.len() > connection::LOG_ROTATE_BYTES).unwrap_or(false) {
@@ -495,6 +509,12 @@ fn init_logging(file: Option<&std::path::Path>) {
 }
 
 /// Writes `<prefix>/share/jupyter/kernels/<name>/kernel.json` (prefix default: the user's data dir).
+const KERNELSPEC_LOGOS: [(&str, &[u8]); 3] = [
+    ("logo-32x32.png", include_bytes!("../assets/logo-32x32.png")),
+    ("logo-64x64.png", include_bytes!("../assets/logo-64x64.png")),
+    ("logo-svg.svg", include_bytes!("../assets/logo-svg.svg")),
+];
+
 fn install_kernelspec(prefix: Option<PathBuf>, name: &str) -> Result<PathBuf, CommandError> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
         return Err(CommandError::Usage(format!("invalid kernelspec name {name:?}")));
@@ -532,5 +552,11 @@ fn install_kernelspec(prefix: Option<PathBuf>, name: &str) -> Result<PathBuf, Co
     let path = dir.join("kernel.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&spec).expect("json"))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    // The logos JupyterLab's launcher and About dialog look for; built into the binary so an
+    // installed llmspell needs no data files.
+    for (name, bytes) in KERNELSPEC_LOGOS {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
     Ok(dir)
 }

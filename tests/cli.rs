@@ -646,7 +646,6 @@ fn bad_command_line_exits_2_with_one_line_error() {
         &["--kernel"],
         &["exec"],
         &["exec", "1", "extra"],
-        &["run"],
         &["repl", "extra"],
         &["kernel"],
         &["kernel", "frob"],

@@ -731,3 +731,109 @@ fn concurrent_first_runs_all_find_the_one_kernel_they_start() {
         }
     }
 }
+
+/// stderr and stdout of an options case with what may differ by design made equal: the version line
+/// (this binary carries its own Lua 5.4 release) and the usage line's program (`llmspell run`).
+fn normalise_options(text: &[u8]) -> String {
+    normalise(text)
+        .lines()
+        .map(|l| {
+            if l.starts_with("Lua 5.4.") && l.contains("Copyright") {
+                "Lua 5.4 (version line)".to_string()
+            } else if let Some(rest) = l.strip_prefix("usage: ") {
+                format!("usage: lua{}", rest.split_once(" [options]").map_or("", |(_, r)| r))
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn luas_options_match_stock_lua() {
+    if !have_lua() {
+        return;
+    }
+    let home = Home::new("run-options");
+    type Env<'a> = &'a [(&'a str, &'a str)];
+    let cases: &[(&[&str], &str, Env)] = &[
+        (&["-e", "print(1 + 1)"], "", &[]),
+        (&["-eprint(2)", "-lstring", "-e", "print(type(string))"], "", &[]),
+        (&["-l", "m=string", "-e", "print(m.rep('a', 3))"], "", &[]),
+        (&["-e"], "", &[]),
+        (&["-x"], "", &[]),
+        (&["-v", "-e", "print(_VERSION)"], "", &[]),
+        (&["-v"], "print('not run: -v is an active option')", &[]),
+        (&["-e", "warn('off')", "-W", "-e", "warn('x', 'y') warn('@off') warn('z')"], "", &[]),
+        (&["-e", "error('boom')", "-e", "print('not reached')"], "", &[]),
+        (&["-l", "no_such_module_anywhere"], "", &[]),
+        (&["-e", "x = 7", "script.lua", "a", "b"], "", &[]),
+        (&["--", "script.lua", "-e"], "", &[]),
+        (&[], "print('stdin is the script', ...)", &[]),
+        (&["-"], "print('dash', #arg)", &[]),
+        (
+            &["-E", "-e", "print(package.path:find('/nowhere', 1, true))"],
+            "",
+            &[("LUA_INIT", "print('init ran')"), ("LUA_PATH", "/nowhere/?.lua")],
+        ),
+        (
+            &["-e", "print(package.path:find('/nowhere', 1, true) ~= nil)"],
+            "",
+            &[("LUA_INIT", "print('init ran')"), ("LUA_PATH", "/nowhere/?.lua;;")],
+        ),
+    ];
+    for (i, (args, stdin, env)) in cases.iter().enumerate() {
+        let mut outs = Vec::new();
+        for program in [BIN, LUA] {
+            let dir = case_dir(&home, &Case::new("opts", "print('script', ...)"));
+            let mut c = base_command(program, &home, &dir);
+            if program == BIN {
+                c.arg("run");
+            }
+            c.args(*args);
+            for (k, v) in *env {
+                c.env(k, v);
+            }
+            outs.push(run_with_stdin(c, stdin));
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let (ours, theirs) = (&outs[0], &outs[1]);
+        let show = |o: &Output| {
+            format!("{:?} {:?} {:?}", o.status, normalise_options(&o.stdout), normalise_options(&o.stderr))
+        };
+        assert!(
+            normalise_options(&ours.stdout) == normalise_options(&theirs.stdout)
+                && ours.status.code() == theirs.status.code()
+                && normalise_options(&ours.stderr) == normalise_options(&theirs.stderr),
+            "case {i} {args:?}:\n llmspell run: {}\n lua5.4:       {}",
+            show(ours),
+            show(theirs)
+        );
+    }
+}
+
+#[test]
+fn run_i_enters_luas_interactive_loop_after_the_script() {
+    let home = Home::new("run-interactive");
+    let dir = case_dir(&home, &Case::new("interactive", "greeting = 'hi from the script'"));
+    let out = run_with_stdin(
+        {
+            let mut c = base_command(BIN, &home, &dir);
+            c.args(["run", "-i", "script.lua"]);
+            c
+        },
+        "greeting\nx = 1 +\n 2\n= x * 2\nerror('oops')\nprint('still here')\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("Lua 5.4"), "-i shows the version first: {stdout:?}");
+    // An expression's value is printed, a statement continues on `>>`, `=` is `return`, an error
+    // is reported without ending the loop, and end of input ends it with a newline.
+    for want in ["> hi from the script\n", ">> ", "> 6\n", "> still here\n"] {
+        assert!(stdout.contains(want), "missing {want:?} in {stdout:?}");
+    }
+    assert!(stdout.ends_with("> \n"), "{stdout:?}");
+    assert!(stderr.starts_with("stdin:1: oops"), "errors carry no program name in the loop: {stderr:?}");
+}

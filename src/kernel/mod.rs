@@ -100,10 +100,11 @@ fn now_millis() -> u64 {
 /// Runs a kernel until it is shut down. Errors are one line for the user.
 pub fn start(opts: Options) -> Result<(), String> {
     let Claimed { info_in, own_files, lock: _lock } = claim_files(&opts)?;
-    if opts.ip != "127.0.0.1" && opts.ip != "localhost" && opts.ip != "::1" {
+    // The address we bind: the launcher's connection file has the last word.
+    let ip = info_in.as_ref().map_or(opts.ip.as_str(), |i| i.ip.as_str());
+    if ip != "127.0.0.1" && ip != "localhost" && ip != "::1" {
         log::warn!(
-            "binding {}: anyone who can reach this address and holds the key can run code as this user",
-            opts.ip
+            "binding {ip}: anyone who can reach this address and holds the key can run code as this user"
         );
     }
     let key = match &info_in {

@@ -173,7 +173,7 @@ impl Interpreter {
             interrupt::set_context(Some(interrupt::HookContext { stop, tick }));
         }
         // C modules and Lua modules from the platform's directories, as `lua5.4` finds them.
-        set_package_paths(&lua).map_err(|e| format!("cannot set package paths: {e}"))?;
+        set_package_paths(&lua, true).map_err(|e| format!("cannot set package paths: {e}"))?;
         let main = lua.exec_raw_lua(|raw| raw.state());
         interrupt.register(main);
         // Generational collection, as the `lua` program itself runs: a cell's young garbage is

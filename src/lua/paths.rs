@@ -4,12 +4,18 @@
 
 use std::os::unix::ffi::OsStrExt;
 
-/// Sets `package.path` and `package.cpath` from this process's environment.
-pub(crate) fn set_package_paths(lua: &mlua::Lua) -> mlua::Result<()> {
+/// Sets `package.path` and `package.cpath` from this process's environment, or to the defaults
+/// when `use_env` is false (`lua -E`).
+pub(crate) fn set_package_paths(lua: &mlua::Lua, use_env: bool) -> mlua::Result<()> {
     let package: mlua::Table = lua.globals().get("package")?;
     let (path, cpath) = default_paths();
-    package.set("path", lua.create_string(path_from_env("LUA_PATH", &path))?)?;
-    package.set("cpath", lua.create_string(path_from_env("LUA_CPATH", &cpath))?)?;
+    let (path, cpath) = if use_env {
+        (path_from_env("LUA_PATH", &path), path_from_env("LUA_CPATH", &cpath))
+    } else {
+        (path.into_bytes(), cpath.into_bytes())
+    };
+    package.set("path", lua.create_string(path)?)?;
+    package.set("cpath", lua.create_string(cpath)?)?;
     Ok(())
 }
 

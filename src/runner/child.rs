@@ -37,6 +37,8 @@ pub(crate) fn interrupt_signal() -> c_int {
 
 extern "C" {
     static mut stderr: *mut libc::FILE;
+    static mut stdout: *mut libc::FILE;
+    static mut stdin: *mut libc::FILE;
 }
 
 /// Writes `progname: msg` on C's stderr (so it stays in order with the script's own io.stderr).
@@ -119,8 +121,60 @@ unsafe fn report(l: *mut ffi::lua_State, status: c_int, ctx: &Ctx) -> c_int {
 
 struct Ctx {
     argv: Vec<CString>,
-    script: usize,
+    /// Where lua's own argv[1] would be: the first word after `run`.
+    first: usize,
     progname: Option<CString>,
+    options: Result<LuaOptions, usize>,
+}
+
+/// What `lua [options] [script [args]]` asked for; the error is the index of a bad option.
+#[derive(Default)]
+struct LuaOptions {
+    interactive: bool,
+    version: bool,
+    no_env: bool,
+    execute: bool,
+    script: Option<usize>,
+}
+
+/// Reads lua's options from `argv[first..]` as lua.c does: they stop at the script, `-` or `--`.
+fn collect_options(argv: &[CString], first: usize) -> Result<LuaOptions, usize> {
+    let mut o = LuaOptions::default();
+    let mut i = first;
+    while i < argv.len() {
+        let a = argv[i].as_bytes();
+        let alone = a.len() == 2;
+        match (a.first(), a.get(1)) {
+            (Some(b'-'), None) => {
+                o.script = Some(i); // `-`: the script is stdin
+                return Ok(o);
+            }
+            (Some(b'-'), Some(b'-')) if alone => {
+                o.script = (i + 1 < argv.len()).then_some(i + 1);
+                return Ok(o);
+            }
+            (Some(b'-'), Some(b'E')) if alone => o.no_env = true,
+            (Some(b'-'), Some(b'W')) if alone => {}
+            (Some(b'-'), Some(b'i')) if alone => (o.interactive, o.version) = (true, true),
+            (Some(b'-'), Some(b'v')) if alone => o.version = true,
+            (Some(b'-'), Some(c @ (b'e' | b'l'))) => {
+                o.execute |= *c == b'e';
+                if alone {
+                    match argv.get(i + 1) {
+                        Some(next) if !next.as_bytes().starts_with(b"-") => i += 1,
+                        _ => return Err(i),
+                    }
+                }
+            }
+            (Some(b'-'), _) => return Err(i),
+            _ => {
+                o.script = Some(i);
+                return Ok(o);
+            }
+        }
+        i += 1;
+    }
+    Ok(o)
 }
 
 unsafe fn dochunk(l: *mut ffi::lua_State, mut status: c_int, ctx: &Ctx) -> c_int {
@@ -148,10 +202,11 @@ unsafe fn handle_luainit(l: *mut ffi::lua_State, ctx: &Ctx) -> c_int {
     }
 }
 
-unsafe fn handle_script(l: *mut ffi::lua_State, ctx: &Ctx) -> c_int {
-    let fname = &ctx.argv[ctx.script];
-    let stdin = fname.as_bytes() == b"-" && ctx.argv[ctx.script - 1].as_bytes() != b"--";
-    let mut status = ffi::luaL_loadfilex(l, if stdin { ptr::null() } else { fname.as_ptr() }, ptr::null());
+unsafe fn handle_script(l: *mut ffi::lua_State, ctx: &Ctx, script: usize) -> c_int {
+    let fname = &ctx.argv[script];
+    let from_stdin = fname.as_bytes() == b"-" && ctx.argv[script - 1].as_bytes() != b"--";
+    let mut status =
+        ffi::luaL_loadfilex(l, if from_stdin { ptr::null() } else { fname.as_ptr() }, ptr::null());
     if status == ffi::LUA_OK {
         // The script's arguments: arg[1] .. arg[#arg], read back from the table as lua does.
         if ffi::lua_getglobal(l, c"arg".as_ptr()) != ffi::LUA_TTABLE {
@@ -168,12 +223,149 @@ unsafe fn handle_script(l: *mut ffi::lua_State, ctx: &Ctx) -> c_int {
     report(l, status, ctx)
 }
 
-/// The protected main, as lua.c's: `arg`, generational GC, LUA_INIT, the script.
+/// Warnings as the stock interpreter's (lauxlib's): off until `@on`, `Lua warning: ` and the pieces
+/// on stderr, `@off` turns them off again. mlua's state has no warning function of its own.
+static WARN: AtomicI32 = AtomicI32::new(0); // 0 off, 1 on, 2 on and inside a continued message
+
+unsafe extern "C-unwind" fn warn_function(_ud: *mut libc::c_void, msg: *const c_char, tocont: c_int) {
+    let text = std::ffi::CStr::from_ptr(msg).to_bytes();
+    let state = WARN.load(Ordering::Relaxed);
+    if state != 2 && tocont == 0 && text.first() == Some(&b'@') {
+        match text {
+            b"@on" => WARN.store(1, Ordering::Relaxed),
+            b"@off" => WARN.store(0, Ordering::Relaxed),
+            _ => {}
+        }
+        return;
+    }
+    if state == 0 {
+        return;
+    }
+    if state == 1 {
+        libc::fputs(c"Lua warning: ".as_ptr(), stderr);
+    }
+    libc::fputs(msg, stderr);
+    if tocont != 0 {
+        WARN.store(2, Ordering::Relaxed);
+    } else {
+        libc::fputs(c"\n".as_ptr(), stderr);
+        libc::fflush(stderr);
+        WARN.store(1, Ordering::Relaxed);
+    }
+}
+
+/// lua.c's usage message, for a bad option.
+unsafe fn print_usage(ctx: &Ctx, bad: &CString) {
+    let prog = ctx.progname.as_ref().map_or("lua".into(), |p| p.to_string_lossy().into_owned());
+    let bad = bad.to_string_lossy();
+    let what = if bad.starts_with("-e") || bad.starts_with("-l") {
+        format!("'{bad}' needs argument")
+    } else {
+        format!("unrecognized option '{bad}'")
+    };
+    let text = format!(
+        "{prog}: {what}\nusage: {prog} run [options] [script [args]]\nAvailable options are:\n\
+         \x20 -e stat   execute string 'stat'\n\
+         \x20 -i        enter interactive mode after executing 'script'\n\
+         \x20 -l mod    require library 'mod' into global 'mod'\n\
+         \x20 -l g=mod  require library 'mod' into global 'g'\n\
+         \x20 -v        show version information\n\
+         \x20 -E        ignore environment variables\n\
+         \x20 -W        turn warnings on\n\
+         \x20 --        stop handling options\n\
+         \x20 -         stop handling options and execute stdin\n"
+    );
+    let text = CString::new(text).unwrap_or_default();
+    libc::fputs(text.as_ptr(), stderr);
+    libc::fflush(stderr);
+}
+
+extern "C" {
+    /// Lua's identification string: "$LuaVersion: Lua 5.4.x  Copyright (C) ... $$LuaAuthors: ...".
+    static lua_ident: c_char;
+}
+
+/// `lua -v`: the version and copyright line of the Lua this binary carries.
+unsafe fn print_version() {
+    let ident = std::ffi::CStr::from_ptr(&lua_ident).to_string_lossy();
+    let line = ident.trim_start_matches("$LuaVersion: ").split(" $").next().unwrap_or("Lua 5.4");
+    let line = CString::new(format!("{line}\n")).unwrap_or_default();
+    libc::fputs(line.as_ptr(), stdout);
+    libc::fflush(stdout);
+}
+
+/// `-e stat` and `-l [g=]mod`, in order; `-W` turns warnings on. False when one failed.
+unsafe fn run_options(l: *mut ffi::lua_State, ctx: &Ctx, end: usize) -> bool {
+    let mut i = ctx.first;
+    while i < end {
+        let a = ctx.argv[i].as_bytes();
+        let option = a[1];
+        if option == b'W' {
+            ffi::lua_warning(l, c"@on".as_ptr(), 0);
+        } else if option == b'e' || option == b'l' {
+            let value: &[u8] = if a.len() > 2 {
+                &a[2..]
+            } else {
+                i += 1;
+                ctx.argv[i].as_bytes()
+            };
+            let status = if option == b'e' {
+                ffi::luaL_loadbufferx(
+                    l,
+                    value.as_ptr() as *const c_char,
+                    value.len(),
+                    c"=(command line)".as_ptr(),
+                    ptr::null(),
+                )
+            } else {
+                let (global, module) = match value.iter().position(|&b| b == b'=') {
+                    Some(at) => (&value[..at], &value[at + 1..]),
+                    None => (value, value),
+                };
+                ffi::lua_getglobal(l, c"require".as_ptr());
+                ffi::lua_pushlstring(l, module.as_ptr() as *const c_char, module.len());
+                let status = docall(l, 1, 1);
+                if status == ffi::LUA_OK {
+                    let global = CString::new(global).unwrap_or_default();
+                    ffi::lua_setglobal(l, global.as_ptr());
+                }
+                if report(l, status, ctx) != ffi::LUA_OK {
+                    return false;
+                }
+                i += 1;
+                continue;
+            };
+            if dochunk(l, status, ctx) != ffi::LUA_OK {
+                return false;
+            }
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The protected main, as lua.c's: options, `arg`, generational GC, LUA_INIT, `-e`/`-l`, the
+/// script, then the interactive loop for `-i` (or no script on a terminal) or stdin as the script.
 unsafe extern "C-unwind" fn pmain(l: *mut ffi::lua_State) -> c_int {
     let ctx = &*(ffi::lua_touserdata(l, 1) as *const Ctx);
+    let options = match &ctx.options {
+        Ok(o) => o,
+        Err(bad) => {
+            print_usage(ctx, &ctx.argv[*bad]);
+            return 0;
+        }
+    };
+    if options.version {
+        print_version();
+    }
+    if options.no_env {
+        ffi::lua_pushboolean(l, 1);
+        ffi::lua_setfield(l, ffi::LUA_REGISTRYINDEX, c"LUA_NOENV".as_ptr());
+    }
+    // Without a script, `arg[0]` is the word before the options (`run`), as lua's is its own name.
+    let script = options.script.unwrap_or(ctx.first - 1);
     let argc = ctx.argv.len() as c_int;
-    let script = ctx.script as c_int;
-    ffi::lua_createtable(l, argc - (script + 1), script + 1);
+    ffi::lua_createtable(l, argc - (script as c_int + 1), script as c_int + 1);
     for (i, a) in ctx.argv.iter().enumerate() {
         ffi::lua_pushstring(l, a.as_ptr());
         ffi::lua_rawseti(l, -2, i as ffi::lua_Integer - script as ffi::lua_Integer);
@@ -181,14 +373,125 @@ unsafe extern "C-unwind" fn pmain(l: *mut ffi::lua_State) -> c_int {
     ffi::lua_setglobal(l, c"arg".as_ptr());
     ffi::lua_gc(l, ffi::LUA_GCRESTART);
     ffi::lua_gc(l, ffi::LUA_GCGEN, 0, 0);
-    if handle_luainit(l, ctx) != ffi::LUA_OK {
+    if !options.no_env && handle_luainit(l, ctx) != ffi::LUA_OK {
         return 0;
     }
-    if handle_script(l, ctx) != ffi::LUA_OK {
+    if !run_options(l, ctx, options.script.unwrap_or(ctx.argv.len())) {
         return 0;
+    }
+    if let Some(script) = options.script {
+        if handle_script(l, ctx, script) != ffi::LUA_OK {
+            return 0;
+        }
+    }
+    if options.interactive {
+        interactive_loop(l);
+    } else if options.script.is_none() && !options.execute && !options.version {
+        if libc::isatty(0) == 1 {
+            print_version();
+            interactive_loop(l);
+        } else {
+            dochunk(l, ffi::luaL_loadfilex(l, ptr::null(), ptr::null()), ctx);
+        }
     }
     ffi::lua_pushboolean(l, 1);
     1
+}
+
+/// lua.c's read-eval-print loop on the run's stdin (without readline): `> ` and `>> ` prompts (or
+/// `_PROMPT`/`_PROMPT2`), an expression's values printed, an unfinished statement continued.
+unsafe fn interactive_loop(l: *mut ffi::lua_State) {
+    // Errors in the loop carry no program name, as lua.c's.
+    let quiet = Ctx { argv: Vec::new(), first: 0, progname: None, options: Err(0) };
+    while let Some(mut chunk) = read_line(l, true) {
+        if chunk.first() == Some(&b'=') {
+            chunk = [b"return ".as_slice(), &chunk[1..]].concat();
+        }
+        let load = |code: &[u8]| {
+            ffi::luaL_loadbufferx(
+                l,
+                code.as_ptr() as *const c_char,
+                code.len(),
+                c"=stdin".as_ptr(),
+                ptr::null(),
+            )
+        };
+        let with_return = [b"return ".as_slice(), &chunk, b";"].concat();
+        let mut status = load(&with_return);
+        if status != ffi::LUA_OK {
+            ffi::lua_settop(l, 0);
+            loop {
+                status = load(&chunk);
+                if !is_incomplete(l, status) {
+                    break;
+                }
+                ffi::lua_settop(l, 0);
+                match read_line(l, false) {
+                    Some(more) => chunk = [chunk.as_slice(), b"\n", &more].concat(),
+                    None => {
+                        status = load(&chunk);
+                        break;
+                    }
+                }
+            }
+        }
+        if status == ffi::LUA_OK {
+            status = docall(l, 0, ffi::LUA_MULTRET);
+        }
+        if status == ffi::LUA_OK {
+            let n = ffi::lua_gettop(l);
+            if n > 0 {
+                ffi::luaL_checkstack(l, ffi::LUA_MINSTACK, c"too many results to print".as_ptr());
+                ffi::lua_getglobal(l, c"print".as_ptr());
+                ffi::lua_insert(l, 1);
+                if ffi::lua_pcall(l, n, 0, 0) != ffi::LUA_OK {
+                    let msg = ffi::lua_tostring(l, -1);
+                    let msg = if msg.is_null() { c"?".as_ptr() } else { msg };
+                    l_message(None, ffi::lua_pushfstring(l, c"error calling 'print' (%s)".as_ptr(), msg));
+                }
+            }
+        } else {
+            report(l, status, &quiet);
+        }
+        ffi::lua_settop(l, 0);
+    }
+    ffi::lua_settop(l, 0);
+    libc::fputs(c"\n".as_ptr(), stdout);
+    libc::fflush(stdout);
+}
+
+/// A syntax error at the end of the input: the statement goes on on the next line.
+unsafe fn is_incomplete(l: *mut ffi::lua_State, status: c_int) -> bool {
+    if status != ffi::LUA_ERRSYNTAX {
+        return false;
+    }
+    let msg = ffi::lua_tostring(l, -1);
+    !msg.is_null() && std::ffi::CStr::from_ptr(msg).to_bytes().ends_with(b"<eof>")
+}
+
+/// Shows the prompt and reads one line from stdin (without its newline); None at end of input.
+unsafe fn read_line(l: *mut ffi::lua_State, first: bool) -> Option<Vec<u8>> {
+    let custom = ffi::lua_getglobal(l, if first { c"_PROMPT".as_ptr() } else { c"_PROMPT2".as_ptr() });
+    let prompt = if custom == ffi::LUA_TNIL {
+        (if first { c"> " } else { c">> " }).as_ptr()
+    } else {
+        ffi::luaL_tolstring(l, -1, ptr::null_mut())
+    };
+    libc::fputs(prompt, stdout);
+    libc::fflush(stdout);
+    ffi::lua_settop(l, 0);
+    let mut line = Vec::new();
+    let mut buf = [0 as c_char; 512];
+    loop {
+        if libc::fgets(buf.as_mut_ptr(), buf.len() as c_int, stdin).is_null() {
+            return (!line.is_empty()).then_some(line);
+        }
+        line.extend_from_slice(std::ffi::CStr::from_ptr(buf.as_ptr()).to_bytes());
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            return Some(line);
+        }
+    }
 }
 
 /// The `state` global: the session's natives behind wrappers that put errors at the caller's line.
@@ -309,9 +612,12 @@ pub(crate) fn run(req: Request, fds: [c_int; 3], template: Template) -> ! {
         }
         libc::umask(req.umask as libc::mode_t);
     }
+    let argv: Vec<CString> = req.argv.iter().map(|a| CString::new(a.clone()).unwrap_or_default()).collect();
+    let first = req.first_arg as usize;
     let ctx = Ctx {
-        argv: req.argv.iter().map(|a| CString::new(a.clone()).unwrap_or_default()).collect(),
-        script: req.script as usize,
+        options: collect_options(&argv, first),
+        argv,
+        first,
         progname: req.argv.first().filter(|a| !a.is_empty()).and_then(|a| CString::new(a.clone()).ok()),
     };
     let code = main_lua(&ctx, template);
@@ -350,12 +656,14 @@ fn main_lua(ctx: &Ctx, template: Template) -> c_int {
     STORE.store(Rc::into_raw(store.clone()) as *mut RefCell<Store>, Ordering::Relaxed);
     // SAFETY: registering a plain extern "C" function.
     unsafe { libc::atexit(flush_at_exit) };
-    if let Err(e) = setup(&lua) {
+    let use_env = !matches!(ctx.options, Ok(LuaOptions { no_env: true, .. }));
+    if let Err(e) = setup(&lua, use_env) {
         fail(&format!("cannot set up Lua: {e}"));
     }
     let l = lua.state();
     // SAFETY: the raw API on the main state, as lua.c's main does.
     let (status, ok) = unsafe {
+        ffi::lua_setwarnf(l, Some(warn_function), ptr::null_mut());
         ffi::lua_settop(l, 0);
         ffi::lua_pushcfunction(l, pmain);
         ffi::lua_pushlightuserdata(l, ctx as *const Ctx as *mut libc::c_void);
@@ -374,8 +682,8 @@ fn main_lua(ctx: &Ctx, template: Template) -> c_int {
 }
 
 /// What depends on the caller: package paths from its environment, and a random seed of its own.
-fn setup(lua: &mlua::Lua) -> mlua::Result<()> {
-    crate::lua::set_package_paths(lua)?;
+fn setup(lua: &mlua::Lua, use_env: bool) -> mlua::Result<()> {
+    crate::lua::set_package_paths(lua, use_env)?;
     // Forked runs share the zygote's addresses and start in the same second: seed from the OS.
     let mut seed = [0u64; 2];
     // SAFETY: getrandom into a local array.

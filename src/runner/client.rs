@@ -89,8 +89,9 @@ fn wait_for_kernel(files: &KernelFiles, idle_timeout: u64) -> Result<(), String>
     }
 }
 
-/// Runs `argv[script..]` (argv is this process's whole command line) and reports how it ended.
-pub fn run(target: &Target, argv: Vec<OsString>, script: usize) -> Result<Outcome, String> {
+/// Runs `argv[first_arg..]` (lua's options, script and its arguments; argv is this process's whole
+/// command line) and reports how it ended.
+pub fn run(target: &Target, argv: Vec<OsString>, first_arg: usize) -> Result<Outcome, String> {
     let (socket, id) = socket_for(target)?;
     let mut stream = UnixStream::connect(&socket);
     if let (Err(_), Target::Kernel { id, idle_timeout }) = (&stream, target) {
@@ -122,7 +123,7 @@ pub fn run(target: &Target, argv: Vec<OsString>, script: usize) -> Result<Outcom
         .collect();
     let req = Request {
         argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
-        script: script as u32,
+        first_arg: first_arg as u32,
         cwd: cwd.as_os_str().as_bytes().to_vec(),
         env,
         umask: umask as u32,

@@ -1,21 +1,22 @@
 //! The runner socket's messages (a unix stream socket, 0600 in the 0700 kernels directory).
 //!
-//! client → zygote, once: `b"LSR1"`, u32 length, then the request body; the first `sendmsg` also
-//! carries the caller's fds 0, 1, 2 (SCM_RIGHTS). Body: list argv, u32 index of the script in argv,
+//! client → zygote, once: `b"LSR2"`, u32 length, then the request body; the first `sendmsg` also
+//! carries the caller's fds 0, 1, 2 (SCM_RIGHTS). Body: list argv, u32 index in argv of the first word after `run` (lua's options or the script;
+//! may be argv's length),
 //! bytes cwd, list environment ("K=V"), u32 umask. A list is a u32 count of byte strings; a byte
 //! string is a u32 length and the bytes. Integers are little-endian.
 //! client → zygote, while it runs: `b'S'`, one byte signal number (forward this signal).
 //! zygote → client: `b'X'`, one byte kind (0: exited, 1: killed by a signal), i32 code or signal;
 //! or `b'E'`, u32 length, a message (the run could not start). Then the zygote closes.
 
-pub const MAGIC: &[u8; 4] = b"LSR1";
+pub const MAGIC: &[u8; 4] = b"LSR2";
 /// Requests larger than this are refused (argv plus environment).
 pub const MAX_REQUEST: usize = 64 << 20;
 
 #[derive(Debug, Default, Clone)]
 pub struct Request {
     pub argv: Vec<Vec<u8>>,
-    pub script: u32,
+    pub first_arg: u32,
     pub cwd: Vec<u8>,
     pub env: Vec<Vec<u8>>,
     pub umask: u32,
@@ -42,7 +43,7 @@ impl Request {
     pub fn encode(&self) -> Vec<u8> {
         let mut body = Vec::new();
         put_list(&mut body, &self.argv);
-        put_u32(&mut body, self.script);
+        put_u32(&mut body, self.first_arg);
         put_bytes(&mut body, &self.cwd);
         put_list(&mut body, &self.env);
         put_u32(&mut body, self.umask);
@@ -58,12 +59,12 @@ impl Request {
         let mut r = Reader { b: body, at: 0 };
         let req = Request {
             argv: r.list()?,
-            script: r.u32()?,
+            first_arg: r.u32()?,
             cwd: r.bytes()?.to_vec(),
             env: r.list()?,
             umask: r.u32()?,
         };
-        (r.at == body.len() && (req.script as usize) < req.argv.len()).then_some(req)
+        (r.at == body.len() && (req.first_arg as usize) <= req.argv.len() && req.first_arg > 0).then_some(req)
     }
 }
 
@@ -127,7 +128,7 @@ mod tests {
     fn request_round_trip() {
         let r = Request {
             argv: vec![b"llmspell".to_vec(), b"run".to_vec(), b"s.lua".to_vec(), b"\xff".to_vec()],
-            script: 2,
+            first_arg: 2,
             cwd: b"/tmp".to_vec(),
             env: vec![b"A=1".to_vec(), b"B=\xfe".to_vec()],
             umask: 0o22,
@@ -136,7 +137,7 @@ mod tests {
         assert_eq!(&e[..4], MAGIC);
         let d = Request::decode(&e[8..]).unwrap();
         assert_eq!(d.argv, r.argv);
-        assert_eq!(d.script, 2);
+        assert_eq!(d.first_arg, 2);
         assert_eq!(d.env, r.env);
         assert_eq!(d.umask, 0o22);
         assert!(Request::decode(&e[8..e.len() - 1]).is_none());
