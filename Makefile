@@ -7,7 +7,7 @@ DEBUG_BIN := target/debug/llmspell
 # Every test and demo uses a private home so nothing touches the user's ~/.llmspell.
 DEMO_HOME := target/demo-home
 
-.PHONY: help build demo test lint test-rust test-jupyter venv bench install fuzz soak clean
+.PHONY: help build demo test lint test-rust test-jupyter test-lab venv bench install fuzz soak clean
 FUZZ_SECS ?= 60
 
 help: ## list the verbs
@@ -29,7 +29,7 @@ $(VENV)/.ok: tests/requirements.txt
 
 venv: $(VENV)/.ok ## create the Python venv with the Jupyter test tools (target/venv)
 
-test: lint test-rust test-jupyter ## everything: fmt and clippy, cargo tests, then the Jupyter conformance and client tests
+test: lint test-rust test-jupyter test-lab ## everything: fmt and clippy, cargo tests, the Jupyter conformance and client tests, JupyterLab in Chromium
 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --check
@@ -40,7 +40,11 @@ test-rust: ## cargo unit and integration tests
 
 test-jupyter: venv ## jupyter_kernel_test, jupyter_client, jupyter console and nbclient against the debug build
 	$(CARGO) build
-	LLMSPELL_BIN=$(abspath $(DEBUG_BIN)) $(PY) -m pytest -q tests/jupyter
+	LLMSPELL_BIN=$(abspath $(DEBUG_BIN)) $(PY) -m pytest -q -m "not lab" tests/jupyter
+
+test-lab: venv ## JupyterLab 4 in headless Chromium (apt-get install chromium): run, rich output, input, completion, interrupt, restart; screenshots in target/lab-screens
+	$(CARGO) build
+	LLMSPELL_BIN=$(abspath $(DEBUG_BIN)) $(PY) -m pytest -q -m lab tests/jupyter
 
 $(VENV)/.bench-ok: $(VENV)/.ok bench/requirements.txt
 	$(PY) -m pip install --quiet -r bench/requirements.txt

@@ -396,20 +396,24 @@ impl Interpreter {
 
     /// Documentation for the name under (or just before) the cursor.
     pub fn inspect(&mut self, code: &str, cursor: usize) -> Option<String> {
-        let cursor = cursor.min(code.len());
-        let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == ':';
-        let start = code[..cursor]
-            .char_indices()
-            .rev()
-            .find(|&(_, c)| !is_name(c))
-            .map(|(i, c)| i + c.len_utf8())
-            .unwrap_or(0);
-        let end = code[cursor..].find(|c: char| !is_name(c)).map(|i| cursor + i).unwrap_or(code.len());
-        let name = code[start..end].trim_matches(|c| c == '.' || c == ':');
-        if name.is_empty() {
+        let mut cursor = cursor.min(code.len());
+        while !code.is_char_boundary(cursor) {
+            cursor -= 1;
+        }
+        let name = name_around(code, cursor);
+        if !name.is_empty() {
+            if let Some(doc) = self.k.call_function::<Option<String>>("inspect_name", name).ok().flatten() {
+                return Some(doc);
+            }
+        }
+        // Inside a call's parentheses (`string.format(x, |`): the function being called, as
+        // IPython's tooltip shows it.
+        let open = enclosing_call(code, cursor)?;
+        let callee = name_around(code, code[..open].trim_end().len());
+        if callee.is_empty() {
             return None;
         }
-        self.k.call_function::<Option<String>>("inspect_name", name).ok().flatten()
+        self.k.call_function::<Option<String>>("inspect_name", callee).ok().flatten()
     }
 
     /// Lua's own parser decides: incomplete means "more input could fix it".
@@ -435,4 +439,31 @@ impl Interpreter {
         }
         Completeness::Invalid
     }
+}
+
+/// The dotted name (`string.format`, `obj:method`) the cursor is in or just after.
+fn name_around(code: &str, cursor: usize) -> &str {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == ':';
+    let start = code[..cursor]
+        .char_indices()
+        .rev()
+        .find(|&(_, c)| !is_name(c))
+        .map(|(i, c)| i + c.len_utf8())
+        .unwrap_or(0);
+    let end = code[cursor..].find(|c: char| !is_name(c)).map(|i| cursor + i).unwrap_or(code.len());
+    code[start..end].trim_matches(|c| c == '.' || c == ':')
+}
+
+/// The byte index of the `(` left open before the cursor, if the cursor is inside a call.
+fn enclosing_call(code: &str, cursor: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, c) in code[..cursor].char_indices().rev() {
+        match c {
+            ')' => depth += 1,
+            '(' if depth == 0 => return Some(i),
+            '(' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
 }

@@ -278,3 +278,14 @@ fn display_publishes_a_mime_bundle() {
     assert_eq!(kind, "display_data");
     assert_eq!(content["data"]["text/html"], "<b>x</b>");
 }
+
+#[test]
+fn inspect_inside_a_calls_arguments_shows_the_called_function() {
+    let (mut interp, _host) = interpreter();
+    let doc = |i: &mut Interpreter, code: &str| i.inspect(code, code.len()).unwrap_or_default();
+    let direct = doc(&mut interp, "string.format");
+    assert!(direct.starts_with("string.format("), "{direct}");
+    assert_eq!(doc(&mut interp, "string.format("), direct);
+    assert_eq!(doc(&mut interp, "string.format(\"%d\", (1 + 2), "), direct);
+    assert_eq!(interp.inspect("print(1) (", 10), None, "no function before the parenthesis");
+}

@@ -106,6 +106,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "timeout(seconds): per-phase watchdog limit for this test (default 120 s)"
     )
     config.addinivalue_line("markers", "no_skip: a skip of this test is reported as a failure")
+    config.addinivalue_line("markers", "lab: JupyterLab in headless Chromium (make test-lab)")
 
 
 def _phase_limit(item: pytest.Item) -> float:
