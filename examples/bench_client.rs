@@ -121,7 +121,7 @@ const QUIET: ExecOptions = ExecOptions { silent: false, store_history: false, st
 /// One no-op execute: request → reply and idle. Fails on an error reply.
 fn execute_once(c: &mut Client, code: &str) -> Result<(), String> {
     let reply = c
-        .execute(code, &QUIET, None, &mut |_| {}, &mut |_, _| None)
+        .execute(code, &QUIET, None, &mut |_| {}, &mut |_, _| llmspell::client::LineAnswer::Interrupt)
         .map_err(|e| format!("execute failed: {e}"))?;
     if reply.status() != "ok" {
         return Err(format!("execute replied {}", reply.content));

@@ -85,7 +85,8 @@ llmspell repl — interactive Lua on the shared session
 
 Multi-line input continues while the code is unfinished (as `lua -i`); Tab completes; history is kept
 in $LLMSPELL_HOME/history. `exit`, `quit`, .exit or Ctrl-D leave; .help lists the other dot
-commands. With stdin not a terminal it reads cells from it without prompts.
+commands. Ctrl-D at an io.read() prompt is end of input (nil). If the kernel stops under the REPL,
+it offers to start a new one. With stdin not a terminal it reads cells from it without prompts.
 
 EXAMPLES:
   llmspell repl

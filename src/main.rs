@@ -143,7 +143,14 @@ fn run(raw: Vec<OsString>) -> Result<ExitCode, CommandError> {
             }
             no_more(a)?;
             let c = connect(&target)?;
-            Ok(ExitCode::from(repl::run(c)?))
+            // A kernel of ours can be started again if it stops under the REPL; one we were
+            // pointed at (--connect) is not ours to start.
+            let restart = target.connect.is_none().then(|| {
+                let (id, idle) = (target.kernel.clone(), target.idle_timeout);
+                Box::new(move || client::find_or_spawn(&id, idle).map_err(CommandError::from))
+                    as repl::Restart
+            });
+            Ok(ExitCode::from(repl::run(c, restart)?))
         }
         "kernel" => cmd_kernel(args),
         "state" => state_cli::run(args),
@@ -224,7 +231,8 @@ fn execute_and_report(
 ) -> Result<ExitCode, CommandError> {
     let sigint = client::sigint_pipe();
     let mut shown = Renderer::new(std::io::stdout().lock(), std::io::stderr(), results);
-    let result = c.execute(code, opts, sigint, &mut |ev| shown.event(ev), &mut |_, _| None);
+    let result =
+        c.execute(code, opts, sigint, &mut |ev| shown.event(ev), &mut |_, _| client::LineAnswer::Interrupt);
     shown.finish(&result);
     drop(shown);
     Ok(reply_exit_code(&result?))

@@ -3,7 +3,9 @@
 //! When stdin is not a terminal it reads lines without prompts, so it can be scripted.
 
 use crate::cli::CommandError;
-use crate::client::{self, Client, ExecOptions, Renderer, Results, StdinMode};
+use crate::client::{
+    self, Client, ClientError, Event, ExecOptions, LineAnswer, Renderer, Results, StdinMode,
+};
 use crate::connection;
 use rustyline::completion::Completer;
 use rustyline::error::ReadlineError;
@@ -76,12 +78,15 @@ fn is_complete(client: &Client, code: &str) -> CellStatus {
     }
 }
 
+/// Starts the REPL's kernel again (after it was stopped from elsewhere, or died).
+pub type Restart = Box<dyn Fn() -> Result<Client, CommandError>>;
+
 /// Runs the REPL; returns the exit code.
-pub fn run(client: Client) -> Result<u8, CommandError> {
+pub fn run(client: Client, restart: Option<Restart>) -> Result<u8, CommandError> {
     let client: SharedClient = Rc::new(RefCell::new(client));
     let sigint = client::sigint_pipe();
     if std::io::stdin().is_terminal() {
-        interactive(client, sigint)
+        interactive(client, sigint, restart)
     } else {
         scripted(client, sigint)
     }
@@ -128,7 +133,11 @@ fn read_cell(status: &dyn Fn(&str) -> CellStatus, next: &mut dyn FnMut(Option<&s
     }
 }
 
-fn interactive(client: SharedClient, sigint: Option<i32>) -> Result<u8, CommandError> {
+fn interactive(
+    client: SharedClient,
+    sigint: Option<i32>,
+    restart: Option<Restart>,
+) -> Result<u8, CommandError> {
     // Tab completes as far as the candidates agree and, on a second Tab, lists them (as IPython and
     // jupyter console show them) instead of cycling through them silently.
     let config = rustyline::Config::builder()
@@ -170,8 +179,29 @@ fn interactive(client: SharedClient, sigint: Option<i32>) -> Result<u8, CommandE
             Some(false) => continue,
             None => {}
         }
-        let mut input = |prompt: &str, _password: bool| rl.readline(prompt).ok();
-        let ran = execute(&client, &cell, sigint, true, &mut input)?;
+        let mut input = |prompt: &str, _password: bool| match rl.readline(prompt) {
+            Ok(line) => LineAnswer::Line(line),
+            Err(ReadlineError::Eof) => LineAnswer::Eof,
+            Err(_) => LineAnswer::Interrupt,
+        };
+        let ran = match execute(&client, &cell, sigint, true, &mut input) {
+            Err(e) if kernel_gone(&e) => {
+                // As IPython's console does: say so, and offer a new kernel to go on with.
+                let Some(restart) = &restart else { return Err(e) };
+                eprintln!("llmspell: {e}");
+                match rl
+                    .readline("Start a new kernel and continue (its globals are gone; state is kept)? [Y/n] ")
+                {
+                    Ok(answer) if matches!(answer.trim(), "" | "y" | "Y" | "yes") => {}
+                    _ => return Err(e),
+                }
+                *client.borrow_mut() = restart()?;
+                count = kernel_count(&client.borrow()).map_or(1, |n| n + 1);
+                eprintln!("llmspell: a new kernel is running; the cell above did not run");
+                continue;
+            }
+            other => other?,
+        };
         if ran.exit {
             return Ok(0);
         }
@@ -179,6 +209,16 @@ fn interactive(client: SharedClient, sigint: Option<i32>) -> Result<u8, CommandE
             count = n + 1;
         }
     }
+}
+
+/// Whether an error means the kernel is no longer there (stopped elsewhere, or died).
+fn kernel_gone(e: &CommandError) -> bool {
+    matches!(
+        e,
+        CommandError::Client(
+            ClientError::KernelDied { .. } | ClientError::NotRunning { .. } | ClientError::Timeout
+        )
+    )
 }
 
 fn scripted(client: SharedClient, sigint: Option<i32>) -> Result<u8, CommandError> {
@@ -200,7 +240,10 @@ fn scripted(client: SharedClient, sigint: Option<i32>) -> Result<u8, CommandErro
             Some(false) => continue,
             None => {}
         }
-        let mut input = |_: &str, _: bool| Some(lines.next().and_then(|l| l.ok()).unwrap_or_default());
+        let mut input = |_: &str, _: bool| match lines.next() {
+            Some(Ok(line)) => LineAnswer::Line(line),
+            _ => LineAnswer::Eof,
+        };
         let ran = execute(&client, &cell, sigint, false, &mut input)?;
         if !ran.ok {
             status = 1;
@@ -263,11 +306,37 @@ fn execute(
     code: &str,
     sigint: Option<i32>,
     tty: bool,
-    input: &mut dyn FnMut(&str, bool) -> Option<String>,
+    input: &mut dyn FnMut(&str, bool) -> LineAnswer,
 ) -> Result<Ran, CommandError> {
     let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::Lines };
     let mut shown = Renderer::new(std::io::stdout(), std::io::stderr(), Results::Cells { numbered: tty });
-    let result = client.borrow_mut().execute(code, &opts, sigint, &mut |ev| shown.event(ev), input);
+    // The code's unfinished last line of output (`io.write("Name: ")` before `io.read()`): the line
+    // editor redraws its line, so that text becomes the start of its prompt instead of being erased.
+    let partial = std::cell::RefCell::new(String::new());
+    let mut on_event = |ev: Event| {
+        match &ev {
+            Event::Stream { name: "stdout", text } => {
+                let mut p = partial.borrow_mut();
+                match text.rfind('\n') {
+                    Some(at) => *p = text[at + 1..].to_string(),
+                    None => p.push_str(text),
+                }
+            }
+            Event::Stream { .. } | Event::Waiting { .. } | Event::ClearOutput => {}
+            _ => partial.borrow_mut().clear(),
+        }
+        shown.event(ev)
+    };
+    let mut ask = |prompt: &str, password: bool| {
+        let shown_already = std::mem::take(&mut *partial.borrow_mut());
+        if tty && !shown_already.is_empty() {
+            // Back to the start of the line and clear it: the prompt writes the text again.
+            print!("\r\x1b[K");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        }
+        input(&format!("{shown_already}{prompt}"), password)
+    };
+    let result = client.borrow_mut().execute(code, &opts, sigint, &mut on_event, &mut ask);
     shown.finish(&result);
     match result {
         Ok(reply) => Ok(Ran {

@@ -104,7 +104,7 @@ fn run_cell(c: &mut Client, code: &str) -> Cell {
                 Event::Error { traceback } => tb.extend(traceback),
                 Event::ClearOutput | Event::Waiting { .. } => {}
             },
-            &mut |_, _| None,
+            &mut |_, _| llmspell::client::LineAnswer::Interrupt,
         )
     };
     cell.reply = reply.unwrap_or_else(|e| panic!("execute {code:?} failed in the client: {e}")).content;
@@ -1688,9 +1688,11 @@ fn a_file_size_limit_on_the_kernel_fails_state_writes_without_killing_it() {
     let big = std::thread::spawn(move || {
         let mut c = Client::connect_file(&conn, Duration::from_secs(10)).unwrap();
         let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::None };
-        c.execute("state.set('big', string.rep('x', 100000))", &opts, None, &mut |_| {}, &mut |_, _| None)
-            .map(|r| r.content)
-            .map_err(|e| e.to_string())
+        c.execute("state.set('big', string.rep('x', 100000))", &opts, None, &mut |_| {}, &mut |_, _| {
+            llmspell::client::LineAnswer::Interrupt
+        })
+        .map(|r| r.content)
+        .map_err(|e| e.to_string())
     });
     let reply = big.join().unwrap();
     println!("state write beyond RLIMIT_FSIZE: {reply:?}; kernel alive: {}", process_alive(pid));

@@ -49,7 +49,9 @@ fn hundred_thousand_executes_keep_the_kernel_rss_flat() {
              s = string.rep('v', 100) .. {i} print('line ' .. n) return #t + n"
         );
         let reply = c
-            .execute(&code, &opts, None, &mut |_| printed += 1, &mut |_, _| None)
+            .execute(&code, &opts, None, &mut |_| printed += 1, &mut |_, _| {
+                llmspell::client::LineAnswer::Interrupt
+            })
             .unwrap_or_else(|e| panic!("request {i}: {e}"));
         assert_eq!(reply.status(), "ok", "request {i}: {}", reply.content);
         if i % EVERY == 0 {
@@ -78,7 +80,10 @@ fn hundred_thousand_executes_keep_the_kernel_rss_flat() {
     let opts = ExecOptions { store_history: true, ..opts };
     let before = vm_rss_kb(pid);
     for i in 0..EVERY {
-        c.execute(&format!("h = {i}"), &opts, None, &mut |_| {}, &mut |_, _| None).unwrap();
+        c.execute(&format!("h = {i}"), &opts, None, &mut |_| {}, &mut |_, _| {
+            llmspell::client::LineAnswer::Interrupt
+        })
+        .unwrap();
     }
     let after = vm_rss_kb(pid);
     println!(

@@ -1,7 +1,7 @@
 //! `Client::execute`: one execute request, with its output, input requests and Ctrl-C, until the
 //! kernel has replied and gone idle for it.
 
-use super::{socket_error, Client, ClientError, Event, ExecOptions, ExecReply, StdinMode};
+use super::{socket_error, Client, ClientError, Event, ExecOptions, ExecReply, LineAnswer, StdinMode};
 use crate::wire::{self, Message};
 use serde_json::{json, Value};
 use std::os::unix::io::RawFd;
@@ -116,7 +116,7 @@ impl Client {
         opts: &ExecOptions,
         sigint: Option<RawFd>,
         on_event: &mut dyn FnMut(Event),
-        on_input: &mut dyn FnMut(&str, bool) -> Option<String>,
+        on_input: &mut dyn FnMut(&str, bool) -> LineAnswer,
     ) -> Result<ExecReply, ClientError> {
         let (content, metadata) = request_content(code, opts);
         let id = self.send(&self.shell, "execute_request", content, metadata);
@@ -169,7 +169,7 @@ impl Client {
             if ready.terminal {
                 let chunk = self.stdin_chunks.next(&mut std::io::stdin().lock());
                 if let Some(req) = p.waiting_input.take() {
-                    self.answer_input(&req, &chunk);
+                    self.answer_input(&req, &chunk, chunk.is_empty());
                 }
             }
         }
@@ -242,7 +242,7 @@ impl Client {
         &self,
         p: &mut Pending,
         mode: StdinMode,
-        on_input: &mut dyn FnMut(&str, bool) -> Option<String>,
+        on_input: &mut dyn FnMut(&str, bool) -> LineAnswer,
     ) {
         let Some(m) = self.recv(&self.stdin) else { return };
         let fresh = !p.asked.iter().any(|a| a == m.msg_id());
@@ -257,8 +257,9 @@ impl Client {
         let prompt = m.content["prompt"].as_str().unwrap_or("");
         let password = m.content["password"].as_bool().unwrap_or(false);
         match on_input(prompt, password) {
-            Some(line) => self.answer_input(&m, &line),
-            None => self.interrupt(),
+            LineAnswer::Line(line) => self.answer_input(&m, &line, false),
+            LineAnswer::Eof => self.answer_input(&m, "", true),
+            LineAnswer::Interrupt => self.interrupt(),
         }
     }
 }

@@ -115,6 +115,16 @@ pub enum Event<'a> {
     },
 }
 
+/// The user's answer to one line-mode input request.
+#[derive(Debug, PartialEq)]
+pub enum LineAnswer {
+    Line(String),
+    /// End of input (Ctrl-D, or the end of a piped stdin): `io.read` returns nil.
+    Eof,
+    /// No answer: interrupt the code (Ctrl-C at the prompt).
+    Interrupt,
+}
+
 /// How stdin requests are answered.
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub enum StdinMode {
@@ -344,8 +354,12 @@ impl Client {
         }
     }
 
-    fn answer_input(&self, request: &Message, value: &str) {
-        let mut msg = wire::child(request, "input_reply", &self.session, json!({ "value": value }));
+    /// Answers an input request; `eof` marks the end of input, an llmspell extension of the reply
+    /// (other kernels see an empty line).
+    fn answer_input(&self, request: &Message, value: &str, eof: bool) {
+        let content =
+            if eof { json!({ "value": "", "llmspell": { "eof": true } }) } else { json!({ "value": value }) };
+        let mut msg = wire::child(request, "input_reply", &self.session, content);
         msg.header = wire::header("input_reply", &self.session);
         let _ = self.stdin.send_multipart(wire::encode(&msg, &self.signer), 0);
     }

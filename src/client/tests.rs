@@ -296,7 +296,10 @@ fn execute(fake: &Fake, sigint: Option<RawFd>, answers: Vec<Option<&str>>) -> Ou
         &mut |ev| events.push(describe(ev)),
         &mut |prompt, password| {
             prompts.push((prompt.to_string(), password));
-            answers.next().flatten().map(String::from)
+            match answers.next().flatten() {
+                Some(line) => LineAnswer::Line(line.to_string()),
+                None => LineAnswer::Interrupt,
+            }
         },
     );
     Outcome { events, prompts, result }
@@ -372,7 +375,7 @@ fn the_request_carries_the_options() {
     let fake = Fake::start(Box::new(|k, req| k.finish(req, ok())));
     let mut client = fake.client();
     let opts = ExecOptions { silent: true, store_history: false, stdin: StdinMode::Raw };
-    client.execute("x = 1", &opts, None, &mut |_| {}, &mut |_, _| None).unwrap();
+    client.execute("x = 1", &opts, None, &mut |_| {}, &mut |_, _| LineAnswer::Interrupt).unwrap();
     let Ok(Seen::Request(content, metadata)) = fake.seen.recv_timeout(PATIENCE) else { panic!("no request") };
     assert_eq!(
         (&content["code"], &content["silent"], &content["store_history"], &content["allow_stdin"]),
@@ -453,8 +456,9 @@ fn a_kernel_that_dies_while_running_is_reported_as_dead() {
         let mut client = client;
         let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::None };
         let mut events = Vec::new();
-        let result =
-            client.execute("code", &opts, None, &mut |ev| events.push(describe(ev)), &mut |_, _| None);
+        let result = client.execute("code", &opts, None, &mut |ev| events.push(describe(ev)), &mut |_, _| {
+            LineAnswer::Interrupt
+        });
         let _ = tx.send((result, events));
     });
     let (result, events) = rx.recv_timeout(PATIENCE).expect("the client never noticed the kernel died");

@@ -182,7 +182,11 @@ impl Frontend {
                     Ok(InputEvent::Reply(reply)) if reply.parent_msg_id() == request_id
                         || reply.parent_header.get("msg_id").is_none() => {
                         let value = reply.content["value"].as_str().unwrap_or("").to_string();
-                        return Ok(if !self.raw_stdin {
+                        // llmspell's clients mark the end of input (Ctrl-D at the prompt).
+                        let eof = reply.content["llmspell"]["eof"] == true;
+                        return Ok(if eof {
+                            Input::Eof
+                        } else if !self.raw_stdin {
                             Input::Line(value)
                         } else if value.is_empty() {
                             Input::Eof

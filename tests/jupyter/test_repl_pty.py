@@ -74,3 +74,90 @@ def test_the_first_prompt_follows_the_shared_kernels_count(tmp_path):
             proc.kill()
         os.close(leader)
         subprocess.run([bin_, "kernel", "stop", "--all"], env=env, capture_output=True)
+
+
+def _repl(tmp_path):
+    env = dict(os.environ, LLMSPELL_HOME=str(tmp_path / "home"), TERM="xterm")
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([os.environ["LLMSPELL_BIN"], "repl"], stdin=follower, stdout=follower,
+                            stderr=follower, env=env, start_new_session=True)
+    os.close(follower)
+    return env, leader, proc
+
+
+def _close(env, leader, proc):
+    if proc.poll() is None:
+        proc.kill()
+    os.close(leader)
+    subprocess.run([os.environ["LLMSPELL_BIN"], "kernel", "stop", "--all"], env=env, capture_output=True)
+
+
+def _screen(raw: str) -> list[str]:
+    """What a terminal shows after `raw`: its lines, right-trimmed."""
+    import pyte
+
+    screen = pyte.Screen(100, 40)
+    stream = pyte.Stream(screen)
+    stream.feed(raw.replace("\n", "\r\n") if "\r\n" not in raw else raw)
+    return [line.rstrip() for line in screen.display]
+
+
+def test_a_prompt_written_before_io_read_stays_on_the_screen(tmp_path):
+    env, leader, proc = _repl(tmp_path)
+    try:
+        seen = read_until(leader, "]: ")
+        os.write(leader, b'io.write("Name: ") local n = io.read() print("hello " .. n)\r')
+        seen += read_until(leader, "Name: ")
+        time.sleep(0.5)  # let the line editor draw its prompt before typing (as a person would)
+        os.write(leader, b"Bob\r")
+        seen += read_until(leader, "hello Bob")
+        seen += read_until(leader, "]: ", timeout=10)
+        lines = _screen(seen)
+        assert "Name: Bob" in lines, lines
+        os.write(leader, b"exit\r")
+        proc.wait(timeout=60)
+    finally:
+        _close(env, leader, proc)
+
+
+def test_ctrl_d_at_io_read_is_end_of_input_not_an_interrupt(tmp_path):
+    env, leader, proc = _repl(tmp_path)
+    try:
+        read_until(leader, "]: ")
+        os.write(leader, b'x = io.read() print("read:" .. tostring(x) .. ":" .. "done")\r')
+        time.sleep(1.0)  # the input prompt is empty: give the request time to arrive
+        os.write(leader, b"\x04")
+        seen = read_until(leader, ":done")
+        assert "read:nil:done" in seen, seen
+        assert "nterrupt" not in seen, seen
+        os.write(leader, b"exit\r")
+        proc.wait(timeout=60)
+        assert proc.returncode == 0
+    finally:
+        _close(env, leader, proc)
+
+
+def test_after_the_kernel_is_stopped_elsewhere_the_repl_offers_a_new_one(tmp_path):
+    env, leader, proc = _repl(tmp_path)
+    try:
+        read_until(leader, "]: ")
+        os.write(leader, b"kept = 1\r")
+        read_until(leader, "]: ")
+        stop = subprocess.run([os.environ["LLMSPELL_BIN"], "kernel", "stop"], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert stop.returncode == 0, stop.stderr
+        os.write(leader, b'print("first after stop")\r')
+        assert "[Y/n]" in read_until(leader, "[Y/n]"), "no offer of a new kernel"
+        os.write(leader, b"\r")
+        read_until(leader, "]: ")
+        os.write(leader, b'print("kept is " .. tostring(kept) .. " now")\r')
+        seen = read_until(leader, "nil now")
+        assert "kept is nil now" in seen, "the new kernel has a new session: " + seen
+        os.write(leader, b"exit\r")
+        proc.wait(timeout=60)
+        assert proc.returncode == 0, seen
+        status = subprocess.run([os.environ["LLMSPELL_BIN"], "kernel", "status"], env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert status.returncode == 0, "the new kernel is running"
+    finally:
+        _close(env, leader, proc)
