@@ -146,6 +146,8 @@ impl Interpreter {
         let run = Rc::new(RefCell::new(Run::default()));
         let store = Rc::new(RefCell::new(Store::open(opts.state_path.clone())));
         let k = natives(&lua, &host, &run, &store).map_err(|e| format!("cannot set up Lua: {e}"))?;
+        let state = state_global(&lua, k.get("state").map_err(|e| e.to_string())?)?;
+        k.set("state", state).map_err(|e| e.to_string())?;
         let prelude: Table = lua
             .load(include_str!("prelude.lua"))
             .set_name("=[llmspell]")
@@ -466,4 +468,12 @@ fn enclosing_call(code: &str, cursor: usize) -> Option<usize> {
         }
     }
     None
+}
+
+/// The `state` global over the store's natives (`state.lua`), as the session and runs share it.
+pub(crate) fn state_global(lua: &Lua, natives: Table) -> Result<Table, String> {
+    lua.load(include_str!("state.lua"))
+        .set_name("=[llmspell]")
+        .call(natives)
+        .map_err(|e| format!("the state wrappers failed: {e}"))
 }

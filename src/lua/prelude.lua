@@ -517,31 +517,10 @@ K.reset_stdin = function()
 end
 
 ---------------------------------------------------------------------------------------------------
--- state: thin wrappers so errors point at the caller's line
+-- state: the wrappers of state.lua, so errors point at the caller's line
 ---------------------------------------------------------------------------------------------------
-local function checked(name, f)
-  return function(...)
-    local ok, value = f(...)
-    if not ok then error(name .. ": " .. tostring(value), 2) end
-    return value
-  end
-end
--- set and clear return nothing (a cell `state.set(k, v)` shows no value).
-local function checked_silent(name, f)
-  return function(...)
-    local ok, value = f(...)
-    if not ok then error(name .. ": " .. tostring(value), 2) end
-  end
-end
-local native = K.state
-local state = {
-  set = checked_silent("state.set", native.set),
-  get = checked("state.get", native.get),
-  delete = checked("state.delete", native.delete),
-  keys = checked("state.keys", native.keys),
-  clear = checked_silent("state.clear", native.clear),
-  update = checked("state.update", native.update),
-}
+-- (src/lua/state.lua, loaded by the interpreter before this prelude)
+local state = K.state
 K.state = nil
 
 ---------------------------------------------------------------------------------------------------

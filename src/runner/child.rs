@@ -494,32 +494,6 @@ unsafe fn read_line(l: *mut ffi::lua_State, first: bool) -> Option<Vec<u8>> {
     }
 }
 
-/// The `state` global: the session's natives behind wrappers that put errors at the caller's line.
-const STATE_WRAPPERS: &str = r#"
-local native = ...
-local function checked(name, f)
-  return function(...)
-    local ok, value = f(...)
-    if not ok then error(name .. ": " .. tostring(value), 2) end
-    return value
-  end
-end
-local function checked_silent(name, f)
-  return function(...)
-    local ok, value = f(...)
-    if not ok then error(name .. ": " .. tostring(value), 2) end
-  end
-end
-return {
-  set = checked_silent("state.set", native.set),
-  get = checked("state.get", native.get),
-  delete = checked("state.delete", native.delete),
-  keys = checked("state.keys", native.keys),
-  clear = checked_silent("state.clear", native.clear),
-  update = checked("state.update", native.update),
-}
-"#;
-
 /// Writes pending `state` changes; on failure says so and makes the exit status 1.
 fn flush_store() -> bool {
     let p = STORE.load(Ordering::Relaxed);
@@ -639,11 +613,7 @@ impl Template {
         let lua = unsafe { mlua::Lua::unsafe_new_with(mlua::StdLib::ALL, mlua::LuaOptions::default()) };
         let store = Rc::new(RefCell::new(Store::open(state_path)));
         let natives = crate::lua::state_natives(&lua, &store).map_err(|e| e.to_string())?;
-        let state: mlua::Table = lua
-            .load(STATE_WRAPPERS)
-            .set_name("=[llmspell]")
-            .call(natives)
-            .map_err(|e| format!("the state wrappers failed: {e}"))?;
+        let state = crate::lua::state_global(&lua, natives)?;
         lua.globals().set("state", state).map_err(|e| e.to_string())?;
         // No garbage of the set-up is left for the runs to collect.
         lua.gc_collect().map_err(|e| e.to_string())?;
