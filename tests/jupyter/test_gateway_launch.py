@@ -1,0 +1,342 @@
+"""The kernel under Jupyter Enterprise Gateway (issue 15, part 2).
+
+The first tests play Enterprise Gateway's side of its remote launch contract against
+``llmspell kernel start --RemoteProcessProxy.*``: generate the RSA key pair, listen on a response
+address, decrypt what the kernel sends exactly as EG's server does (``ResponseManager._decode_payload``
+in ``enterprise_gateway/services/processproxies/processproxy.py``: base64 -> JSON ``{version, key,
+conn_info}`` -> RSA PKCS#1 v1.5 for the AES key -> AES-ECB + unpad), connect with jupyter_client, and
+talk to the comm port as ``RemoteProcessProxy._send_listener_request`` does (connect, send JSON,
+close).
+
+The last tests run Enterprise Gateway itself (its own venv, ``make venv-eg``: it pins an older
+Jupyter stack) on 127.0.0.1: the unchanged kernelspec under its local process proxy, and EG's real
+remote launch path (DistributedProcessProxy, which launches without ssh when its host is local).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from Cryptodome.Cipher import AES, PKCS1_v1_5
+from Cryptodome.PublicKey import RSA
+from Cryptodome.Util.Padding import unpad
+
+from conftest import (
+    LLMSPELL_BIN,
+    REPO,
+    collect_iopub,
+    execute_ok,
+    run_request,
+    wait_until,
+)
+
+LAUNCH_TIMEOUT = 60.0
+
+
+# --------------------------------------------------------------------------------------------
+# EG's side of the contract
+# --------------------------------------------------------------------------------------------
+
+
+class FakeGateway:
+    """The response socket and key pair of EG's ResponseManager."""
+
+    def __init__(self) -> None:
+        self.private_key = RSA.generate(1024)  # ResponseManager.KEY_SIZE
+        pem = self.private_key.publickey().export_key("PEM").decode()
+        # ResponseManager.public_key: the PEM without header, footer and newlines.
+        self.public_key = (
+            pem.replace("-----BEGIN PUBLIC KEY-----", "")
+            .replace("-----END PUBLIC KEY-----", "")
+            .replace("\n", "")
+        )
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def receive(self, proc: subprocess.Popen, timeout: float = LAUNCH_TIMEOUT) -> bytes:
+        """The raw bytes of one connection to the response address (read until EOF)."""
+        self.sock.settimeout(0.5)
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"the kernel exited with {proc.returncode} before answering")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no connection info within {timeout:g} s")
+            try:
+                conn, _ = self.sock.accept()
+                break
+            except socket.timeout:
+                continue
+        conn.settimeout(timeout)
+        data = b""
+        with conn:
+            while chunk := conn.recv(1024):
+                data += chunk
+        return data
+
+    def decode(self, data: bytes) -> dict:
+        """EG's version-1 decoding, step by step."""
+        payload = json.loads(base64.b64decode(data))
+        assert payload["version"] == 1
+        encrypted_key = base64.b64decode(payload["key"].encode())
+        aes_key = PKCS1_v1_5.new(self.private_key).decrypt(encrypted_key, b"\x42")
+        assert len(aes_key) == 16, "the AES key did not decrypt (sentinel returned)"
+        cipher = AES.new(aes_key, AES.MODE_ECB)
+        encrypted_info = base64.b64decode(payload["conn_info"].encode())
+        return json.loads(unpad(cipher.decrypt(encrypted_info), 16).decode())
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def send_listener_request(port: int, request: dict, shutdown_socket: bool = False) -> None:
+    """RemoteProcessProxy._send_listener_request: connect, send the JSON, close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.send(json.dumps(request).encode("utf-8"))
+        if shutdown_socket:
+            s.shutdown(socket.SHUT_WR)
+
+
+def comm_port_open(port: int) -> bool:
+    """EG's poll(): {"signum": 0} succeeds while the kernel lives, is refused once it is gone."""
+    try:
+        send_listener_request(port, {"signum": 0})
+        return True
+    except ConnectionRefusedError:
+        return False
+
+
+def port_range() -> tuple[int, int]:
+    low = random.randrange(20000, 50000)
+    return low, low + 1000  # EG's minimum range size
+
+
+class Launched:
+    """``llmspell kernel start`` run with EG's flags, the decoded info, and clients on it."""
+
+    def __init__(self, tmp_path: Path, gateway: FakeGateway, extra: list[str] | None = None,
+                 port_range_arg: str | None = None, kernel_id: str | None = None) -> None:
+        self.kernel_id = kernel_id or str(uuid.uuid4())
+        args = [
+            LLMSPELL_BIN, "kernel", "start",
+            "--RemoteProcessProxy.kernel-id", self.kernel_id,
+            "--RemoteProcessProxy.response-address", gateway.address,
+            "--RemoteProcessProxy.public-key", gateway.public_key,
+        ]
+        if port_range_arg is not None:
+            args += ["--RemoteProcessProxy.port-range", port_range_arg]
+        args += extra or []
+        home = tmp_path / "home"
+        home.mkdir(mode=0o700, exist_ok=True)
+        self.home = home
+        self.err_path = tmp_path / "kernel.stderr"
+        self._err = open(self.err_path, "wb")
+        self.proc = subprocess.Popen(
+            args, env=dict(os.environ, LLMSPELL_HOME=str(home)), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=self._err, start_new_session=True,
+        )
+        self.clients: list = []
+        self.raw = gateway.receive(self.proc)
+        self.info = gateway.decode(self.raw)
+
+    def stderr(self) -> str:
+        self._err.flush()
+        return self.err_path.read_text(errors="replace")
+
+    def client(self):
+        from jupyter_client.blocking.client import BlockingKernelClient
+
+        info = dict(self.info)
+        # EG replaces ip with the address of the host the kernel landed on
+        # (RemoteProcessProxy._setup_connection_info).
+        info["ip"] = "127.0.0.1"
+        for k in ("pid", "pgid", "comm_port", "kernel_id"):
+            info.pop(k, None)
+        kc = BlockingKernelClient()
+        kc.load_connection_info(info)
+        kc.start_channels()
+        kc.wait_for_ready(timeout=30)
+        self.clients.append(kc)
+        return kc
+
+    def close(self) -> None:
+        for kc in self.clients:
+            kc.stop_channels()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._err.close()
+
+
+@pytest.fixture
+def gateway():
+    g = FakeGateway()
+    yield g
+    g.close()
+
+
+@pytest.fixture
+def launched(tmp_path):
+    started: list[Launched] = []
+
+    def launch(gateway: FakeGateway, **kwargs) -> Launched:
+        k = Launched(tmp_path, gateway, **kwargs)
+        started.append(k)
+        return k
+
+    yield launch
+    for k in started:
+        k.close()
+
+
+def start_running(kc, code: str) -> str:
+    """Send an execute request; return once the kernel runs it (its execute_input arrived)."""
+    msg_id = kc.execute(code, allow_stdin=False)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        m = kc.get_iopub_msg(timeout=30)
+        if m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "execute_input":
+            time.sleep(0.3)  # let the Lua thread get into the loop
+            return msg_id
+    raise AssertionError("the cell did not start")
+
+
+# --------------------------------------------------------------------------------------------
+# The contract
+# --------------------------------------------------------------------------------------------
+
+
+def test_kernel_sends_sealed_connection_info_with_ports_in_range(gateway, launched):
+    low, high = port_range()
+    k = launched(gateway, port_range_arg=f"{low}..{high}")
+    info = k.info
+    ports = [info[p] for p in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")]
+    assert all(low <= p <= high for p in ports + [info["comm_port"]]), info
+    assert len(set(ports + [info["comm_port"]])) == 6, f"ports repeat: {info}"
+    assert info["kernel_id"] == k.kernel_id
+    assert info["pid"] == k.proc.pid
+    assert info["pgid"] == os.getpgid(k.proc.pid)
+    assert info["transport"] == "tcp"
+    assert info["signature_scheme"] == "hmac-sha256"
+    assert len(info["key"]) >= 32
+    # Reachable from EG's host: all interfaces, as EG's launchers bind.
+    assert info["ip"] == "0.0.0.0"
+    # Nothing written where local kernels live.
+    assert not list((k.home / "kernels").glob("*.json")), list((k.home / "kernels").iterdir())
+
+
+def test_kernel_runs_code_interrupts_on_signum_2_and_stops_on_shutdown(gateway, launched):
+    low, high = port_range()
+    k = launched(gateway, port_range_arg=f"{low}..{high}")
+    comm = k.info["comm_port"]
+    kc = k.client()
+    execute_ok(kc, "x = 6*7")
+    assert execute_ok(kc, "print(x)").stdout == "42\n"
+
+    # EG's poll: answered, and the kernel goes on.
+    assert comm_port_open(comm)
+    assert k.proc.poll() is None
+
+    msg_id = start_running(kc, "while true do end")
+    send_listener_request(comm, {"signum": 2})
+    res = run_request(kc, msg_id, timeout=30)
+    assert res.status == "error" and "Interrupt" in res.content["ename"], res.describe()
+    assert execute_ok(kc, "x + 1").result_text == "43"
+
+    # EG's shutdown_listener (after its shutdown_request): SHUT_WR, then close.
+    send_listener_request(comm, {"shutdown": 1}, shutdown_socket=True)
+    k.proc.wait(timeout=30)
+    assert k.proc.returncode == 0, k.stderr()
+    assert not comm_port_open(comm), "the comm port still answers after shutdown"
+
+
+def test_malformed_comm_requests_are_ignored(gateway, launched):
+    k = launched(gateway, port_range_arg="0..0")
+    comm = k.info["comm_port"]
+    kc = k.client()
+    for junk in (b"not json", b"[1, 2]", b'{"signum": "two"}', b'{"signum": 10}', b"", b"\xff\xfe"):
+        with socket.create_connection(("127.0.0.1", comm), timeout=30) as s:
+            s.sendall(junk)
+    assert comm_port_open(comm)
+    assert k.proc.poll() is None
+    assert execute_ok(kc, "1 + 1").result_text == "2"
+    assert "gateway comm port" in k.stderr()
+
+
+def test_sigterm_over_the_comm_port_shuts_down_cleanly(gateway, launched):
+    k = launched(gateway)  # no --port-range at all: any ports
+    send_listener_request(k.info["comm_port"], {"signum": 15})
+    k.proc.wait(timeout=30)
+    assert k.proc.returncode == 0, k.stderr()
+
+
+def run_start(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700, exist_ok=True)
+    return subprocess.run(
+        [LLMSPELL_BIN, "kernel", "start", *args], capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, LLMSPELL_HOME=str(home), LLMSPELL_LOG="off"),
+    )
+
+
+def test_bad_public_key_is_one_line_and_exit_1(gateway, tmp_path):
+    p = run_start(["--RemoteProcessProxy.kernel-id", "k1",
+                   "--RemoteProcessProxy.response-address", gateway.address,
+                   "--RemoteProcessProxy.public-key", "bm90IGEga2V5"], tmp_path)
+    assert p.returncode == 1, p
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "public-key" in lines[0], p.stderr
+
+
+def test_unreachable_response_address_is_one_line_and_exit_1(gateway, tmp_path):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nobody listens there now
+    p = run_start(["--RemoteProcessProxy.kernel-id", "k1",
+                   "--RemoteProcessProxy.response-address", f"127.0.0.1:{port}",
+                   "--RemoteProcessProxy.public-key", gateway.public_key], tmp_path)
+    assert p.returncode == 1, p
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0], p.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--RemoteProcessProxy.kernel-id", "k1"], "response-address is missing"),
+    (["--RemoteProcessProxy.kernel-id", "k1", "--RemoteProcessProxy.response-address",
+      "{response_address}", "--RemoteProcessProxy.public-key", "x"], "Enterprise Gateway"),
+    (["--RemoteProcessProxy.kernel-id", "k1", "--RemoteProcessProxy.response-address", "nohost",
+      "--RemoteProcessProxy.public-key", "x"], "HOST:PORT"),
+])
+def test_incomplete_or_unfilled_flags_are_refused(args, needle, tmp_path):
+    p = run_start(args, tmp_path)
+    assert p.returncode != 0 and needle in p.stderr, p.stderr
+
+
+def test_short_flag_names_of_egs_bootstrap_work_too(gateway, launched):
+    """bootstrap-kernel.sh passes --kernel-id, --port-range, ... without the prefix."""
+    kid = str(uuid.uuid4())
+    low, high = port_range()
+    k = launched(gateway, kernel_id=kid, extra=[
+        "--port-range", f"{low}..{high}", "--spark-context-initialization-mode", "none",
+    ])
+    assert k.info["kernel_id"] == kid
+    assert low <= k.info["shell_port"] <= high
