@@ -340,3 +340,264 @@ def test_short_flag_names_of_egs_bootstrap_work_too(gateway, launched):
     ])
     assert k.info["kernel_id"] == kid
     assert low <= k.info["shell_port"] <= high
+
+
+# --------------------------------------------------------------------------------------------
+# Enterprise Gateway itself (its own venv: `make venv-eg`)
+# --------------------------------------------------------------------------------------------
+
+EG_VENV = Path(os.environ.get("LLMSPELL_EG_VENV", REPO / "target" / "venv-eg"))
+EG_BIN = EG_VENV / "bin" / "jupyter-enterprisegateway"
+DISTRIBUTED = "enterprise_gateway.services.processproxies.distributed.DistributedProcessProxy"
+
+needs_eg = pytest.mark.skipif(
+    not EG_BIN.exists(), reason=f"Enterprise Gateway is not installed in {EG_VENV} (make venv-eg)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EnterpriseGateway:
+    """EG on 127.0.0.1 with the llmspell kernelspec, plus one for its remote launch path."""
+
+    def __init__(self, tmp_path: Path, low: int, high: int) -> None:
+        from conftest import KERNELSPEC_DIR
+
+        kernels = tmp_path / "share" / "jupyter" / "kernels"
+        kernels.mkdir(parents=True)
+        # The kernelspec `llmspell kernel install` writes, unchanged: EG's local process proxy.
+        (kernels / "llmspell").mkdir()
+        (kernels / "llmspell" / "kernel.json").write_text((KERNELSPEC_DIR / "kernel.json").read_text())
+        # EG's remote launch: DistributedProcessProxy on this host starts the argv without ssh and
+        # then speaks the same contract as on Kubernetes (response address, key, comm port).
+        remote = {
+            "display_name": "Lua 5.4 (llmspell, remote launch)",
+            "language": "lua",
+            "metadata": {"process_proxy": {"class_name": DISTRIBUTED,
+                                           "config": {"remote_hosts": "localhost"}}},
+            "argv": [LLMSPELL_BIN, "kernel", "start",
+                     "--RemoteProcessProxy.kernel-id", "{kernel_id}",
+                     "--RemoteProcessProxy.response-address", "{response_address}",
+                     "--RemoteProcessProxy.public-key", "{public_key}",
+                     "--RemoteProcessProxy.port-range", "{port_range}"],
+        }
+        (kernels / "llmspell_remote").mkdir()
+        (kernels / "llmspell_remote" / "kernel.json").write_text(json.dumps(remote))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        home = tmp_path / "home"
+        home.mkdir(mode=0o700)
+        self.log_path = tmp_path / "eg.log"
+        self._log = open(self.log_path, "wb")
+        env = dict(
+            os.environ,
+            JUPYTER_PATH=str(tmp_path / "share" / "jupyter"),
+            LLMSPELL_HOME=str(home),
+            EG_KERNEL_LOG_DIR=str(tmp_path),
+            EG_RESPONSE_IP="127.0.0.1",  # everything stays on loopback
+            EG_RESPONSE_PORT=str(free_port()),
+        )
+        env.pop("PYTHONPATH", None)
+        self.proc = subprocess.Popen(
+            [str(EG_BIN), "--EnterpriseGatewayApp.ip=127.0.0.1",
+             f"--EnterpriseGatewayApp.port={self.port}", "--EnterpriseGatewayApp.port_retries=0",
+             f"--EnterpriseGatewayApp.port_range={low}..{high}", "--debug"],
+            env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if not wait_until(self._up, 90, interval=0.3):
+            raise AssertionError(f"Enterprise Gateway did not come up:\n{self.log()[-3000:]}")
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"Enterprise Gateway exited:\n{self.log()[-3000:]}")
+        try:
+            return "llmspell" in self.request("GET", "/api/kernelspecs")["kernelspecs"]
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def request(self, method: str, path: str, body: dict | None = None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=90) as r:
+            text = r.read()
+            return json.loads(text) if text else r.status
+
+    def start_kernel(self, name: str) -> str:
+        # EG refuses to launch kernels for root unless KERNEL_USERNAME names someone else.
+        k = self.request("POST", "/api/kernels", {"name": name, "env": {"KERNEL_USERNAME": "tester"}})
+        return k["id"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+class Channels:
+    """The kernel websocket of EG (JSON text frames), driven synchronously."""
+
+    def __init__(self, url: str, kernel_id: str) -> None:
+        import asyncio
+
+        from tornado.websocket import websocket_connect
+
+        self.loop = asyncio.new_event_loop()
+        self.session = uuid.uuid4().hex
+        ws_url = url.replace("http", "ws", 1) + f"/api/kernels/{kernel_id}/channels?session_id={self.session}"
+        asyncio.set_event_loop(self.loop)
+
+        async def connect():
+            return await websocket_connect(ws_url)
+
+        self.ws = self.loop.run_until_complete(asyncio.wait_for(connect(), 60))
+
+    def send(self, channel: str, msg_type: str, content: dict) -> str:
+        msg_id = uuid.uuid4().hex
+        msg = {
+            "channel": channel,
+            "header": {"msg_id": msg_id, "msg_type": msg_type, "session": self.session,
+                       "username": "tester", "version": "5.3", "date": ""},
+            "parent_header": {}, "metadata": {}, "content": content,
+        }
+        async def write():
+            await self.ws.write_message(json.dumps(msg))
+
+        self.loop.run_until_complete(write())
+        return msg_id
+
+    def recv(self, timeout: float) -> dict:
+        import asyncio
+
+        async def read():
+            return await self.ws.read_message()
+
+        text = self.loop.run_until_complete(asyncio.wait_for(read(), timeout))
+        assert text is not None, "the websocket closed"
+        return json.loads(text)
+
+    def wait_for(self, pred, timeout: float = 60) -> list[dict]:
+        """Messages until (and including) the first that satisfies pred."""
+        seen = []
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self.recv(max(0.1, deadline - time.monotonic()))
+            seen.append(m)
+            if pred(m):
+                return seen
+
+    def execute(self, code: str, timeout: float = 60) -> tuple[dict, str]:
+        """The execute_reply content and the stdout of the request (through its idle)."""
+        msg_id = self.send("shell", "execute_request", {
+            "code": code, "silent": False, "store_history": True, "user_expressions": {},
+            "allow_stdin": False, "stop_on_error": True})
+        reply: dict | None = None
+        out = ""
+        deadline = time.monotonic() + timeout
+        idle = False
+        while reply is None or not idle:
+            m = self.recv(max(0.1, deadline - time.monotonic()))
+            if m["parent_header"].get("msg_id") != msg_id:
+                continue
+            if m["msg_type"] == "execute_reply":
+                reply = m["content"]
+            elif m["msg_type"] == "stream" and m["content"]["name"] == "stdout":
+                out += m["content"]["text"]
+            elif m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+                idle = True
+        return reply, out
+
+    def close(self) -> None:
+        import asyncio
+
+        self.ws.close()
+        self.loop.close()
+        asyncio.set_event_loop(None)
+
+
+@pytest.fixture
+def enterprise_gateway(tmp_path):
+    low = random.randrange(20000, 50000)
+    eg = EnterpriseGateway(tmp_path, low, low + 1000)
+    eg.port_range = (low, low + 1000)
+    yield eg
+    eg.close()
+
+
+def kernel_processes(eg: EnterpriseGateway) -> list:
+    import psutil
+
+    return [p for p in psutil.Process(eg.proc.pid).children(recursive=True)
+            if "llmspell" in " ".join(p.cmdline()) and "start" in p.cmdline()]
+
+
+@needs_eg
+@pytest.mark.timeout(240)
+def test_enterprise_gateway_runs_the_plain_kernelspec_with_its_local_process_proxy(enterprise_gateway):
+    eg = enterprise_gateway
+    kid = eg.start_kernel("llmspell")
+    procs = kernel_processes(eg)
+    assert len(procs) == 1, procs
+    ch = Channels(eg.url, kid)
+    try:
+        reply, _ = ch.execute("x = 6*7")
+        assert reply["status"] == "ok", reply
+        reply, out = ch.execute("print(x)")
+        assert reply["status"] == "ok" and out == "42\n", (reply, out)
+    finally:
+        ch.close()
+    assert eg.request("DELETE", f"/api/kernels/{kid}") == 204
+    assert wait_until(lambda: not any(p.is_running() and p.status() != "zombie" for p in procs), 60)
+
+
+@needs_eg
+@pytest.mark.timeout(300)
+def test_enterprise_gateway_remote_launch_interrupt_and_shutdown(enterprise_gateway):
+    """EG's own ResponseManager decrypts what the kernel sends; its interrupt and shutdown go
+    through the comm port ({"signum": 2}, then SIGTERM and {"shutdown": 1})."""
+    eg = enterprise_gateway
+    kid = eg.start_kernel("llmspell_remote")
+    log = eg.log()
+    assert "Received connection info for KernelID" in log, log[-3000:]
+    procs = kernel_processes(eg)
+    assert len(procs) == 1, procs
+    low, high = eg.port_range
+    ports = [c.laddr.port for c in procs[0].net_connections(kind="tcp") if c.status == "LISTEN"]
+    assert len(ports) >= 6 and all(low <= p <= high for p in ports), (ports, eg.port_range)
+    ch = Channels(eg.url, kid)
+    try:
+        reply, _ = ch.execute("x = 6*7")
+        reply, out = ch.execute("print(x)")
+        assert reply["status"] == "ok" and out == "42\n", (reply, out)
+        msg_id = ch.send("shell", "execute_request", {
+            "code": "while true do end", "silent": False, "store_history": True,
+            "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+        ch.wait_for(lambda m: m["parent_header"].get("msg_id") == msg_id
+                    and m["msg_type"] == "execute_input")
+        time.sleep(0.3)
+        # The kernelspec has no interrupt_mode: EG signals, through the comm port.
+        assert eg.request("POST", f"/api/kernels/{kid}/interrupt") == 204
+        seen = ch.wait_for(lambda m: m["parent_header"].get("msg_id") == msg_id
+                           and m["msg_type"] == "execute_reply")
+        assert "Interrupt" in seen[-1]["content"].get("ename", ""), seen[-1]["content"]
+        reply, out = ch.execute("print(x + 1)")
+        assert out == "43\n", (reply, out)
+    finally:
+        ch.close()
+    assert eg.request("DELETE", f"/api/kernels/{kid}") == 204
+    assert wait_until(lambda: not any(p.is_running() and p.status() != "zombie" for p in procs), 60)
+    assert "Signal (2) sent via gateway communication port" in eg.log()
