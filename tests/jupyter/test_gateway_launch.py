@@ -601,3 +601,107 @@ def test_enterprise_gateway_remote_launch_interrupt_and_shutdown(enterprise_gate
     assert eg.request("DELETE", f"/api/kernels/{kid}") == 204
     assert wait_until(lambda: not any(p.is_running() and p.status() != "zombie" for p in procs), 60)
     assert "Signal (2) sent via gateway communication port" in eg.log()
+
+
+# --------------------------------------------------------------------------------------------
+# deploy/: the image's bootstrap and the kernelspecs (no Kubernetes or Docker daemon here)
+# --------------------------------------------------------------------------------------------
+
+DEPLOY = REPO / "deploy"
+
+
+def test_image_bootstrap_runs_the_kernel_from_egs_environment(gateway, tmp_path):
+    """deploy/bootstrap-kernel.sh with the variables EG's launch_kubernetes.py / launch_docker.py
+    put in the container's environment."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "llmspell").symlink_to(LLMSPELL_BIN)
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    low, high = port_range()
+    kid = str(uuid.uuid4())
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", LLMSPELL_HOME=str(home),
+               KERNEL_ID=kid, RESPONSE_ADDRESS=gateway.address, PUBLIC_KEY=gateway.public_key,
+               PORT_RANGE=f"{low}..{high}", KERNEL_LANGUAGE="lua",
+               KERNEL_SPARK_CONTEXT_INIT_MODE="none")
+    proc = subprocess.Popen(["sh", str(DEPLOY / "bootstrap-kernel.sh")], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        info = gateway.decode(gateway.receive(proc))
+        assert info["kernel_id"] == kid and low <= info["shell_port"] <= high, info
+        assert info["pid"] == proc.pid, "the bootstrap must exec the kernel (EG signals that pid)"
+        send_listener_request(info["comm_port"], {"shutdown": 1})
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stderr.close()
+
+
+def test_image_bootstrap_refuses_to_start_without_egs_environment(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("KERNEL_ID", "RESPONSE_ADDRESS")}
+    p = subprocess.run(["sh", str(DEPLOY / "bootstrap-kernel.sh")], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode != 0 and "KERNEL_ID" in p.stderr, p
+
+
+@pytest.mark.parametrize("name", ["lua_kubernetes", "lua_docker"])
+def test_deploy_kernelspecs_carry_egs_launch_arguments(name):
+    spec = json.loads((DEPLOY / "kernelspecs" / name / "kernel.json").read_text())
+    argv = spec["argv"]
+    assert argv[1] == f"/usr/local/share/jupyter/kernels/{name}/scripts/{argv[1].rsplit('/', 1)[1]}"
+    for flag, template in [("kernel-id", "{kernel_id}"), ("response-address", "{response_address}"),
+                           ("public-key", "{public_key}"), ("port-range", "{port_range}")]:
+        assert argv[argv.index(f"--RemoteProcessProxy.{flag}") + 1] == template
+    proxy = spec["metadata"]["process_proxy"]
+    assert proxy["config"]["image_name"]
+    if EG_BIN.exists():  # the class EG will load is in the EG release we test with
+        # (found, not imported: importing it wants a Docker daemon or a cluster config)
+        module, cls = proxy["class_name"].rsplit(".", 1)
+        code = (f"import importlib.util; src = open(importlib.util.find_spec({module!r}).origin).read(); "
+                f"assert 'class {cls}(' in src")
+        subprocess.run([str(EG_VENV / "bin" / "python"), "-c", code], check=True, timeout=120)
+
+
+RENDER_POD = r"""
+import json, sys, yaml
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+def yaml_safe(value):  # what EG 3.3's launch_kubernetes.py registers under that name
+    if isinstance(value, str):
+        return yaml.dump(value, default_style='"', width=10000).strip()
+    if isinstance(value, (dict, list)):
+        return yaml.dump(value, default_flow_style=True, width=10000).strip()
+    return yaml.dump(value, width=10000).replace("\n...", "").strip()
+
+env = Environment(loader=FileSystemLoader(sys.argv[1]), trim_blocks=True, lstrip_blocks=True,
+                  autoescape=select_autoescape(disabled_extensions=("j2", "yaml"),
+                                               default_for_string=True, default=True))
+env.filters["yaml_safe"] = yaml_safe
+text = env.get_template("kernel-pod.yaml.j2").render(**json.loads(sys.argv[2]))
+print(json.dumps([d for d in yaml.safe_load_all(text) if d]))
+"""
+
+
+@needs_eg
+def test_kernel_pod_template_renders_to_one_pod():
+    keywords = {"kernel_id": "k-1", "kernel_pod_name": "tester-k-1", "kernel_namespace": "ns",
+                "kernel_service_account_name": "default", "kernel_image": "r/llmspell-kernel:1",
+                "kernel_uid": "1000", "kernel_gid": "100", "kernel_memory_limit": "1Gi",
+                "kernel_volume_mounts": [{"name": "work", "mountPath": "/work"}],
+                "kernel_volumes": [{"name": "work", "emptyDir": {}}]}
+    out = subprocess.run(
+        [str(EG_VENV / "bin" / "python"), "-c", RENDER_POD,
+         str(DEPLOY / "kernelspecs" / "lua_kubernetes" / "scripts"), json.dumps(keywords)],
+        capture_output=True, text=True, timeout=120, check=True).stdout
+    docs = json.loads(out)
+    assert [d["kind"] for d in docs] == ["Pod"]
+    pod = docs[0]
+    assert pod["metadata"]["labels"]["kernel_id"] == "k-1"
+    c = pod["spec"]["containers"][0]
+    assert c["image"] == "r/llmspell-kernel:1" and c["env"] == []
+    assert c["resources"] == {"limits": {"memory": "1Gi"}}
+    assert c["volumeMounts"] == [{"name": "work", "mountPath": "/work"}]
+    assert pod["spec"]["securityContext"]["runAsUser"] == 1000
