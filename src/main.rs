@@ -458,18 +458,10 @@ fn kernel_start(mut a: Arguments) -> Result<ExitCode, CommandError> {
     let log_file: Option<PathBuf> =
         a.opt_value_from_os_str("--log-file", |s| Ok::<_, String>(PathBuf::from(s)))?;
     no_more(a)?;
-    let mut opts = opts;
-    if gateway.any() {
-        if daemon || opts.connection_file.is_some() {
-            return Err(CommandError::Usage(
-                "--RemoteProcessProxy.* (Enterprise Gateway's launch) goes without --daemon and --connection-file"
-                    .into(),
-            ));
-        }
-        init_logging(log_file.as_deref());
-        opts.gateway =
-            Some(kernel::gateway_launch::Launch::from_flags(gateway).map_err(CommandError::Failed)?);
-        return kernel::start(opts).map(|()| ExitCode::SUCCESS).map_err(CommandError::Failed);
+    if gateway.any() && (daemon || opts.connection_file.is_some()) {
+        return Err(CommandError::Usage(
+            "--RemoteProcessProxy.* (Enterprise Gateway's launch) goes without --daemon and --connection-file".into(),
+        ));
     }
     if daemon {
         if opts.connection_file.is_some() {
@@ -502,6 +494,12 @@ fn kernel_start(mut a: Arguments) -> Result<ExitCode, CommandError> {
     }
     let to_file = log_file.is_some();
     init_logging(log_file.as_deref());
+    let mut opts = opts;
+    if gateway.any() {
+        // After the logger: the flags' warnings (ignored Spark options) are logged.
+        opts.gateway =
+            Some(kernel::gateway_launch::Launch::from_flags(gateway).map_err(CommandError::Failed)?);
+    }
     if let Err(e) = kernel::start(opts) {
         if to_file {
             log::error!("{e}"); // in the foreground the one-line error below is enough

@@ -49,6 +49,7 @@ impl Flags {
             || self.response_address.is_some()
             || self.public_key.is_some()
             || self.port_range.is_some()
+            || !self.ignored.is_empty()
     }
 }
 

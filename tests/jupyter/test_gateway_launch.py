@@ -321,6 +321,8 @@ def test_unreachable_response_address_is_one_line_and_exit_1(gateway, tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["--RemoteProcessProxy.kernel-id", "k1"], "response-address is missing"),
+    (["--spark-context-initialization-mode", "none"], "kernel-id is missing"),
+    (["--RemoteProcessProxy.kernel-id", "k1", "--daemon"], "without --daemon"),
     (["--RemoteProcessProxy.kernel-id", "k1", "--RemoteProcessProxy.response-address",
       "{response_address}", "--RemoteProcessProxy.public-key", "x"], "Enterprise Gateway"),
     (["--RemoteProcessProxy.kernel-id", "k1", "--RemoteProcessProxy.response-address", "nohost",
