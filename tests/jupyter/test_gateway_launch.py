@@ -707,3 +707,50 @@ def test_kernel_pod_template_renders_to_one_pod():
     assert c["resources"] == {"limits": {"memory": "1Gi"}}
     assert c["volumeMounts"] == [{"name": "work", "mountPath": "/work"}]
     assert pod["spec"]["securityContext"]["runAsUser"] == 1000
+
+
+KERNEL_IMAGE = os.environ.get("LLMSPELL_KERNEL_IMAGE")
+
+
+@pytest.mark.skipif(not KERNEL_IMAGE, reason="set LLMSPELL_KERNEL_IMAGE to a built deploy/Dockerfile "
+                    "image (and DOCKER_HOST if needed) to run a kernel in it")
+@pytest.mark.timeout(300)
+def test_kernel_image_launches_for_the_fake_gateway(gateway, tmp_path):
+    """The image as EG's launch_docker.py / launch_kubernetes.py start it: no command, EG's
+    variables in the environment. Host network, so everything stays on 127.0.0.1."""
+    low, high = port_range()
+    kid = str(uuid.uuid4())
+    name = f"llmspell-test-{kid[:8]}"
+    run = ["docker", "run", "--rm", "--name", name, "--network", "host",
+           "-e", f"KERNEL_ID={kid}", "-e", f"RESPONSE_ADDRESS={gateway.address}",
+           "-e", f"PUBLIC_KEY={gateway.public_key}", "-e", f"PORT_RANGE={low}..{high}",
+           KERNEL_IMAGE]
+    log = open(tmp_path / "container.log", "wb")
+    proc = subprocess.Popen(run, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    kc = None
+    try:
+        info = gateway.decode(gateway.receive(proc, timeout=120))
+        assert info["kernel_id"] == kid and low <= info["shell_port"] <= high, info
+        from jupyter_client.blocking.client import BlockingKernelClient
+
+        conn = {k: v for k, v in info.items() if k not in ("pid", "pgid", "comm_port", "kernel_id")}
+        conn["ip"] = "127.0.0.1"
+        kc = BlockingKernelClient()
+        kc.load_connection_info(conn)
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        execute_ok(kc, "x = 6*7")
+        assert execute_ok(kc, "print(x, io.popen('id -u'):read('l'))").stdout == "42\t1000\n"
+        msg_id = start_running(kc, "while true do end")
+        send_listener_request(info["comm_port"], {"signum": 2})
+        res = run_request(kc, msg_id, timeout=30)
+        assert res.status == "error" and "Interrupt" in res.content["ename"], res.describe()
+        send_listener_request(info["comm_port"], {"shutdown": 1})
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if kc is not None:
+            kc.stop_channels()
+        if proc.poll() is None:
+            subprocess.run(["docker", "kill", name], capture_output=True, timeout=60)
+            proc.wait(timeout=60)
+        log.close()
