@@ -497,8 +497,9 @@ fn kernel_start(mut a: Arguments) -> Result<ExitCode, CommandError> {
     let mut opts = opts;
     if gateway.any() {
         // After the logger: the flags' warnings (ignored Spark options) are logged.
-        opts.gateway =
-            Some(kernel::gateway_launch::Launch::from_flags(gateway).map_err(CommandError::Failed)?);
+        let launch = kernel::gateway_launch::Launch::from_flags(gateway).map_err(CommandError::Failed)?;
+        opts.id = launch.kernel_id.clone(); // for the log: EG's id is the kernel's name there
+        opts.gateway = Some(launch);
     }
     if let Err(e) = kernel::start(opts) {
         if to_file {
