@@ -2,12 +2,14 @@
 CARGO  ?= cargo
 VENV   := target/venv
 PY     := $(VENV)/bin/python
+# Enterprise Gateway pins an older Jupyter stack (jupyter_server<2, jupyter_client<7): its own venv.
+VENV_EG := target/venv-eg
 BIN    := target/release/llmspell
 DEBUG_BIN := target/debug/llmspell
 # Every test and demo uses a private home so nothing touches the user's ~/.llmspell.
 DEMO_HOME := target/demo-home
 
-.PHONY: help build demo test lint test-rust test-jupyter test-lab venv bench install fuzz soak clean
+.PHONY: help build demo test lint test-rust test-jupyter test-lab venv venv-eg bench install fuzz soak clean
 FUZZ_SECS ?= 60
 
 help: ## list the verbs
@@ -29,6 +31,14 @@ $(VENV)/.ok: tests/requirements.txt
 
 venv: $(VENV)/.ok ## create the Python venv with the Jupyter test tools (target/venv)
 
+$(VENV_EG)/.ok:
+	python3 -m venv $(VENV_EG)
+	$(VENV_EG)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_EG)/bin/python -m pip install --quiet "jupyter_enterprise_gateway>=3.3,<3.4"
+	touch $@
+
+venv-eg: $(VENV_EG)/.ok ## Jupyter Enterprise Gateway in a venv of its own (target/venv-eg), for test_gateway_launch.py
+
 test: lint test-rust test-jupyter test-lab ## everything: fmt and clippy, cargo tests, the Jupyter conformance and client tests, JupyterLab in Chromium
 
 lint: ## cargo fmt --check and clippy with warnings as errors
@@ -38,7 +48,7 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 test-rust: ## cargo unit and integration tests
 	$(CARGO) test
 
-test-jupyter: venv ## jupyter_kernel_test, jupyter_client, jupyter console and nbclient against the debug build
+test-jupyter: venv venv-eg ## jupyter_kernel_test, jupyter_client, jupyter console, nbclient and Enterprise Gateway against the debug build
 	$(CARGO) build
 	LLMSPELL_BIN=$(abspath $(DEBUG_BIN)) $(PY) -m pytest -q -m "not lab" tests/jupyter
 

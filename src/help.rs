@@ -34,6 +34,14 @@ USAGE:
       Run a kernel. With --connection-file (how Jupyter launches kernels) it binds what that file says;
       otherwise it picks free ports and writes $LLMSPELL_HOME/kernels/ID.json (default id: default).
       --daemon detaches it and prints its id and connection file. In the foreground it logs to stderr.
+  llmspell kernel start --RemoteProcessProxy.kernel-id ID --RemoteProcessProxy.response-address HOST:PORT
+                        --RemoteProcessProxy.public-key KEY [--RemoteProcessProxy.port-range LOW..HIGH]
+      How Jupyter Enterprise Gateway launches a kernel on a remote host (its kernelspecs' {kernel_id},
+      {response_address}, {public_key}, {port_range}; the same flags without `RemoteProcessProxy.` too).
+      Binds the ports inside the range (0..0: any) on 0.0.0.0 (or --ip), sends the encrypted connection
+      info to the response address instead of writing a file, then takes {\"signum\": N} and
+      {\"shutdown\": 1} on its comm port. spark-context-initialization-mode, cluster-type and
+      kernel-class-name are accepted and ignored. See README \"Running on Enterprise Gateway\".
   llmspell kernel stop [ID | --all]     shut down (control channel, then SIGTERM, then SIGKILL);
                                         exit 1 if the kernel ID is not running
   llmspell kernel list                  live kernels: id, pid, uptime, busy/idle (and whose request), address,

@@ -408,8 +408,39 @@ fn kernel_install(mut a: Arguments) -> Result<ExitCode, CommandError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Enterprise Gateway's launcher flags, with or without their `RemoteProcessProxy.` prefix (EG's
+/// kernelspecs pass the long form, its bootstrap-kernel.sh the short one).
+fn gateway_flags(a: &mut Arguments) -> Result<kernel::gateway_launch::Flags, CommandError> {
+    let mut value = |[long, short]: [&'static str; 2]| -> Result<Option<String>, CommandError> {
+        let long: Option<String> = a.opt_value_from_str(long)?;
+        let short: Option<String> = a.opt_value_from_str(short)?;
+        Ok(long.or(short))
+    };
+    let mut flags = kernel::gateway_launch::Flags {
+        kernel_id: value(["--RemoteProcessProxy.kernel-id", "--kernel-id"])?,
+        response_address: value(["--RemoteProcessProxy.response-address", "--response-address"])?,
+        public_key: value(["--RemoteProcessProxy.public-key", "--public-key"])?,
+        port_range: value(["--RemoteProcessProxy.port-range", "--port-range"])?,
+        ignored: Vec::new(),
+    };
+    for (name, keys) in [
+        (
+            "spark-context-initialization-mode",
+            ["--RemoteProcessProxy.spark-context-initialization-mode", "--spark-context-initialization-mode"],
+        ),
+        ("cluster-type", ["--RemoteProcessProxy.cluster-type", "--cluster-type"]),
+        ("kernel-class-name", ["--RemoteProcessProxy.kernel-class-name", "--kernel-class-name"]),
+    ] {
+        if let Some(v) = value(keys)? {
+            flags.ignored.push((name, v));
+        }
+    }
+    Ok(flags)
+}
+
 fn kernel_start(mut a: Arguments) -> Result<ExitCode, CommandError> {
     let daemon = a.contains("--daemon");
+    let gateway = gateway_flags(&mut a)?;
     let id: Option<String> = a.opt_value_from_str("--id")?;
     let connection_file: Option<PathBuf> =
         a.opt_value_from_os_str("--connection-file", |s| Ok::<_, String>(PathBuf::from(s)))?;
@@ -417,10 +448,12 @@ fn kernel_start(mut a: Arguments) -> Result<ExitCode, CommandError> {
     // names it; "default" is the CLI's own session.
     let launched_name =
         connection_file.as_deref().and_then(Path::file_stem).map(|s| s.to_string_lossy().into_owned());
+    let ip: Option<String> = a.opt_value_from_str("--ip")?;
     let opts = kernel::Options {
         id: id.or(launched_name).unwrap_or_else(|| "default".into()),
         connection_file,
-        ip: a.opt_value_from_str("--ip")?.unwrap_or_else(|| "127.0.0.1".into()),
+        // Launched by Enterprise Gateway, the kernel must be reachable from the gateway's host.
+        ip: ip.unwrap_or_else(|| if gateway.any() { "0.0.0.0" } else { "127.0.0.1" }.into()),
         memory_limit_mb: a.opt_value_from_str("--memory-limit")?,
         idle_timeout: a
             .opt_value_from_str::<_, u64>("--idle-timeout")?
@@ -431,10 +464,16 @@ fn kernel_start(mut a: Arguments) -> Result<ExitCode, CommandError> {
             .map(|mb| mb << 20)
             .unwrap_or(kernel::DEFAULT_MAX_MESSAGE_BYTES),
         input_timeout: Duration::from_secs(a.opt_value_from_str("--input-timeout")?.unwrap_or(3600)),
+        gateway: None,
     };
     let log_file: Option<PathBuf> =
         a.opt_value_from_os_str("--log-file", |s| Ok::<_, String>(PathBuf::from(s)))?;
     no_more(a)?;
+    if gateway.any() && (daemon || opts.connection_file.is_some()) {
+        return Err(CommandError::Usage(
+            "--RemoteProcessProxy.* (Enterprise Gateway's launch) goes without --daemon and --connection-file".into(),
+        ));
+    }
     if daemon {
         if opts.connection_file.is_some() {
             return Err(CommandError::Usage(
@@ -468,7 +507,16 @@ fn kernel_start(mut a: Arguments) -> Result<ExitCode, CommandError> {
     // Under a Jupyter launcher our stderr is the front end's screen (jupyter console, papermill's
     // progress bar, `jupyter execute`): only warnings go there unless a log file or LLMSPELL_LOG asks.
     let quiet = opts.connection_file.is_some() && !to_file;
-    init_logging(log_file.as_deref(), &opts.id, quiet);
+    // Under Enterprise Gateway the kernel's name is EG's kernel id (--id means nothing there).
+    let log_name = gateway.kernel_id.clone().filter(|_| gateway.any()).unwrap_or_else(|| opts.id.clone());
+    init_logging(log_file.as_deref(), &log_name, quiet);
+    let mut opts = opts;
+    if gateway.any() {
+        // After the logger: the flags' warnings (ignored Spark options) are logged.
+        let launch = kernel::gateway_launch::Launch::from_flags(gateway).map_err(CommandError::Failed)?;
+        opts.id = launch.kernel_id.clone();
+        opts.gateway = Some(launch);
+    }
     if let Err(e) = kernel::start(opts) {
         if to_file {
             log::error!("{e}"); // in the foreground the one-line error below is enough

@@ -266,12 +266,17 @@ pub fn new_id() -> String {
 
 /// `n` random bytes as hex, from the OS generator.
 pub fn random_hex(n: usize) -> String {
+    hex(&random_bytes(n))
+}
+
+/// `n` random bytes from the OS generator.
+pub fn random_bytes(n: usize) -> Vec<u8> {
     use std::io::Read;
     let mut buf = vec![0u8; n];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut buf))
         .expect("/dev/urandom is readable");
-    hex(&buf)
+    buf
 }
 
 pub fn now_iso8601() -> String {

@@ -20,6 +20,9 @@
 mod channels;
 mod child_output;
 mod frontend;
+mod gateway_comm;
+pub mod gateway_launch;
+mod gateway_payload;
 mod history;
 mod iopub;
 mod owner;
@@ -55,6 +58,9 @@ pub struct Options {
     pub max_message_bytes: usize,
     /// How long a cell waits for an `input_reply` before giving up.
     pub input_timeout: Duration,
+    /// Launched by Enterprise Gateway on a remote host (`--RemoteProcessProxy.*`): the ports come
+    /// from its range and the connection info goes to it, not to a file.
+    pub gateway: Option<gateway_launch::Launch>,
 }
 
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -112,9 +118,14 @@ pub fn start(opts: Options) -> Result<(), String> {
         None => wire::random_hex(32),
     };
     let ctx = zmq::Context::new();
-    let sockets = Sockets::bind(&ctx, info_in.as_ref(), &opts.ip)?;
+    let ports = opts.gateway.as_ref().map(|g| g.ports).unwrap_or(gateway_launch::PortRange::ANY);
+    let sockets = Sockets::bind(&ctx, info_in.as_ref(), &opts.ip, &ports)?;
     let mut info = sockets.info(info_in.as_ref(), &opts.ip, &key);
     info.pid = Some(std::process::id());
+    let comm = match &opts.gateway {
+        Some(_) => Some(gateway_launch::bind_comm_port(&opts.ip, &ports)?),
+        None => None,
+    };
     // The zygote of `llmspell run`: its socket is bound before the connection file says we are up.
     let _runner = crate::runner::Zygote::start_for(own_files.as_ref(), &key);
     if let Some(files) = &own_files {
@@ -123,8 +134,17 @@ pub fn start(opts: Options) -> Result<(), String> {
     }
     log::info!("kernel {} listening on {} (shell {})", opts.id, info.ip, info.shell_port);
 
+    if let (Some(launch), Some(comm)) = (&opts.gateway, &comm) {
+        // Before the threads start (they take over fds 1 and 2), so a failure is the one line the
+        // user sees. EG may connect at once: the sockets are bound and queue what it sends.
+        launch.announce(&info, comm.local_addr().map(|a| a.port()).unwrap_or(0))?;
+    }
+
     let running = Threads::spawn(&ctx, sockets, Signer::new(&key), &opts)?;
     watch_signals(running.shared.clone())?;
+    if let Some(comm) = comm {
+        gateway_comm::serve(comm, running.shared.clone());
+    }
     // A file-size limit must fail the write (EFBIG, reported by state), not kill the kernel.
     // SAFETY: setting a signal disposition to SIG_IGN has no handler code to be unsafe.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
@@ -157,9 +177,13 @@ struct Claimed {
     lock: Option<File>,
 }
 
-/// Which files are ours: with --connection-file the launcher (Jupyter) owns it; otherwise we write
-/// kernels/<id>.json and hold kernels/<id>.lock for our whole life.
+/// Which files are ours: with --connection-file the launcher (Jupyter) owns it; launched by
+/// Enterprise Gateway there is no connection file at all; otherwise we write kernels/<id>.json and
+/// hold kernels/<id>.lock for our whole life.
 fn claim_files(opts: &Options) -> Result<Claimed, String> {
+    if opts.gateway.is_some() {
+        return Ok(Claimed { info_in: None, own_files: None, lock: None });
+    }
     if let Some(path) = &opts.connection_file {
         return Ok(Claimed { info_in: Some(ConnectionInfo::read(path)?), own_files: None, lock: None });
     }
@@ -340,16 +364,30 @@ struct Sockets {
 }
 
 impl Sockets {
-    /// Binds the five channels: on the connection file's ports, or on free ports the OS picks.
-    fn bind(ctx: &zmq::Context, info: Option<&ConnectionInfo>, ip: &str) -> Result<Sockets, String> {
+    /// Binds the five channels: on the connection file's ports, or on free ports in `range` (any
+    /// the OS picks when the range is empty).
+    fn bind(
+        ctx: &zmq::Context,
+        info: Option<&ConnectionInfo>,
+        ip: &str,
+        range: &gateway_launch::PortRange,
+    ) -> Result<Sockets, String> {
         let make = |kind, port: Option<u16>| -> Result<zmq::Socket, String> {
             let s = ctx.socket(kind).map_err(|e| format!("cannot create a socket: {e}"))?;
             s.set_linger(1000).map_err(|e| e.to_string())?;
-            let endpoint = match (info, port) {
-                (Some(i), Some(p)) => i.endpoint(p),
-                _ => format!("tcp://{}:*", bracket(ip)),
-            };
-            s.bind(&endpoint).map_err(|e| format!("cannot bind {endpoint}: {e}"))?;
+            match (info, port) {
+                (Some(i), Some(p)) => {
+                    let endpoint = i.endpoint(p);
+                    s.bind(&endpoint).map_err(|e| format!("cannot bind {endpoint}: {e}"))?;
+                }
+                _ if range.is_any() => {
+                    let endpoint = format!("tcp://{}:*", bracket(ip));
+                    s.bind(&endpoint).map_err(|e| format!("cannot bind {endpoint}: {e}"))?;
+                }
+                _ => range
+                    .bind(|p| s.bind(&format!("tcp://{}:{p}", bracket(ip))))
+                    .map_err(|e| format!("cannot bind a kernel port on {ip}: {e}"))?,
+            }
             Ok(s)
         };
         let mut sockets = Sockets {
