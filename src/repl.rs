@@ -3,7 +3,7 @@
 //! When stdin is not a terminal it reads lines without prompts, so it can be scripted.
 
 use crate::cli::CommandError;
-use crate::client::{self, Client, ExecOptions, Renderer, Results, StdinMode};
+use crate::client::{self, ExecOptions, Renderer, Results, Session, StdinMode};
 use crate::connection;
 use rustyline::completion::Completer;
 use rustyline::error::ReadlineError;
@@ -25,7 +25,7 @@ Lua 5.4 on the shared llmspell kernel. Globals persist across lines, `exec` and 
 Ctrl-C interrupts running code, or clears the line. help() lists the kernel's globals.";
 
 /// The REPL's one client, shared with the line editor's completion.
-type SharedClient = Rc<RefCell<Client>>;
+type SharedClient = Rc<RefCell<Box<dyn Session>>>;
 
 /// Tab completion through the kernel's complete_request.
 struct KernelHelper {
@@ -67,7 +67,7 @@ enum CellStatus {
     Incomplete(String),
 }
 
-fn is_complete(client: &Client, code: &str) -> CellStatus {
+fn is_complete(client: &dyn Session, code: &str) -> CellStatus {
     match client.request("is_complete_request", json!({ "code": code }), Duration::from_secs(5)) {
         Ok(r) if r["status"] == "incomplete" => {
             CellStatus::Incomplete(r["indent"].as_str().unwrap_or("").to_string())
@@ -77,7 +77,7 @@ fn is_complete(client: &Client, code: &str) -> CellStatus {
 }
 
 /// Runs the REPL; returns the exit code.
-pub fn run(client: Client) -> Result<u8, CommandError> {
+pub fn run(client: Box<dyn Session>) -> Result<u8, CommandError> {
     let client: SharedClient = Rc::new(RefCell::new(client));
     let sigint = client::sigint_pipe();
     if std::io::stdin().is_terminal() {
@@ -143,10 +143,10 @@ fn interactive(client: SharedClient, sigint: Option<i32>) -> Result<u8, CommandE
     println!(
         "llmspell {} — Lua 5.4 on kernel {} (.help for help, Ctrl-D to leave)",
         env!("CARGO_PKG_VERSION"),
-        kernel_name(&client.borrow())
+        client.borrow().kernel_name()
     );
     // The session is shared: the first prompt follows the kernel's count, not 1.
-    let mut count = kernel_count(&client.borrow()).map_or(1, |n| n + 1);
+    let mut count = kernel_count(client.borrow().as_ref()).map_or(1, |n| n + 1);
     loop {
         let first = format!("In [{count}]: ");
         let more = format!("{:>w$}: ", "...", w = first.len() - 2);
@@ -158,14 +158,14 @@ fn interactive(client: SharedClient, sigint: Option<i32>) -> Result<u8, CommandE
                 Err(_) => Line::End,
             }
         };
-        let cell = match read_cell(&|code| is_complete(&client.borrow(), code), &mut next) {
+        let cell = match read_cell(&|code| is_complete(client.borrow().as_ref(), code), &mut next) {
             Line::Text(cell) => cell,
             Line::Cancel => continue,
             Line::End => return Ok(0),
         };
         let _ = rl.add_history_entry(cell.as_str());
         let _ = rl.append_history(&history).or_else(|_| rl.save_history(&history));
-        match meta(&cell, &client.borrow()) {
+        match meta(&cell, client.borrow().as_ref()) {
             Some(true) => return Ok(0),
             Some(false) => continue,
             None => {}
@@ -190,12 +190,12 @@ fn scripted(client: SharedClient, sigint: Option<i32>) -> Result<u8, CommandErro
             Some(Ok(line)) => Line::Text(line),
             _ => Line::End,
         };
-        let cell = match read_cell(&|code| is_complete(&client.borrow(), code), &mut next) {
+        let cell = match read_cell(&|code| is_complete(client.borrow().as_ref(), code), &mut next) {
             Line::Text(cell) => cell,
             Line::Cancel => continue,
             Line::End => return Ok(status),
         };
-        match meta(&cell, &client.borrow()) {
+        match meta(&cell, client.borrow().as_ref()) {
             Some(true) => return Ok(status),
             Some(false) => continue,
             None => {}
@@ -212,7 +212,7 @@ fn scripted(client: SharedClient, sigint: Option<i32>) -> Result<u8, CommandErro
 }
 
 /// Meta commands: Some(true) to leave, Some(false) handled, None for Lua code.
-fn meta(cell: &str, client: &Client) -> Option<bool> {
+fn meta(cell: &str, client: &dyn Session) -> Option<bool> {
     match cell.trim() {
         ".exit" | ".quit" => Some(true),
         ".help" => {
@@ -220,13 +220,7 @@ fn meta(cell: &str, client: &Client) -> Option<bool> {
             Some(false)
         }
         ".kernel" => {
-            let pid = client.info.pid.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into());
-            println!(
-                "kernel {} pid {} connection file {}",
-                kernel_name(client),
-                pid,
-                client.connection_file.display()
-            );
+            println!("{}", client.describe());
             Some(false)
         }
         other if other.starts_with('.') && !other.starts_with("..") => {
@@ -238,14 +232,10 @@ fn meta(cell: &str, client: &Client) -> Option<bool> {
 }
 
 /// The kernel's execution count now: a silent empty cell's reply carries it (and counts nothing).
-fn kernel_count(client: &Client) -> Option<u64> {
+fn kernel_count(client: &dyn Session) -> Option<u64> {
     let content = json!({ "code": "", "silent": true, "store_history": false, "allow_stdin": false });
     let reply = client.request("execute_request", content, Duration::from_secs(10)).ok()?;
     reply["execution_count"].as_u64()
-}
-
-fn kernel_name(client: &Client) -> String {
-    client.connection_file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// Runs one cell: the kernel's execution count after it, and whether it succeeded. A client failure
