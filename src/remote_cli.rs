@@ -4,7 +4,7 @@
 //! to the local `kernels/` directory.
 
 use crate::cli::CommandError;
-use crate::client::remote::http::Server;
+use crate::client::remote::http::{self, Server};
 use crate::client::remote::websocket::Format;
 use crate::client::remote::{names, script, RemoteClient, RemoteOptions};
 use crate::client::{self, ClientError, ExecOptions, Renderer, Results, Session, StdinMode};
@@ -19,13 +19,17 @@ use std::process::ExitCode;
 pub fn options(g: &mut Arguments) -> Result<Option<RemoteOptions>, CommandError> {
     let url: Option<String> = g.opt_value_from_str("--remote")?;
     let token: Option<String> = g.opt_value_from_str("--token")?;
-    let token_file: Option<PathBuf> = g.opt_value_from_os_str("--token-file", |s| Ok::<_, String>(PathBuf::from(s)))?;
-    let cacert: Option<PathBuf> = g.opt_value_from_os_str("--cacert", |s| Ok::<_, String>(PathBuf::from(s)))?;
+    let token_file: Option<PathBuf> =
+        g.opt_value_from_os_str("--token-file", |s| Ok::<_, String>(PathBuf::from(s)))?;
+    let cacert: Option<PathBuf> =
+        g.opt_value_from_os_str("--cacert", |s| Ok::<_, String>(PathBuf::from(s)))?;
     let ws_format: Option<String> = g.opt_value_from_str("--ws-format")?;
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let Some(url) = url.or_else(|| env("LLMSPELL_REMOTE")) else {
         if token.is_some() || token_file.is_some() || cacert.is_some() || ws_format.is_some() {
-            return Err(CommandError::Usage("--token, --token-file, --cacert and --ws-format need --remote URL".into()));
+            return Err(CommandError::Usage(
+                "--token, --token-file, --cacert and --ws-format need --remote URL".into(),
+            ));
         }
         return Ok(None);
     };
@@ -33,8 +37,9 @@ pub fn options(g: &mut Arguments) -> Result<Option<RemoteOptions>, CommandError>
         (Some(_), Some(_)) => return Err(CommandError::Usage("use either --token or --token-file".into())),
         (Some(t), None) => Some(t),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| CommandError::Failed(format!("cannot read the token file {}: {e}", path.display())))?;
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                CommandError::Failed(format!("cannot read the token file {}: {e}", path.display()))
+            })?;
             Some(text.trim().to_string())
         }
         (None, None) => env("LLMSPELL_TOKEN"),
@@ -45,7 +50,8 @@ pub fn options(g: &mut Arguments) -> Result<Option<RemoteOptions>, CommandError>
         Some("v1") => Some(Format::V1),
         Some(other) => return Err(CommandError::Usage(format!("--ws-format {other:?}: use json or v1"))),
     };
-    Ok(Some(RemoteOptions { url, token, cacert, ws_format }))
+    let kernelspec = env("LLMSPELL_KERNELSPEC").unwrap_or_else(|| http::KERNELSPEC.to_string());
+    Ok(Some(RemoteOptions { url, token, cacert, ws_format, kernelspec }))
 }
 
 /// `run SCRIPT [ARGS]` on the remote kernel: the script's text and arguments go as one cell; stdin,
@@ -60,7 +66,8 @@ pub fn run(r: &RemoteOptions, kernel: &str, args: Vec<OsString>) -> Result<ExitC
             .map_err(|e| CommandError::Failed(format!("cannot read the script from stdin: {e}")))?;
         s
     } else {
-        std::fs::read_to_string(&script).map_err(|e| CommandError::Failed(format!("cannot open {script}: {e}")))?
+        std::fs::read_to_string(&script)
+            .map_err(|e| CommandError::Failed(format!("cannot open {script}: {e}")))?
     };
     let name = if script == "-" { "stdin".to_string() } else { script };
     let cell = script::cell(&name, &source, &rest);
@@ -163,6 +170,7 @@ fn live(server: &Server, name: &str) -> Result<Option<(String, serde_json::Value
 
 /// Our named kernels on the server, in a table; names whose kernel is gone are forgotten.
 fn list(server: &Server) -> Result<ExitCode, CommandError> {
+    server.kernelspecs()?; // an unreachable server or a refused token is an error, not "no kernels"
     let mut rows = Vec::new();
     for name in names::all(server) {
         let Some(id) = names::remembered(server, &name) else { continue };

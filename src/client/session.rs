@@ -51,6 +51,11 @@ impl Session for Client {
 
     fn describe(&self) -> String {
         let pid = self.info.pid.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into());
-        format!("kernel {} pid {} connection file {}", self.kernel_name(), pid, self.connection_file.display())
+        format!(
+            "kernel {} pid {} connection file {}",
+            self.kernel_name(),
+            pid,
+            self.connection_file.display()
+        )
     }
 }

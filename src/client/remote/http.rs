@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The kernelspec remote kernels are started with.
+/// The kernelspec remote kernels are started with, unless `LLMSPELL_KERNELSPEC` names another.
 pub const KERNELSPEC: &str = "llmspell";
 
 /// One server: its base URL, its token and an HTTP agent.
@@ -18,6 +18,7 @@ pub struct Server {
     /// The URL without a trailing slash (`http://host:8888` or `https://host/prefix`).
     pub base: String,
     pub token: Option<String>,
+    pub kernelspec: String,
     pub tls: Arc<rustls::ClientConfig>,
     agent: ureq::Agent,
 }
@@ -51,7 +52,9 @@ impl Server {
     pub fn new(opts: &RemoteOptions) -> Result<Server, ClientError> {
         let base = opts.url.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(ClientError::Remote(format!("--remote {base}: the URL must start with http:// or https://")));
+            return Err(ClientError::Remote(format!(
+                "--remote {base}: the URL must start with http:// or https://"
+            )));
         }
         let tls = tls_config(opts.cacert.as_deref())?;
         let agent = ureq::AgentBuilder::new()
@@ -59,7 +62,8 @@ impl Server {
             .timeout_connect(Duration::from_secs(10))
             .timeout_read(Duration::from_secs(60))
             .build();
-        Ok(Server { base, token: opts.token.clone(), tls, agent })
+        let kernelspec = opts.kernelspec.clone();
+        Ok(Server { base, token: opts.token.clone(), kernelspec, tls, agent })
     }
 
     /// One call; Ok(None) for 404 (a kernel that is gone), the JSON body (or null) otherwise.
@@ -98,7 +102,7 @@ impl Server {
     /// Starts a kernel of the llmspell kernelspec; its id. A server without the kernelspec gets an
     /// error that says how to install it there.
     pub fn start_kernel(&self) -> Result<String, ClientError> {
-        let started = self.call("POST", "/api/kernels", Some(json!({ "name": KERNELSPEC })));
+        let started = self.call("POST", "/api/kernels", Some(json!({ "name": self.kernelspec })));
         let failed = match started {
             Ok(Some(model)) => match model["id"].as_str() {
                 Some(id) => return Ok(id.to_string()),
@@ -109,17 +113,22 @@ impl Server {
         };
         if !self.has_kernelspec().unwrap_or(true) {
             return Err(ClientError::Remote(format!(
-                "{} has no {KERNELSPEC} kernelspec: on the server's host, install llmspell and run \
-                 `llmspell kernel install --user` (or --prefix of the server's environment), then retry",
-                self.base
+                "{} has no {} kernelspec: on the server's host, install llmspell and run \
+                 `llmspell kernel install --user --name {}` (or --prefix of the server's environment), \
+                 then retry",
+                self.base, self.kernelspec, self.kernelspec
             )));
         }
         Err(ClientError::Remote(failed))
     }
 
     fn has_kernelspec(&self) -> Result<bool, ClientError> {
-        let specs = self.call("GET", "/api/kernelspecs", None)?.unwrap_or(Value::Null);
-        Ok(specs["kernelspecs"].get(KERNELSPEC).is_some())
+        Ok(self.kernelspecs()?["kernelspecs"].get(&self.kernelspec).is_some())
+    }
+
+    /// The server's kernelspecs; also a cheap check that it is there and takes the token.
+    pub fn kernelspecs(&self) -> Result<Value, ClientError> {
+        Ok(self.call("GET", "/api/kernelspecs", None)?.unwrap_or(Value::Null))
     }
 
     /// Shuts the kernel down (the server ends its process); false if it was already gone.

@@ -32,6 +32,8 @@ pub struct RemoteOptions {
     pub cacert: Option<PathBuf>,
     /// None: v1 when the server offers it, else JSON.
     pub ws_format: Option<Format>,
+    /// The server's kernelspec for new kernels (`LLMSPELL_KERNELSPEC`, default llmspell).
+    pub kernelspec: String,
 }
 
 /// After this long without a message, ask the server whether the kernel is still there.
@@ -96,7 +98,10 @@ impl RemoteClient {
         if let Err(WsError::Dropped(why)) = sent {
             self.reconnect(&why)?;
             if let Err(WsError::Dropped(why)) = self.ws.borrow_mut().send(frame) {
-                return Err(ClientError::Remote(format!("the websocket to {} dropped: {why}", self.server.base)));
+                return Err(ClientError::Remote(format!(
+                    "the websocket to {} dropped: {why}",
+                    self.server.base
+                )));
             }
         }
         Ok(())
@@ -137,7 +142,8 @@ impl RemoteClient {
     }
 
     fn answer_input(&self, request: &Frame, value: &str) -> Result<(), ClientError> {
-        let reply = self.frame("stdin", "input_reply", json!({ "value": value }), json!({}), request.header.clone());
+        let reply =
+            self.frame("stdin", "input_reply", json!({ "value": value }), json!({}), request.header.clone());
         self.send(&reply)
     }
 
@@ -272,6 +278,13 @@ impl Session for RemoteClient {
     }
 
     fn describe(&self) -> String {
-        format!("kernel {} remote id {} on {}", self.name, self.kernel_id, self.server.base)
+        let format = match self.format() {
+            Format::V1 => websocket::V1,
+            Format::Json => "json",
+        };
+        format!(
+            "kernel {} remote id {} on {} (websocket {format})",
+            self.name, self.kernel_id, self.server.base
+        )
     }
 }

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 /// The directory of one server's names: readable (`127.0.0.1_8888-1a2b3c4d`) and unique per URL.
 pub fn server_dir(base: &str) -> PathBuf {
     let host = base.split("://").nth(1).unwrap_or(base).split('/').next().unwrap_or("");
-    let host: String = host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect();
+    let host: String =
+        host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect();
     let hash = Sha256::digest(base.as_bytes());
     let hex: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
     connection::home().join("remotes").join(format!("{host}-{hex}"))

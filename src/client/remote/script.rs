@@ -52,7 +52,7 @@ mod tests {
 
     #[test]
     fn quoting_keeps_every_character() {
-        assert_eq!(quote("a\"b\\c\nd\0" ), "\"a\\\"b\\\\c\\nd\\000\"");
+        assert_eq!(quote("a\"b\\c\nd\0"), "\"a\\\"b\\\\c\\nd\\000\"");
         assert_eq!(quote("é\t1"), "\"é\\0091\"");
     }
 

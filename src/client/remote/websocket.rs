@@ -98,7 +98,12 @@ pub enum WsError {
 impl Channels {
     /// Opens the kernel's websocket for `session`. `format` None: offer v1 and take JSON if the
     /// server does not pick it.
-    pub fn open(server: &Server, kernel_id: &str, session: &str, format: Option<Format>) -> Result<Channels, ClientError> {
+    pub fn open(
+        server: &Server,
+        kernel_id: &str,
+        session: &str,
+        format: Option<Format>,
+    ) -> Result<Channels, ClientError> {
         match format {
             Some(f) => Channels::open_as(server, kernel_id, session, f),
             None => match Channels::open_as(server, kernel_id, session, Format::V1) {
@@ -110,7 +115,12 @@ impl Channels {
         }
     }
 
-    fn open_as(server: &Server, kernel_id: &str, session: &str, format: Format) -> Result<Channels, ClientError> {
+    fn open_as(
+        server: &Server,
+        kernel_id: &str,
+        session: &str,
+        format: Format,
+    ) -> Result<Channels, ClientError> {
         let ws_base = server.base.replacen("http", "ws", 1);
         let url = format!("{ws_base}/api/kernels/{kernel_id}/channels?session_id={session}");
         let mut request = url
@@ -189,10 +199,12 @@ fn handshake_error(base: &str, e: tungstenite::Error) -> ClientError {
         tungstenite::Error::Protocol(tungstenite::error::ProtocolError::SecWebSocketSubProtocolError(_)) => {
             ClientError::Socket(NO_SUBPROTOCOL.into())
         }
-        tungstenite::Error::Http(resp) if matches!(resp.status().as_u16(), 401 | 403) => ClientError::Remote(format!(
-            "the server refused the token ({base} answered {} on the websocket)",
-            resp.status().as_u16()
-        )),
+        tungstenite::Error::Http(resp) if matches!(resp.status().as_u16(), 401 | 403) => {
+            ClientError::Remote(format!(
+                "the server refused the token ({base} answered {} on the websocket)",
+                resp.status().as_u16()
+            ))
+        }
         tungstenite::Error::Http(resp) if resp.status().as_u16() == 404 => {
             ClientError::KernelDied { running: false }
         }
@@ -200,7 +212,10 @@ fn handshake_error(base: &str, e: tungstenite::Error) -> ClientError {
     }
 }
 
-fn connect_stream(server: &Server, request: &tungstenite::handshake::client::Request) -> Result<Stream, ClientError> {
+fn connect_stream(
+    server: &Server,
+    request: &tungstenite::handshake::client::Request,
+) -> Result<Stream, ClientError> {
     let uri = request.uri();
     let host = uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']').to_string();
     let tls = uri.scheme_str() == Some("wss");
@@ -304,7 +319,9 @@ pub fn decode_v1(b: &[u8]) -> Option<Frame> {
 /// The JSON format's binary frame (a message with buffers): u32-BE count and offsets, the message
 /// JSON first. The buffers themselves are of no use to a terminal.
 fn decode_legacy_binary(b: &[u8]) -> Option<Frame> {
-    let word = |i: usize| -> Option<usize> { Some(u32::from_be_bytes(b.get(4 * i..4 * i + 4)?.try_into().ok()?) as usize) };
+    let word = |i: usize| -> Option<usize> {
+        Some(u32::from_be_bytes(b.get(4 * i..4 * i + 4)?.try_into().ok()?) as usize)
+    };
     let count = word(0)?;
     let start = word(1)?;
     let end = if count > 1 { word(2)? } else { b.len() };
