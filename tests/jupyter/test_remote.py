@@ -9,6 +9,7 @@ No test asserts a duration: waits are on events (a line printed, a file, a proce
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,10 +39,11 @@ def free_port() -> int:
 class Server:
     """A Jupyter Server or Kernel Gateway process and its URL."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, tls: tuple[Path, Path, Path] | None = None):
         self.kind = kind
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.cafile = tls[0] if tls else None
         self.home = TMP_ROOT / f"server-home-{kind}"
         self.log = open(TMP_ROOT / f"{kind}.log", "w")
         env = dict(os.environ, LLMSPELL_HOME=str(self.home))
@@ -55,6 +57,8 @@ class Server:
             root.mkdir(exist_ok=True)
             cmd = [sys.executable, "-m", "jupyter", "server", *common, "--no-browser", "--allow-root",
                    f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}"]
+            if tls:
+                cmd += [f"--ServerApp.certfile={tls[1]}", f"--ServerApp.keyfile={tls[2]}"]
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         if not wait_until(self.ready, START_TIMEOUT, interval=0.2):
             self.stop()
@@ -63,8 +67,11 @@ class Server:
     def api(self, path: str, method: str = "GET") -> int:
         req = urllib.request.Request(self.url + path, method=method,
                                      headers={"Authorization": f"token {TOKEN}"})
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=str(self.cafile)) if self.cafile else None
         try:
-            with urllib.request.urlopen(req, timeout=10) as r:
+            with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
                 return r.status
         except urllib.error.HTTPError as e:
             return e.code
@@ -339,13 +346,65 @@ def test_a_dropped_websocket_reconnects_without_losing_output(jupyter_server, ho
     try:
         assert p.stdout.readline() == "before\n"
         accepted = proxy.accepted
+        log = Path(jupyter_server.log.name)
+        buffering = log.read_text().count("Starting buffering")
         proxy.drop_all()
-        gate.write_text("")  # 'after' is printed while we are (probably) disconnected: buffered
+        # Once the server has seen the drop it buffers for our session: 'after' is printed then,
+        # before or while the CLI comes back, and must reach it all the same.
+        assert wait_until(lambda: log.read_text().count("Starting buffering") > buffering, 30)
+        gate.write_text("")
         out, err = p.communicate(timeout=CLI_TIMEOUT)
-        assert (p.returncode, out) == (0, "after\n"), err
+        assert (p.returncode, out) == (0, "after\n"), err + log.read_text()[-3000:]
         assert proxy.accepted > accepted, "it reconnected"
     finally:
         gate.touch()
         if p.poll() is None:
             p.kill()
         proxy.close()
+
+
+def test_a_kernel_killed_mid_cell_ends_the_command(gateway, home):
+    started = cli(gateway, home, "kernel", "start", "doomed")
+    kernel_id = started.stdout.split("\t")[1]
+    p = subprocess.Popen([LLMSPELL_BIN, "--remote", gateway.url, "--token", TOKEN, "--kernel", "doomed",
+                          "exec", "print('started') while true do end"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=cli_env(home))
+    try:
+        assert p.stdout.readline() == "started\n"
+        pid = gateway.kernel_pid(kernel_id)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        out, err = p.communicate(timeout=CLI_TIMEOUT)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 1
+    assert "the kernel died while running the code" in err
+    cli(gateway, home, "kernel", "stop", "doomed")
+
+
+def make_certificates(d: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a certificate it signed for 127.0.0.1: (ca.pem, server.pem, server.key)."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run = lambda *a: subprocess.run(["openssl", *a], cwd=d, check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=llmspell test CA")
+    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (d / "ext").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                           "extendedKeyUsage=serverAuth\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "2", "-extfile", "ext")
+    return d / "ca.pem", d / "server.pem", d / "server.key"
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="no openssl to make a test CA")
+def test_https_with_a_private_ca(home, tmp_path):
+    server = Server("server", tls=make_certificates(tmp_path))
+    try:
+        ok = cli(server, home, "--cacert", str(server.cafile), "exec", "print(6*7)")
+        assert (ok.returncode, ok.stdout) == (0, "42\n"), ok.stderr
+        untrusted = cli(server, home, "exec", "print(1)")
+        assert untrusted.returncode == 1
+        assert "certificate" in untrusted.stderr.lower(), untrusted.stderr
+    finally:
+        server.stop()

@@ -23,29 +23,38 @@ pub struct Server {
     agent: ureq::Agent,
 }
 
-/// Root certificates compiled in (webpki-roots), plus the user's own CA if given: a server with a
-/// private CA needs no change to the system.
-pub fn tls_config(cacert: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, ClientError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+/// The trusted roots: the system's (read at run time, `SSL_CERT_FILE`/`SSL_CERT_DIR` honoured) plus
+/// the user's own CA file, so a server with a private CA needs no change to the system.
+fn root_certs(cacert: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, ClientError> {
+    let mut roots = rustls_native_certs::load_native_certs().certs;
     if let Some(path) = cacert {
         let bad = |e: String| ClientError::Remote(format!("cannot use the CA file {}: {e}", path.display()));
-        let mut added = 0;
+        let before = roots.len();
         for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
-            roots.add(cert.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
-            added += 1;
+            roots.push(cert.map_err(|e| bad(e.to_string()))?);
         }
-        if added == 0 {
+        if roots.len() == before {
             return Err(bad("no PEM certificate in it".into()));
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(roots)
+}
+
+/// The websocket's TLS configuration (ureq builds its own from the same roots and provider).
+fn tls_config(roots: &[CertificateDer<'static>]) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    let mut store = rustls::RootCertStore::empty();
+    // A system bundle may hold a certificate rustls cannot parse: skip it, as ureq does.
+    let _ = store.add_parsable_certificates(roots.iter().cloned());
+    let config = rustls::ClientConfig::builder_with_provider(crypto())
         .with_safe_default_protocol_versions()
         .map_err(|e| ClientError::Remote(format!("TLS setup failed: {e}")))?
-        .with_root_certificates(roots)
+        .with_root_certificates(store)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+fn crypto() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 impl Server {
@@ -56,12 +65,24 @@ impl Server {
                 "--remote {base}: the URL must start with http:// or https://"
             )));
         }
-        let tls = tls_config(opts.cacert.as_deref())?;
-        let agent = ureq::AgentBuilder::new()
-            .tls_config(tls.clone())
-            .timeout_connect(Duration::from_secs(10))
-            .timeout_read(Duration::from_secs(60))
+        // Roots are only read for https: a plain-HTTP server (a tunnel, localhost) needs none.
+        let roots =
+            if base.starts_with("https://") { root_certs(opts.cacert.as_deref())? } else { Vec::new() };
+        let tls = tls_config(&roots)?;
+        let ureq_roots: Vec<ureq::tls::Certificate<'static>> =
+            roots.iter().map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned()).collect();
+        let ureq_tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .unversioned_rustls_crypto_provider(crypto())
+            .root_certs(ureq::tls::RootCerts::new_with_certs(&ureq_roots))
             .build();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_global(Some(Duration::from_secs(60)))
+            .tls_config(ureq_tls)
+            .build()
+            .new_agent();
         let kernelspec = opts.kernelspec.clone();
         Ok(Server { base, token: opts.token.clone(), kernelspec, tls, agent })
     }
@@ -69,22 +90,36 @@ impl Server {
     /// One call; Ok(None) for 404 (a kernel that is gone), the JSON body (or null) otherwise.
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Option<Value>, ClientError> {
         let url = format!("{}{path}", self.base);
-        let mut req = self.agent.request(method, &url);
-        if let Some(t) = &self.token {
-            req = req.set("Authorization", &format!("token {t}"));
-        }
-        let result = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        match result {
-            Ok(resp) => {
-                let text = resp.into_string().unwrap_or_default();
-                Ok(Some(serde_json::from_str(&text).unwrap_or(Value::Null)))
+        let auth = self.token.as_ref().map(|t| format!("token {t}")).unwrap_or_default();
+        let result = match (method, body) {
+            ("POST", body) => {
+                self.agent.post(&url).header("Authorization", &auth).send_json(body.unwrap_or(json!({})))
             }
-            Err(ureq::Error::Status(404, _)) => Ok(None),
-            Err(ureq::Error::Status(code, resp)) => Err(status_error(&self.base, method, path, code, resp)),
-            Err(ureq::Error::Transport(t)) => Err(unreachable(&self.base, &t)),
+            ("DELETE", _) => self.agent.delete(&url).header("Authorization", &auth).call(),
+            _ => self.agent.get(&url).header("Authorization", &auth).call(),
+        };
+        let mut resp = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Io(e)) => return Err(unreachable(&self.base, &e)),
+            Err(e) => return Err(unreachable(&self.base, &e)),
+        };
+        let code = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        match code {
+            200..=299 => Ok(Some(body)),
+            404 => Ok(None),
+            401 | 403 => Err(ClientError::Remote(format!(
+                "the server refused the token ({} answered {code}; give it with --token, \
+                 --token-file or LLMSPELL_TOKEN)",
+                self.base
+            ))),
+            _ => {
+                // Jupyter Server explains itself in a JSON body: {"message": ..., "reason": ...}.
+                let why = body["message"].as_str().or(body["reason"].as_str()).unwrap_or("");
+                let line = format!("{method} {url} failed with HTTP {code} {why}");
+                Err(ClientError::Remote(line.trim_end().to_string()))
+            }
         }
     }
 
@@ -140,19 +175,6 @@ impl Server {
     pub fn interrupt(&self, id: &str) -> Result<bool, ClientError> {
         Ok(self.call("POST", &format!("/api/kernels/{id}/interrupt"), Some(json!({})))?.is_some())
     }
-}
-
-fn status_error(base: &str, method: &str, path: &str, code: u16, resp: ureq::Response) -> ClientError {
-    if code == 401 || code == 403 {
-        return ClientError::Remote(format!(
-            "the server refused the token ({base} answered {code}; give it with --token, \
-             --token-file or LLMSPELL_TOKEN)"
-        ));
-    }
-    // Jupyter Server explains itself in a JSON body: {"message": ..., "reason": ...}.
-    let body: Value = resp.into_json().unwrap_or(Value::Null);
-    let why = body["message"].as_str().or(body["reason"].as_str()).unwrap_or("").to_string();
-    ClientError::Remote(format!("{method} {base}{path} failed with HTTP {code} {why}").trim_end().to_string())
 }
 
 /// "cannot reach URL: <the OS's reason>".

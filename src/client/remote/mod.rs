@@ -122,6 +122,10 @@ impl RemoteClient {
         let format = self.ws.borrow().format;
         let until = Instant::now() + RECONNECT_FOR;
         let mut wait = Duration::from_millis(100);
+        // Give the server a moment to see the old connection close: it starts buffering for our
+        // session then, and replays the buffer when we come back. Coming back before that makes
+        // it replace a connection it still thinks is open, and what it sent there is lost.
+        std::thread::sleep(Duration::from_millis(300));
         loop {
             match Channels::open(&self.server, &self.kernel_id, &self.session, Some(format)) {
                 Ok(ws) => {
@@ -231,7 +235,10 @@ impl Session for RemoteClient {
                 continue;
             };
             quiet_since = Instant::now();
-            if f.channel == "iopub" && f.msg_type() == "status" && f.content["execution_state"] == "dead" {
+            // The server's own word that the kernel died (and perhaps was restarted: our cell is lost).
+            let state = &f.content["execution_state"];
+            if f.channel == "iopub" && f.msg_type() == "status" && (state == "dead" || state == "restarting")
+            {
                 return Err(ClientError::KernelDied { running: true });
             }
             if f.parent_msg_id() != p.id {

@@ -51,7 +51,17 @@ pub fn all(server: &Server) -> Vec<String> {
 /// second place if it was started now.
 pub fn find_or_start(server: &Server, name: &str) -> Result<(String, bool), ClientError> {
     connection::valid_id(name).map_err(lifecycle)?;
+    // The common case needs no lock: the remembered kernel is there (an unreachable server fails
+    // here, before any directory is made for it).
+    if let Some(id) = remembered(server, name) {
+        if server.kernel(&id)?.is_some() {
+            return Ok((id, false));
+        }
+    }
     let dir = server_dir(&server.base);
+    if !dir.exists() {
+        server.kernelspecs()?; // no directory for a server that is not there or refuses us
+    }
     private_files::make_private_dir(&dir).map_err(lifecycle)?;
     let lock_path = dir.join(format!(".{name}.lock"));
     let lock = private_files::open_lock_file(&lock_path)
