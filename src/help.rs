@@ -20,7 +20,7 @@ OPTIONS:
                         $LLMSPELL_HOME/remotes/ and started with the server's llmspell kernelspec
                         ($LLMSPELL_KERNELSPEC) when missing
   --token T             the server's token (default: $LLMSPELL_TOKEN); --token-file FILE reads it from FILE
-  --cacert FILE         also trust this PEM CA for https:// servers (built-in web roots otherwise)
+  --cacert FILE         also trust this PEM CA for https:// servers (besides the system's roots)
   --ws-format json|v1   the websocket format (default: v1.kernel.websocket.jupyter.org if the server offers it)
   -h, --help            this help
   -V, --version         the version
