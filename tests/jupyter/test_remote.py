@@ -408,3 +408,21 @@ def test_https_with_a_private_ca(home, tmp_path):
         assert "certificate" in untrusted.stderr.lower(), untrusted.stderr
     finally:
         server.stop()
+
+
+def test_remote_options_may_follow_the_command(gateway, home):
+    r = subprocess.run([LLMSPELL_BIN, "kernel", "list", "--remote", gateway.url, "--token", TOKEN],
+                       capture_output=True, text=True, timeout=CLI_TIMEOUT, env=cli_env(home))
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([LLMSPELL_BIN, "exec", "print(3)", "--remote", gateway.url, f"--token={TOKEN}"],
+                       capture_output=True, text=True, timeout=CLI_TIMEOUT, env=cli_env(home))
+    assert (r.returncode, r.stdout) == (0, "3\n"), r.stderr
+
+
+def test_remote_options_without_a_url_are_a_usage_error(home):
+    r = subprocess.run([LLMSPELL_BIN, "--token", "x", "exec", "1"], capture_output=True, text=True,
+                       timeout=CLI_TIMEOUT, env=cli_env(home))
+    assert r.returncode == 2 and "need --remote URL" in r.stderr
+    r = subprocess.run([LLMSPELL_BIN, "--remote", "http://127.0.0.1:1", "--connect", "x.json", "exec", "1"],
+                       capture_output=True, text=True, timeout=CLI_TIMEOUT, env=cli_env(home))
+    assert r.returncode == 2 and "either --remote or --connect" in r.stderr
