@@ -54,7 +54,7 @@ USAGE:
       Write a Jupyter kernelspec for this binary (default: --user, name llmspell).
 
 With --remote URL, start|stop|list|status|interrupt [NAME] act on the server's kernels through its REST
-API (stop deletes the kernel; the server ends its process); install only works locally.
+API (stop deletes the kernel; the server ends its process); install always writes the kernelspec here.
 
 Logging: LLMSPELL_LOG=error|warn|info|debug|trace (default info).
 ";

@@ -159,9 +159,10 @@ fn run(raw: Vec<OsString>) -> Result<ExitCode, CommandError> {
             let c = connect(&target)?;
             Ok(ExitCode::from(repl::run(c)?))
         }
+        // `kernel install` writes a kernelspec here, whatever --remote says (LLMSPELL_REMOTE may be set).
         "kernel" => match &target.remote {
-            Some(r) => remote_cli::kernel(r, args),
-            None => cmd_kernel(args),
+            Some(r) if args.first().is_none_or(|a| a != "install") => remote_cli::kernel(r, args),
+            _ => cmd_kernel(args),
         },
         "state" => state_cli::run(args),
         "help" => {

@@ -148,9 +148,6 @@ pub fn kernel(r: &RemoteOptions, args: Vec<OsString>) -> Result<ExitCode, Comman
             None => Ok(ExitCode::from(1)),
         },
         "list" => list(&server),
-        "install" => Err(CommandError::Usage(
-            "kernel install writes a kernelspec on this machine: run it on the server's host, without --remote".into(),
-        )),
         "" => Err(CommandError::Usage("kernel needs one of start, stop, list, status, interrupt".into())),
         other => Err(CommandError::Usage(format!("unknown kernel command {other:?}"))),
     }
