@@ -1271,6 +1271,14 @@ def build_report(R, order):
             f"{fmt(grow('kernel_rss_kb'), nd=2)}" + ("" if same else " (zygote replaced!)")
             + (f", {RN['runs_failures']} failed" if RN.get("runs_failures") else ""))
 
+    G = R.get("gateway", {})
+    if G.get("llmspell") or G.get("ipykernel"):
+        GL, GI = G.get("llmspell", {}).get("rtt_us_p50"), G.get("ipykernel", {}).get("rtt_us_p50")
+        row("no-op execute round trip through Kernel Gateway p50 (µs; one Python websocket client for both)",
+            f"{fmt(GL, nd=0)} (ipykernel {fmt(GI, nd=0)}; ratio {fmt(ratio(GL, GI), nd=2)})")
+    if G.get("cli_exec_ms_p50") is not None:
+        row("  `llmspell --remote URL exec`, whole command, kernel started (ms, median)", fmt(G["cli_exec_ms_p50"]))
+
     B = R.get("binary", {})
     if B:
         size = B.get("stripped_bytes", B.get("bytes"))
@@ -1309,7 +1317,7 @@ def main():
     ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "llmspell"))
     ap.add_argument("--quick", action="store_true", help="fewer samples (about 2 minutes)")
     ap.add_argument("--json", default=str(ROOT / "target" / "bench.json"))
-    ap.add_argument("--sections", default="kernels,client,cli,scale,state,binary,run")
+    ap.add_argument("--sections", default="kernels,client,cli,scale,state,binary,run,gateway")
     ap.add_argument("--only", metavar="SECTIONS", help="the same as --sections (e.g. --only run: `llmspell run` "
                     "against a stock lua, no Jupyter kernels, no Python packages needed)")
     ap.add_argument("--lua", default=os.environ.get("LUA"),
@@ -1436,6 +1444,13 @@ def main():
         section("scale", lambda: bench_scale(cli, cfg, tmp))
         section("state", lambda: bench_state(bin_path, env, cfg, tmp))
         section("binary", lambda: binary_size(bin_path, tmp))
+
+        def gateway():
+            from gateway import bench_gateway  # bench/gateway.py
+            subprocess.run([str(bin_path), "kernel", "install", "--prefix", str(prefix)], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return bench_gateway(bin_path, env, cfg, tmp, log)
+        section("gateway", gateway)
         if "run" in sections and not ref_lua:
             notes.append(f"run: no stock lua ({a.lua or 'lua5.4'}): section skipped (apt-get install lua5.4, or $LUA)")
         elif "run" in sections:

@@ -9,17 +9,27 @@ USAGE:
   llmspell [--kernel ID | --connect FILE] repl                   interactive session on the kernel
   llmspell kernel start|stop|list|status|interrupt|install ...   manage kernels (llmspell kernel --help)
   llmspell state get|set|delete|list|clear|export|import|repair  the persistent store (llmspell state --help)
+  llmspell --remote URL [--token T] run|exec|repl|kernel ...     the same, on a Jupyter Server / Kernel Gateway
 
 OPTIONS:
   --kernel ID           kernel id to use or start (default: default)
   --connect FILE        use the kernel of this Jupyter connection file; never start one
   --idle-timeout SECS   idle timeout of a kernel started on demand (default: $LLMSPELL_IDLE_TIMEOUT or 3600; 0 = never)
+  --remote URL          use kernels of the Jupyter Server or Kernel Gateway at URL (default: $LLMSPELL_REMOTE);
+                        nothing runs locally. --kernel NAME names a remote kernel, remembered per server in
+                        $LLMSPELL_HOME/remotes/ and started with the server's llmspell kernelspec
+                        ($LLMSPELL_KERNELSPEC) when missing
+  --token T             the server's token (default: $LLMSPELL_TOKEN); --token-file FILE reads it from FILE
+  --cacert FILE         also trust this PEM CA for https:// servers (besides the system's roots)
+  --ws-format json|v1   the websocket format (default: v1.kernel.websocket.jupyter.org if the server offers it)
   -h, --help            this help
   -V, --version         the version
 
 run, exec and repl start the kernel when none is alive and leave it running for the next command.
 run is `lua SCRIPT` in a process of its own (your cwd, environment, terminal); exec and repl share one session.
 State set with state.set() persists in $LLMSPELL_HOME/state.json (default ~/.llmspell).
+With --remote, run sends the script and its args as one cell: it runs in the session's Lua with a fresh
+global table, and your stdin answers its io.read (README \"Remote kernels\").
 
 EXIT CODES: 0 ok, 1 Lua error or kernel failure, 2 bad command line, 130 interrupted (Ctrl-C),
             or the code a script passed to os.exit.
@@ -50,6 +60,9 @@ USAGE:
   llmspell kernel interrupt [ID]        interrupt whatever the kernel runs (as Jupyter's interrupt button)
   llmspell kernel install [--user | --prefix DIR] [--name NAME]
       Write a Jupyter kernelspec for this binary (default: --user, name llmspell).
+
+With --remote URL, start|stop|list|status|interrupt [NAME] act on the server's kernels through its REST
+API (stop deletes the kernel; the server ends its process); install always writes the kernelspec here.
 
 Logging: LLMSPELL_LOG=error|warn|info|debug|trace (default info).
 ";

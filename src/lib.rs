@@ -6,6 +6,7 @@ pub mod help;
 pub mod kernel;
 pub mod lua;
 pub mod private_files;
+pub mod remote_cli;
 pub mod repl;
 pub mod runner;
 pub mod state;

@@ -1,10 +1,11 @@
 //! `llmspell`: argument parsing, dispatch to the subcommands, exit codes.
 
 use llmspell::cli::CommandError;
-use llmspell::client::{self, Client, ExecOptions, ExecReply, Renderer, Results, StdinMode};
+use llmspell::client::remote::RemoteOptions;
+use llmspell::client::{self, Client, ExecOptions, ExecReply, Renderer, Results, Session, StdinMode};
 use llmspell::connection::{self, ConnectionInfo, KernelFiles};
 use llmspell::help::{EXEC_HELP, HELP, KERNEL_HELP, REPL_HELP, RUN_HELP};
-use llmspell::{kernel, private_files, repl, runner, state_cli};
+use llmspell::{kernel, private_files, remote_cli, repl, runner, state_cli};
 use pico_args::Arguments;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,8 @@ fn main() -> ExitCode {
 const COMMANDS: [&str; 6] = ["run", "exec", "repl", "kernel", "state", "help"];
 /// Options that apply to every command, and take a value.
 const GLOBAL_OPTIONS: [&str; 3] = ["--kernel", "--connect", "--idle-timeout"];
+/// The options of `--remote` (a Jupyter Server): global even after `kernel`, which has none of these.
+const REMOTE_OPTIONS: [&str; 5] = ["--remote", "--token", "--token-file", "--cacert", "--ws-format"];
 
 /// A command line split into the global options (wherever they stand, up to `--` or a run's
 /// script), the command, and its own arguments.
@@ -41,9 +44,13 @@ fn split_command_line(raw: Vec<OsString>) -> CommandLine {
     let mut options_end = false;
     while let Some(w) = words.next() {
         let text = w.to_str().unwrap_or("");
-        let global = GLOBAL_OPTIONS.iter().find(|o| text == **o || text.starts_with(&format!("{o}=")));
+        let is = |o: &&&str| text == **o || text.starts_with(&format!("{o}="));
+        let global = GLOBAL_OPTIONS.iter().find(is);
+        let remote = REMOTE_OPTIONS.iter().find(is);
         // `kernel` and `state` have options of their own (kernel start --idle-timeout).
-        let own_options = matches!(line.command.as_ref().and_then(|c| c.to_str()), Some("kernel" | "state"));
+        let own_options = matches!(line.command.as_ref().and_then(|c| c.to_str()), Some("kernel" | "state"))
+            && remote.is_none();
+        let global = global.or(remote);
         if !options_end && global.is_some() && !own_options {
             let takes_next = !text.contains('=');
             line.globals.push(w);
@@ -127,11 +134,17 @@ fn run(raw: Vec<OsString>) -> Result<ExitCode, CommandError> {
             Some(t) => t,
             None => std::env::var("LLMSPELL_IDLE_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(3600),
         },
+        remote: None,
     };
+    let remote = remote_cli::options(&mut g)?;
     let leftover = g.finish();
     if !leftover.is_empty() {
         return Err(CommandError::Usage(format!("unknown option {:?}", leftover[0])));
     }
+    if remote.is_some() && target.connect.is_some() {
+        return Err(CommandError::Usage("use either --remote or --connect".into()));
+    }
+    let target = Target { remote, ..target };
     match sub.as_str() {
         "run" => cmd_run(&target, args),
         "exec" => cmd_exec(&target, args),
@@ -145,14 +158,18 @@ fn run(raw: Vec<OsString>) -> Result<ExitCode, CommandError> {
             let c = connect(&target)?;
             // A kernel of ours can be started again if it stops under the REPL; one we were
             // pointed at (--connect) is not ours to start.
+            // (A remote kernel is started again on its server, under the same name.)
             let restart = target.connect.is_none().then(|| {
-                let (id, idle) = (target.kernel.clone(), target.idle_timeout);
-                Box::new(move || client::find_or_spawn(&id, idle).map_err(CommandError::from))
-                    as repl::Restart
+                let target = Target { connect: None, ..target };
+                Box::new(move || connect(&target)) as repl::Restart
             });
             Ok(ExitCode::from(repl::run(c, restart)?))
         }
-        "kernel" => cmd_kernel(args),
+        // `kernel install` writes a kernelspec here, whatever --remote says (LLMSPELL_REMOTE may be set).
+        "kernel" => match &target.remote {
+            Some(r) if args.first().is_none_or(|a| a != "install") => remote_cli::kernel(r, args),
+            _ => cmd_kernel(args),
+        },
         "state" => state_cli::run(args),
         "help" => {
             print!("{HELP}");
@@ -166,12 +183,17 @@ struct Target {
     kernel: String,
     connect: Option<PathBuf>,
     idle_timeout: u64,
+    /// `--remote URL`: the kernel runs under a Jupyter Server (nothing local is started).
+    remote: Option<RemoteOptions>,
 }
 
-fn connect(t: &Target) -> Result<Client, CommandError> {
+fn connect(t: &Target) -> Result<Box<dyn Session>, CommandError> {
+    if let Some(r) = &t.remote {
+        return Ok(Box::new(client::remote::RemoteClient::connect(r, &t.kernel)?));
+    }
     Ok(match &t.connect {
-        Some(path) => Client::connect_file(path, Duration::from_secs(10))?,
-        None => client::find_or_spawn(&t.kernel, t.idle_timeout)?,
+        Some(path) => Box::new(Client::connect_file(path, Duration::from_secs(10))?),
+        None => Box::new(client::find_or_spawn(&t.kernel, t.idle_timeout)?),
     })
 }
 
@@ -187,6 +209,9 @@ fn cmd_run(t: &Target, args: Vec<OsString>) -> Result<ExitCode, CommandError> {
     if args.first().is_some_and(|a| a == "-h" || a == "--help") {
         print!("{RUN_HELP}");
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(r) = &t.remote {
+        return remote_cli::run(r, &t.kernel, args);
     }
     // The run's `arg` is this whole command line, the script at index 0 (as lua's); the run reads
     // lua's options (-e, -l, -i, -v, -E, -W) from the words after `run`.
@@ -219,12 +244,12 @@ fn cmd_exec(t: &Target, args: Vec<OsString>) -> Result<ExitCode, CommandError> {
     };
     let mut c = connect(t)?;
     let opts = ExecOptions { silent: false, store_history: true, stdin: StdinMode::Raw };
-    execute_and_report(&mut c, &code, &opts, Results::Plain)
+    execute_and_report(c.as_mut(), &code, &opts, Results::Plain)
 }
 
 /// Runs code with live output on our stdout/stderr; maps the outcome to the exit code.
 fn execute_and_report(
-    c: &mut Client,
+    c: &mut dyn Session,
     code: &str,
     opts: &ExecOptions,
     results: Results,

@@ -4,7 +4,7 @@
 
 use crate::cli::CommandError;
 use crate::client::{
-    self, Client, ClientError, Event, ExecOptions, LineAnswer, Renderer, Results, StdinMode,
+    self, ClientError, Event, ExecOptions, LineAnswer, Renderer, Results, Session, StdinMode,
 };
 use crate::connection;
 use rustyline::completion::Completer;
@@ -27,7 +27,7 @@ Lua 5.4 on the shared llmspell kernel. Globals persist across lines, `exec` and 
 Ctrl-C interrupts running code, or clears the line. help() lists the kernel's globals.";
 
 /// The REPL's one client, shared with the line editor's completion.
-type SharedClient = Rc<RefCell<Client>>;
+type SharedClient = Rc<RefCell<Box<dyn Session>>>;
 
 /// Tab completion through the kernel's complete_request.
 struct KernelHelper {
@@ -69,7 +69,7 @@ enum CellStatus {
     Incomplete(String),
 }
 
-fn is_complete(client: &Client, code: &str) -> CellStatus {
+fn is_complete(client: &dyn Session, code: &str) -> CellStatus {
     match client.request("is_complete_request", json!({ "code": code }), Duration::from_secs(5)) {
         Ok(r) if r["status"] == "incomplete" => {
             CellStatus::Incomplete(r["indent"].as_str().unwrap_or("").to_string())
@@ -79,10 +79,10 @@ fn is_complete(client: &Client, code: &str) -> CellStatus {
 }
 
 /// Starts the REPL's kernel again (after it was stopped from elsewhere, or died).
-pub type Restart = Box<dyn Fn() -> Result<Client, CommandError>>;
+pub type Restart = Box<dyn Fn() -> Result<Box<dyn Session>, CommandError>>;
 
 /// Runs the REPL; returns the exit code.
-pub fn run(client: Client, restart: Option<Restart>) -> Result<u8, CommandError> {
+pub fn run(client: Box<dyn Session>, restart: Option<Restart>) -> Result<u8, CommandError> {
     let client: SharedClient = Rc::new(RefCell::new(client));
     let sigint = client::sigint_pipe();
     if std::io::stdin().is_terminal() {
@@ -152,10 +152,10 @@ fn interactive(
     println!(
         "llmspell {} — Lua 5.4 on kernel {} (.help for help, Ctrl-D to leave)",
         env!("CARGO_PKG_VERSION"),
-        kernel_name(&client.borrow())
+        client.borrow().kernel_name()
     );
     // The session is shared: the first prompt follows the kernel's count, not 1.
-    let mut count = kernel_count(&client.borrow()).map_or(1, |n| n + 1);
+    let mut count = kernel_count(client.borrow().as_ref()).map_or(1, |n| n + 1);
     loop {
         let first = format!("In [{count}]: ");
         let more = format!("{:>w$}: ", "...", w = first.len() - 2);
@@ -167,14 +167,14 @@ fn interactive(
                 Err(_) => Line::End,
             }
         };
-        let cell = match read_cell(&|code| is_complete(&client.borrow(), code), &mut next) {
+        let cell = match read_cell(&|code| is_complete(client.borrow().as_ref(), code), &mut next) {
             Line::Text(cell) => cell,
             Line::Cancel => continue,
             Line::End => return Ok(0),
         };
         let _ = rl.add_history_entry(cell.as_str());
         let _ = rl.append_history(&history).or_else(|_| rl.save_history(&history));
-        match meta(&cell, &client.borrow()) {
+        match meta(&cell, client.borrow().as_ref()) {
             Some(true) => return Ok(0),
             Some(false) => continue,
             None => {}
@@ -196,7 +196,7 @@ fn interactive(
                     _ => return Err(e),
                 }
                 *client.borrow_mut() = restart()?;
-                count = kernel_count(&client.borrow()).map_or(1, |n| n + 1);
+                count = kernel_count(client.borrow().as_ref()).map_or(1, |n| n + 1);
                 eprintln!("llmspell: a new kernel is running; the cell above did not run");
                 continue;
             }
@@ -230,12 +230,12 @@ fn scripted(client: SharedClient, sigint: Option<i32>) -> Result<u8, CommandErro
             Some(Ok(line)) => Line::Text(line),
             _ => Line::End,
         };
-        let cell = match read_cell(&|code| is_complete(&client.borrow(), code), &mut next) {
+        let cell = match read_cell(&|code| is_complete(client.borrow().as_ref(), code), &mut next) {
             Line::Text(cell) => cell,
             Line::Cancel => continue,
             Line::End => return Ok(status),
         };
-        match meta(&cell, &client.borrow()) {
+        match meta(&cell, client.borrow().as_ref()) {
             Some(true) => return Ok(status),
             Some(false) => continue,
             None => {}
@@ -255,7 +255,7 @@ fn scripted(client: SharedClient, sigint: Option<i32>) -> Result<u8, CommandErro
 }
 
 /// Meta commands: Some(true) to leave, Some(false) handled, None for Lua code.
-fn meta(cell: &str, client: &Client) -> Option<bool> {
+fn meta(cell: &str, client: &dyn Session) -> Option<bool> {
     match cell.trim() {
         ".exit" | ".quit" => Some(true),
         ".help" => {
@@ -263,13 +263,7 @@ fn meta(cell: &str, client: &Client) -> Option<bool> {
             Some(false)
         }
         ".kernel" => {
-            let pid = client.info.pid.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into());
-            println!(
-                "kernel {} pid {} connection file {}",
-                kernel_name(client),
-                pid,
-                client.connection_file.display()
-            );
+            println!("{}", client.describe());
             Some(false)
         }
         other if other.starts_with('.') && !other.starts_with("..") => {
@@ -281,14 +275,10 @@ fn meta(cell: &str, client: &Client) -> Option<bool> {
 }
 
 /// The kernel's execution count now: a silent empty cell's reply carries it (and counts nothing).
-fn kernel_count(client: &Client) -> Option<u64> {
+fn kernel_count(client: &dyn Session) -> Option<u64> {
     let content = json!({ "code": "", "silent": true, "store_history": false, "allow_stdin": false });
     let reply = client.request("execute_request", content, Duration::from_secs(10)).ok()?;
     reply["execution_count"].as_u64()
-}
-
-fn kernel_name(client: &Client) -> String {
-    client.connection_file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// Runs one cell: the kernel's execution count after it, and whether it succeeded. A client failure

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 /// How long one poll waits; also how long a silent kernel goes before we check it is alive.
 const POLL: Duration = Duration::from_millis(500);
 /// After this many Ctrl-C the client gives up waiting for the kernel to stop the code.
-const MAX_INTERRUPTS: u32 = 3;
+pub(super) const MAX_INTERRUPTS: u32 = 3;
 const STDIN_FD: RawFd = 0;
 /// After this long without a sign that our request started, say what it waits for.
 const WAIT_NOTICE: Duration = Duration::from_secs(1);
@@ -56,13 +56,13 @@ impl Ready {
 }
 
 /// What one iopub message of our request means.
-enum Published<'a> {
+pub(super) enum Published<'a> {
     Output(Event<'a>),
     Idle,
     Other,
 }
 
-fn published(m: &Message) -> Published<'_> {
+pub(super) fn published(m: &Message) -> Published<'_> {
     let c = &m.content;
     match m.msg_type() {
         "stream" => Published::Output(Event::Stream {
@@ -91,7 +91,7 @@ fn owner() -> Value {
     OWNER.get_or_init(crate::kernel::Owner::current).clone()
 }
 
-fn request_content(code: &str, opts: &ExecOptions) -> (Value, Value) {
+pub(super) fn request_content(code: &str, opts: &ExecOptions) -> (Value, Value) {
     let mut metadata = json!({ "llmspell": { "owner": owner() } });
     if opts.stdin == StdinMode::Raw {
         metadata["llmspell"]["stdin"] = json!("raw");
@@ -290,7 +290,7 @@ fn parent_mentions(frames: &[Vec<u8>], msg_id: &str) -> bool {
     frames.get(d + 3).is_some_and(|parent| parent.windows(needle.len()).any(|w| w == needle))
 }
 
-fn drain_fd(fd: RawFd) {
+pub(super) fn drain_fd(fd: RawFd) {
     let mut buf = [0u8; 64];
     // SAFETY: reading into a local buffer from a non-blocking pipe we own.
     unsafe {

@@ -5,11 +5,14 @@
 
 mod execute;
 pub mod lifecycle;
+pub mod remote;
+mod session;
 pub mod terminal;
 #[cfg(test)]
 mod tests;
 
 pub use lifecycle::{find_or_spawn, live_connection, spawn_detached, stop_kernel};
+pub use session::Session;
 pub use terminal::{sigint_pipe, Renderer, Results};
 
 use crate::connection::{ConnectionInfo, KernelFiles};
@@ -39,12 +42,17 @@ pub enum ClientError {
     Interrupted,
     /// Finding, starting or stopping one of our own kernels failed.
     Lifecycle(String),
+    /// A Jupyter Server / Kernel Gateway (`--remote`) refused or could not be reached.
+    Remote(String),
 }
 
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
-            ClientError::ConnectionFile(m) | ClientError::Socket(m) | ClientError::Lifecycle(m) => {
+            ClientError::ConnectionFile(m)
+            | ClientError::Socket(m)
+            | ClientError::Lifecycle(m)
+            | ClientError::Remote(m) => {
                 write!(f, "{m}")
             }
             ClientError::NoAnswer { connection_file, waited } => write!(
