@@ -102,8 +102,9 @@ def page(lab):
         pg.set_default_timeout(WAIT_MS)
         pg.goto(f"{base}/lab/tree/lua.ipynb?token={token}")
         pg.locator(".jp-Notebook .jp-Cell").first.wait_for()
-        # The kernel is up when the toolbar names it and says it is idle.
-        pg.get_by_text("Lua 5.4 (llmspell)").first.wait_for()
+        # The kernel is up when the status bar names it and says it is idle (a cell run before the
+        # notebook has its kernel session does not run at all).
+        _wait_idle(pg)
         yield pg
         pg.screenshot(path=str(SCREENS / "zz-last.png"))
         browser.close()
