@@ -527,7 +527,7 @@ fn install_kernelspec(prefix: Option<PathBuf>, name: &str) -> Result<PathBuf, Co
         "display_name": "Lua 5.4 (llmspell)",
         "language": "lua",
         "interrupt_mode": "message",
-        "metadata": { "debugger": false },
+        "metadata": { "debugger": true },
     });
     let path = dir.join("kernel.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&spec).expect("json"))
