@@ -44,7 +44,7 @@ pub(super) enum Phase {
 pub(super) enum Command {
     Request {
         id: u64,
-        msg: Message,
+        msg: Box<Message>,
         request: Value,
     },
     /// Resume a stopped program at once (interrupt, shutdown, disconnect).
@@ -323,7 +323,7 @@ impl Debugger {
             state.next_id += 1;
             let id = state.next_id;
             // Queued under the lock: the Lua thread drains the queue after each change of phase.
-            self.send(Command::Request { id, msg: msg.clone(), request: request.clone() });
+            self.send(Command::Request { id, msg: Box::new(msg.clone()), request: request.clone() });
             return None;
         } else if is_resume(command) {
             Ok(json!({ "allThreadsContinued": true }))
@@ -387,7 +387,7 @@ impl Debugger {
             Self::phase(&state) == Phase::Running
         };
         self.bump();
-        if running && !bps_empty(&verified) {
+        if running && !verified.is_empty() {
             interrupt.arm_debugger();
         }
         json!({ "breakpoints": verified })
@@ -402,10 +402,6 @@ impl Debugger {
             .map(|content| json!({ "content": content }))
             .map_err(|e| format!("no source for {path:?}: {e}"))
     }
-}
-
-fn bps_empty(list: &[Value]) -> bool {
-    list.is_empty()
 }
 
 fn is_resume(command: &str) -> bool {
@@ -562,16 +558,14 @@ impl lua::DebugPort for LuaSide {
     }
 
     fn next_command(&self) -> Value {
-        loop {
-            match self.debugger.incoming.recv() {
-                Ok(Command::Request { id, msg, request }) => {
-                    self.pending.borrow_mut().insert(id, msg);
-                    let mut cmd = request.clone();
-                    cmd["id"] = json!(id);
-                    return cmd;
-                }
-                Ok(Command::Resume) | Err(_) => return json!({ "command": "__resume" }),
+        match self.debugger.incoming.recv() {
+            Ok(Command::Request { id, msg, request }) => {
+                self.pending.borrow_mut().insert(id, *msg);
+                let mut cmd = request;
+                cmd["id"] = json!(id);
+                cmd
             }
+            Ok(Command::Resume) | Err(_) => json!({ "command": "__resume" }),
         }
     }
 

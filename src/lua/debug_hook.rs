@@ -294,7 +294,7 @@ unsafe fn line_event(l: *mut lua_State, ar: *mut lua_Debug) {
 /// A breakpoint's line is reached: its condition, hit count and log message decide.
 unsafe fn breakpoint_reached(l: *mut lua_State, path: Rc<str>, bp: Breakpoint) {
     if let Some(cond) = bp.condition.as_deref().filter(|c| !c.trim().is_empty()) {
-        if !call_enter(l, "condition", cond).is_some_and(|r| r == "true") {
+        if call_enter(l, "condition", cond).is_none_or(|r| r != "true") {
             return;
         }
     }
@@ -333,7 +333,7 @@ pub(super) fn hit_condition_met(condition: &str, hits: u64) -> bool {
         "<=" => hits <= n,
         ">" => hits > n,
         "<" => hits < n,
-        "%" => n != 0 && hits % n == 0,
+        "%" => n != 0 && hits.is_multiple_of(n),
         _ => hits == n,
     }
 }
