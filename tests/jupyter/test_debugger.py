@@ -388,3 +388,28 @@ def test_bad_debug_requests_get_error_responses(dap):
     assert unknown["success"] is False and "noSuchCommand" in unknown["message"]
     assert dap.request("evaluate", {"expression": "1 +", "context": "repl"}, ok=False)["success"] is False
     assert dap.body("evaluate", {"expression": "1 + 2", "context": "repl"})["result"] == "3"
+
+
+# ---------------------------------------------------------------------------------------------
+# The protocol conformance suite again, with a debugger attached and a breakpoint that is never hit
+# (so every cell runs with the debugger's call/return hook on).
+# ---------------------------------------------------------------------------------------------
+
+import test_conformance as conformance  # noqa: E402  (a module, so its classes are not collected twice)
+
+
+class LlmspellKernelTestsWithDebugger(conformance.LlmspellKernelTests):
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        d = Dap(cls.kc)
+        d.start()
+        path = d.body("dumpCell", {"code": "never_run = true"})["sourcePath"]
+        d.body("setBreakpoints", {"source": {"path": path}, "breakpoints": [{"line": 1}]})
+        d.body("setExceptionBreakpoints", {"filters": []})
+        d.request("configurationDone")
+        try:
+            while True:
+                d._read(0.5)
+        except Empty:
+            pass
