@@ -23,7 +23,7 @@ fn main() -> ExitCode {
 }
 
 /// The commands, for dispatch and for "did you mean".
-const COMMANDS: [&str; 6] = ["run", "exec", "repl", "kernel", "state", "help"];
+const COMMANDS: [&str; 7] = ["run", "exec", "repl", "kernel", "state", "dap", "help"];
 /// Options that apply to every command, and take a value.
 const GLOBAL_OPTIONS: [&str; 3] = ["--kernel", "--connect", "--idle-timeout"];
 
@@ -148,6 +148,16 @@ fn run(raw: Vec<OsString>) -> Result<ExitCode, CommandError> {
         }
         "kernel" => cmd_kernel(args),
         "state" => state_cli::run(args),
+        "dap" => {
+            let mut a = Arguments::from_vec(args);
+            if a.contains(["-h", "--help"]) {
+                print!("{}", llmspell::help::DAP_HELP);
+                return Ok(ExitCode::SUCCESS);
+            }
+            no_more(a)?;
+            let code = llmspell::dap::serve().map_err(CommandError::Failed)?;
+            Ok(ExitCode::from(code))
+        }
         "help" => {
             print!("{HELP}");
             Ok(ExitCode::SUCCESS)

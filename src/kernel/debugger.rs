@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The seed of the cell file names' hash (any fixed value: JupyterLab reads it from debugInfo).
@@ -31,7 +31,7 @@ pub(super) const REPLIES_ENDPOINT: &str = "inproc://debug-replies";
 
 /// What the Lua thread is doing, as the debugger needs to know.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) enum Phase {
+pub(crate) enum Phase {
     /// Waiting for shell requests: requests that need Lua are forwarded and served at once.
     Idle,
     /// A cell runs.
@@ -59,7 +59,6 @@ struct State {
     breakpoints: BTreeMap<String, Vec<Value>>,
     exception_filters: Vec<String>,
     phase: Option<Phase>,
-    pause: bool,
     /// The last inspectVariables body: the answer while a cell runs.
     last_variables: Option<Value>,
     /// Cells by their file path (dumped or run while debugging), for `source`.
@@ -70,9 +69,11 @@ struct State {
 }
 
 /// The debugger's state, shared by the control thread, the Lua thread and whoever interrupts.
-pub(super) struct Debugger {
+pub(crate) struct Debugger {
     state: Mutex<State>,
     generation: AtomicU64,
+    /// A pause was asked for while a cell runs (the hook reads it at every event: no lock).
+    pause: AtomicBool,
     seq: AtomicU64,
     commands: Sender<Command>,
     pub(super) incoming: Receiver<Command>,
@@ -82,7 +83,7 @@ pub(super) struct Debugger {
 }
 
 impl Debugger {
-    pub(super) fn new() -> Debugger {
+    pub(crate) fn new() -> Debugger {
         let (commands, incoming) = crossbeam_channel::unbounded();
         // SAFETY: eventfd has no memory-safety preconditions; the fd is owned from here on.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
@@ -97,6 +98,7 @@ impl Debugger {
         Debugger {
             state: Mutex::default(),
             generation: AtomicU64::new(0),
+            pause: AtomicBool::new(false),
             seq: AtomicU64::new(1),
             commands,
             incoming,
@@ -132,13 +134,13 @@ impl Debugger {
     }
 
     /// An interrupt (or shutdown): a stopped program must resume to be interrupted.
-    pub(super) fn on_interrupt(&self) {
+    pub(crate) fn on_interrupt(&self) {
         if self.lock().phase == Some(Phase::Stopped) {
             self.send(Command::Resume);
         }
     }
 
-    pub(super) fn set_phase(&self, phase: Phase) {
+    pub(crate) fn set_phase(&self, phase: Phase) {
         self.lock().phase = Some(phase);
     }
 
@@ -189,8 +191,17 @@ impl Debugger {
     /// Publishes a DAP event on iopub.
     pub(super) fn event(&self, publisher: &Publisher, event: &str, body: Value) {
         let parent = self.lock().parent.clone().unwrap_or_default();
-        let content = json!({ "seq": self.next_seq(), "type": "event", "event": event, "body": body });
-        publisher.publish(&parent, "debug_event", content);
+        publisher.publish(&parent, "debug_event", self.event_content(event, body));
+    }
+
+    /// A DAP event message.
+    pub(crate) fn event_content(&self, event: &str, body: Value) -> Value {
+        json!({ "seq": self.next_seq(), "type": "event", "event": event, "body": body })
+    }
+
+    /// Asks the next line that runs to stop (as `pause` does; `llmspell dap`'s stopOnEntry).
+    pub(crate) fn pause_at_start(&self) {
+        self.pause.store(true, Ordering::SeqCst);
     }
 
     fn config(&self) -> DebugConfig {
@@ -224,7 +235,7 @@ impl Debugger {
 
     /// The control thread's part of a `debug_request`: an answer now, or None once forwarded to the
     /// Lua thread (which replies itself). `events` go out after the answer.
-    pub(super) fn handle(
+    pub(crate) fn handle(
         &self,
         msg: &Message,
         interrupt: &lua::Interrupter,
@@ -267,7 +278,7 @@ impl Debugger {
                     state.started = false;
                     state.breakpoints.clear();
                     state.exception_filters.clear();
-                    state.pause = false;
+                    self.pause.store(false, Ordering::SeqCst);
                     Self::phase(&state) == Phase::Stopped
                 };
                 self.bump();
@@ -278,9 +289,9 @@ impl Debugger {
             }
             "pause" => {
                 let running = {
-                    let mut state = self.lock();
+                    let state = self.lock();
                     let running = Self::phase(&state) == Phase::Running;
-                    state.pause = running;
+                    self.pause.store(running, Ordering::SeqCst);
                     running
                 };
                 if running {
@@ -428,7 +439,7 @@ fn capabilities() -> Value {
 }
 
 /// A file path as breakpoints and frames name it: absolute, symbolic links resolved when it exists.
-pub(super) fn canonical(path: &str) -> String {
+pub(crate) fn canonical(path: &str) -> String {
     let p = PathBuf::from(path);
     let absolute = if p.is_absolute() { p } else { std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p) };
     std::fs::canonicalize(&absolute).unwrap_or(absolute).to_string_lossy().into_owned()
@@ -462,24 +473,31 @@ pub(super) fn murmur2(data: &[u8], seed: u32) -> u32 {
     h ^ (h >> 15)
 }
 
-/// The Lua thread's side: the port the hook and the debugger's Lua code talk through.
-pub(super) struct LuaSide {
-    debugger: Arc<Debugger>,
+/// Where the Lua thread's debug answers and events go: the kernel's sockets, or a DAP client's stdout
+/// (`llmspell dap`).
+pub(crate) trait Transport {
+    /// The response to a request (a DAP response message).
+    fn respond(&self, request: &Message, response: Value);
+    /// A DAP event (body and name); `debugger` numbers it.
+    fn event(&self, debugger: &Debugger, event: &str, body: Value);
+    /// Output the program wrote so far goes out before a stop.
+    fn flush_output(&self);
+}
+
+/// The kernel's transport: replies through the inproc PUSH to control, events on iopub.
+pub(super) struct KernelTransport {
     publisher: Publisher,
     replies: zmq::Socket,
     signer: Signer,
     session: String,
     frontend: Rc<RefCell<Frontend>>,
-    /// Requests handed to the Lua code, by id, until answered.
-    pending: RefCell<HashMap<u64, Message>>,
 }
 
-impl LuaSide {
+impl KernelTransport {
     pub(super) fn new(
-        debugger: Arc<Debugger>,
         ctx: &zmq::Context,
         frontend: Rc<RefCell<Frontend>>,
-    ) -> Result<LuaSide, String> {
+    ) -> Result<KernelTransport, String> {
         let replies = ctx.socket(zmq::PUSH).map_err(|e| e.to_string())?;
         replies.set_linger(1000).map_err(|e| e.to_string())?;
         replies.connect(REPLIES_ENDPOINT).map_err(|e| format!("cannot connect {REPLIES_ENDPOINT}: {e}"))?;
@@ -487,15 +505,54 @@ impl LuaSide {
             let f = frontend.borrow();
             (f.publisher.clone(), f.publisher.signer().clone(), f.publisher.session().to_string())
         };
-        Ok(LuaSide { debugger, publisher, replies, signer, session, frontend, pending: RefCell::default() })
+        Ok(KernelTransport { publisher, replies, signer, session, frontend })
+    }
+}
+
+impl Transport for KernelTransport {
+    fn respond(&self, request: &Message, response: Value) {
+        reply(&self.replies, &self.signer, &self.session, request, response);
+    }
+
+    fn event(&self, debugger: &Debugger, event: &str, body: Value) {
+        debugger.event(&self.publisher, event, body);
+    }
+
+    fn flush_output(&self) {
+        if let Ok(mut f) = self.frontend.try_borrow_mut() {
+            f.flush_all();
+        }
+        self.publisher.release();
+    }
+}
+
+/// The Lua thread's side: the port the hook and the debugger's Lua code talk through.
+pub(crate) struct LuaSide {
+    debugger: Arc<Debugger>,
+    transport: Box<dyn Transport>,
+    /// Requests handed to the Lua code, by id, until answered.
+    pending: RefCell<HashMap<u64, Message>>,
+    /// The next pause-stop is the program's entry (`llmspell dap`'s stopOnEntry).
+    entry: std::cell::Cell<bool>,
+}
+
+impl LuaSide {
+    pub(crate) fn new(debugger: Arc<Debugger>, transport: Box<dyn Transport>) -> LuaSide {
+        LuaSide { debugger, transport, pending: RefCell::default(), entry: std::cell::Cell::new(false) }
+    }
+
+    /// The first stop (a pause asked for before the program started) is reported as "entry".
+    pub(crate) fn stop_on_entry(&self) {
+        self.entry.set(true);
+        self.debugger.pause_at_start();
     }
 
     fn send_response(&self, msg: &Message, response: Value) {
-        reply(&self.replies, &self.signer, &self.session, msg, response);
+        self.transport.respond(msg, response);
     }
 
     /// Serves the queued requests while Lua is not stopped (between requests, around a cell).
-    pub(super) fn serve_queued(&self, interp: &mut Interpreter) {
+    pub(crate) fn serve_queued(&self, interp: &mut Interpreter) {
         self.debugger.clear_wake();
         while let Ok(command) = self.debugger.incoming.try_recv() {
             let Command::Request { msg, request, .. } = command else { continue };
@@ -516,7 +573,7 @@ impl LuaSide {
     }
 
     /// The phase changes (around a cell): requests queued meanwhile are served now.
-    pub(super) fn enter_phase(&self, phase: Phase, interp: &mut Interpreter) {
+    pub(crate) fn enter_phase(&self, phase: Phase, interp: &mut Interpreter) {
         self.debugger.set_phase(phase);
         self.serve_queued(interp);
     }
@@ -539,22 +596,20 @@ impl lua::DebugPort for LuaSide {
     }
 
     fn take_pause(&self) -> bool {
-        std::mem::take(&mut self.debugger.lock().pause)
+        self.debugger.pause.load(Ordering::Relaxed) && self.debugger.pause.swap(false, Ordering::SeqCst)
     }
 
     fn stopped(&self, reason: &str, text: Option<&str>) {
         // What the program printed so far shows before the stop.
-        if let Ok(mut f) = self.frontend.try_borrow_mut() {
-            f.flush_all();
-        }
-        self.publisher.release();
+        self.transport.flush_output();
         self.debugger.set_phase(Phase::Stopped);
+        let reason = if reason == "pause" && self.entry.replace(false) { "entry" } else { reason };
         let mut body = json!({ "reason": reason, "threadId": 1, "allThreadsStopped": true });
         if let Some(t) = text {
             body["text"] = json!(t);
             body["description"] = json!(t);
         }
-        self.debugger.event(&self.publisher, "stopped", body);
+        self.transport.event(&self.debugger, "stopped", body);
     }
 
     fn next_command(&self) -> Value {
@@ -589,16 +644,13 @@ impl lua::DebugPort for LuaSide {
             self.send_response(&msg, self.debugger.response(&msg.content, Ok(ok)));
         }
         if how != "disconnect" && how != "__resume" {
-            self.debugger.event(
-                &self.publisher,
-                "continued",
-                json!({ "threadId": 1, "allThreadsContinued": true }),
-            );
+            let body = json!({ "threadId": 1, "allThreadsContinued": true });
+            self.transport.event(&self.debugger, "continued", body);
         }
     }
 
     fn output(&self, text: &str) {
-        self.debugger.event(&self.publisher, "output", json!({ "category": "console", "output": text }));
+        self.transport.event(&self.debugger, "output", json!({ "category": "console", "output": text }));
     }
 
     fn canonical(&self, path: &str) -> String {

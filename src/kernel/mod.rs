@@ -19,7 +19,7 @@
 
 mod channels;
 mod child_output;
-mod debugger;
+pub(crate) mod debugger;
 mod frontend;
 mod history;
 mod iopub;

@@ -1,7 +1,7 @@
 //! The shell: the request loop on the Lua thread. Busy/idle around every request, one dispatch from
 //! request to handler, execution counting and history, the interpreter behind it.
 
-use super::debugger::{LuaSide, Phase};
+use super::debugger::{KernelTransport, LuaSide, Phase};
 use super::frontend::{Frontend, FrontendHandle};
 use super::history::History;
 use super::owner::Ownership;
@@ -56,7 +56,8 @@ impl Shell {
                 state_path: connection::home().join("state.json"),
             },
         )?;
-        let debug = Rc::new(LuaSide::new(shared.debugger.clone(), ctx, frontend.clone())?);
+        let transport = KernelTransport::new(ctx, frontend.clone())?;
+        let debug = Rc::new(LuaSide::new(shared.debugger.clone(), Box::new(transport)));
         interp.attach_debugger(debug.clone())?;
         Ok(Shell {
             interp,

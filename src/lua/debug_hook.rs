@@ -252,6 +252,14 @@ pub(super) unsafe fn on_event(l: *mut lua_State, ar: *mut lua_Debug) -> c_int {
 }
 
 unsafe fn line_event(l: *mut lua_State, ar: *mut lua_Debug) {
+    if ffi::lua_getinfo(l, c"Sl".as_ptr(), ar) == 0 || (*ar).source.is_null() {
+        return;
+    }
+    let source = CStr::from_ptr((*ar).source).to_bytes();
+    // The kernel's own Lua (the prelude that runs the cell) is not the user's to stop in.
+    if source.starts_with(b"=[llmspell") {
+        return;
+    }
     let action = with_runtime(|rt| {
         rt.refresh();
         if rt.port_pause() {
@@ -268,13 +276,10 @@ unsafe fn line_event(l: *mut lua_State, ar: *mut lua_Debug) {
                 return LineAction::Stop("step");
             }
         }
-        if rt.config.breakpoints.is_empty() || ffi::lua_getinfo(l, c"Sl".as_ptr(), ar) == 0 {
+        if rt.config.breakpoints.is_empty() {
             return LineAction::Nothing;
         }
-        if (*ar).source.is_null() {
-            return LineAction::Nothing;
-        }
-        let Some(path) = rt.path_of(CStr::from_ptr((*ar).source).to_bytes()) else {
+        let Some(path) = rt.path_of(source) else {
             return LineAction::Nothing;
         };
         let line = (*ar).currentline as i64;

@@ -81,18 +81,22 @@ local function collect_frames()
       offset = offset + 1
     end
   end
-  while getinfo(base + offset, "f") do
-    frames[#frames + 1] = { offset = offset }
+  -- Down to the kernel's own code that runs the cell (not the user's to see).
+  local function users(info) return info and info.source ~= "=[llmspell]" end
+  while users(getinfo(base + offset, "S")) do
+    frames[#frames + 1] = { offset = offset, c = getinfo(base + offset, "S").what == "C" }
     offset = offset + 1
   end
   local _, ismain = coroutine.running()
   if not ismain then
     local level = 0
-    while getinfo(MAIN, level, "f") do
-      frames[#frames + 1] = { co = MAIN, level = level }
+    while users(getinfo(MAIN, level, "S")) do
+      frames[#frames + 1] = { co = MAIN, level = level, c = getinfo(MAIN, level, "S").what == "C" }
       level = level + 1
     end
   end
+  -- The xpcall that runs the cell is the kernel's too.
+  while #frames > 1 and frames[#frames].c do frames[#frames] = nil end
   return frames
 end
 

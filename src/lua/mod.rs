@@ -452,6 +452,23 @@ impl Interpreter {
         Ok(())
     }
 
+    /// For a script (`llmspell dap`): `arg` as `lua SCRIPT ARGS...` sets it, and an `os.exit` that ends
+    /// the script with its code (the session's refuses, as it would end the kernel).
+    pub fn set_script_args(&mut self, script: &str, args: &[String]) -> Result<(), String> {
+        let fail = |e: mlua::Error| format!("cannot set up the script: {e}");
+        let arg = self.lua.create_table().map_err(fail)?;
+        arg.raw_set(0, script).map_err(fail)?;
+        for (i, a) in args.iter().enumerate() {
+            arg.raw_set(i + 1, a.as_str()).map_err(fail)?;
+        }
+        self.lua.globals().set("arg", arg).map_err(fail)?;
+        let exit = r#"os.exit = function(code)
+  if code == nil or code == true then code = 0 elseif code == false then code = 1 end
+  error("llmspell dap: os.exit " .. math.tointeger(code), 0)
+end"#;
+        self.lua.load(exit).set_name("=[llmspell]").exec().map_err(fail)
+    }
+
     /// A debug request while nothing runs (inspectVariables, evaluate, ...): whether it succeeded,
     /// and its body as JSON text or its error message.
     pub fn debug_request(&mut self, request: &Json) -> (bool, String) {
