@@ -413,3 +413,26 @@ class LlmspellKernelTestsWithDebugger(conformance.LlmspellKernelTests):
                 d._read(0.5)
         except Empty:
             pass
+
+
+def test_shutdown_while_stopped_ends_the_kernel(dap, kernel):
+    kc = kernel.kc
+    code = "local x = 1\nx = x + 1"
+    path = dap.body("dumpCell", {"code": code})["sourcePath"]
+    dap.body("setBreakpoints", {"source": {"path": path}, "breakpoints": [{"line": 2}]})
+    kc.execute(code)
+    dap.stopped("breakpoint")
+    msg_id = send_control(kc, "shutdown_request", {"restart": False})
+    assert get_reply(kc, msg_id, WAIT, "control")["content"]["status"] == "ok"
+    deadline = time.monotonic() + WAIT
+    while kernel.km.is_alive():
+        assert time.monotonic() < deadline, "the kernel did not exit while stopped in the debugger"
+        time.sleep(0.1)
+
+
+def test_a_debug_request_on_shell_gets_an_error_reply(kernel):
+    kc = kernel.kc
+    msg = kc.session.msg("debug_request", {"seq": 1, "type": "request", "command": "debugInfo", "arguments": {}})
+    kc.shell_channel.send(msg)
+    reply = get_reply(kc, msg["header"]["msg_id"], WAIT)
+    assert reply["content"]["status"] == "error"
