@@ -1043,8 +1043,8 @@ def ratio(a, b):
 def bench_debug(cli, cfg):
     """The CPU suite in the session with the Jupyter debugger attached (issue 14): each item as a cell
     (`dofile`, timed by os.clock inside the cell), with no debugger, with one attached and no
-    breakpoint, and with one breakpoint that is never hit (in a cell that does not run). Interleaved per
-    round, so load drift touches the three alike."""
+    breakpoint, and with one breakpoint that is never hit (in a function of an earlier cell that is never
+    called). Interleaved per round, so load drift touches the three alike."""
     from jupyter_client.blocking.client import BlockingKernelClient
     cli.run(["exec", "x = 1"])  # start the kernel
     kc = BlockingKernelClient(connection_file=str(cli.home / "kernels" / "default.json"))
@@ -1093,8 +1093,12 @@ def bench_debug(cli, cfg):
                 debug("attach")
                 debug("configurationDone")
                 cpus["attached"][name].append(cell_cpu(path))
-                never = debug("dumpCell", {"code": "never_run = true"})["sourcePath"]
-                debug("setBreakpoints", {"source": {"path": never}, "breakpoints": [{"line": 1}]})
+                # A breakpoint in a function that exists (its cell ran) but is never called: the call
+                # and return hooks run on every call, the line hook never.
+                never = "function never_called()\n  return 1\nend"
+                path = debug("dumpCell", {"code": never})["sourcePath"]
+                kc.execute(never)
+                debug("setBreakpoints", {"source": {"path": path}, "breakpoints": [{"line": 2}]})
                 cpus["breakpoint"][name].append(cell_cpu(path))
                 debug("disconnect", {"restart": False, "terminateDebuggee": False})
             log(f"  debug round {i + 1}")

@@ -12,16 +12,16 @@
 use super::frontend::Frontend;
 use super::iopub::Publisher;
 use super::requests::reply;
-use crate::lua::{self, Breakpoint, DebugConfig, Interpreter};
+use crate::lua::{self, Breakpoint, DebugConfig, DebugFlags, Interpreter};
 use crate::wire::{Message, Signer};
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::{json, Value};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The seed of the cell file names' hash (any fixed value: JupyterLab reads it from debugInfo).
@@ -63,6 +63,9 @@ struct State {
     last_variables: Option<Value>,
     /// Cells by their file path (dumped or run while debugging), for `source`.
     sources: HashMap<String, String>,
+    /// The cells run while debugging: a breakpoint in any other cell file cannot be hit (no function
+    /// of it exists), so it costs no hook.
+    executed: HashSet<String>,
     /// The last debug request: parent of the events.
     parent: Option<Message>,
     next_id: u64,
@@ -71,9 +74,8 @@ struct State {
 /// The debugger's state, shared by the control thread, the Lua thread and whoever interrupts.
 pub(crate) struct Debugger {
     state: Mutex<State>,
-    generation: AtomicU64,
-    /// A pause was asked for while a cell runs (the hook reads it at every event: no lock).
-    pause: AtomicBool,
+    /// The configuration's generation and the pause flag: the hook reads them at every event, no lock.
+    flags: Arc<DebugFlags>,
     seq: AtomicU64,
     commands: Sender<Command>,
     pub(super) incoming: Receiver<Command>,
@@ -97,8 +99,7 @@ impl Debugger {
         let tmp = std::env::temp_dir().join(format!("llmspell_{}", std::process::id()));
         Debugger {
             state: Mutex::default(),
-            generation: AtomicU64::new(0),
-            pause: AtomicBool::new(false),
+            flags: Arc::default(),
             seq: AtomicU64::new(1),
             commands,
             incoming,
@@ -130,7 +131,7 @@ impl Debugger {
     }
 
     fn bump(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.flags.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// An interrupt (or shutdown): a stopped program must resume to be interrupted.
@@ -156,6 +157,13 @@ impl Debugger {
         }
         let path = self.path_for(code);
         state.sources.insert(path.clone(), code.to_string());
+        let key = canonical(&path);
+        if state.breakpoints.contains_key(&key) && state.executed.insert(key) {
+            // Its breakpoints count from now on.
+            self.bump();
+        }
+        let key = canonical(&path);
+        state.executed.insert(key);
         Some(path)
     }
 
@@ -201,7 +209,7 @@ impl Debugger {
 
     /// Asks the next line that runs to stop (as `pause` does; `llmspell dap`'s stopOnEntry).
     pub(crate) fn pause_at_start(&self) {
-        self.pause.store(true, Ordering::SeqCst);
+        self.flags.pause.store(true, Ordering::SeqCst);
     }
 
     fn config(&self) -> DebugConfig {
@@ -213,6 +221,11 @@ impl Debugger {
         };
         if state.started {
             for (path, bps) in &state.breakpoints {
+                let a_cell =
+                    path.starts_with(&self.tmp_prefix) || path.starts_with(&canonical(&self.tmp_prefix));
+                if a_cell && !state.executed.contains(path) {
+                    continue;
+                }
                 let list = bps
                     .iter()
                     .filter_map(|b| {
@@ -278,7 +291,7 @@ impl Debugger {
                     state.started = false;
                     state.breakpoints.clear();
                     state.exception_filters.clear();
-                    self.pause.store(false, Ordering::SeqCst);
+                    self.flags.pause.store(false, Ordering::SeqCst);
                     Self::phase(&state) == Phase::Stopped
                 };
                 self.bump();
@@ -291,7 +304,7 @@ impl Debugger {
                 let running = {
                     let state = self.lock();
                     let running = Self::phase(&state) == Phase::Running;
-                    self.pause.store(running, Ordering::SeqCst);
+                    self.flags.pause.store(running, Ordering::SeqCst);
                     running
                 };
                 if running {
@@ -587,16 +600,12 @@ fn parse_body(ok: bool, text: &str) -> Result<Value, String> {
 }
 
 impl lua::DebugPort for LuaSide {
-    fn generation(&self) -> u64 {
-        self.debugger.generation.load(Ordering::SeqCst)
+    fn flags(&self) -> Arc<DebugFlags> {
+        self.debugger.flags.clone()
     }
 
     fn config(&self) -> DebugConfig {
         self.debugger.config()
-    }
-
-    fn take_pause(&self) -> bool {
-        self.debugger.pause.load(Ordering::Relaxed) && self.debugger.pause.swap(false, Ordering::SeqCst)
     }
 
     fn stopped(&self, reason: &str, text: Option<&str>) {

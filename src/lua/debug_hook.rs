@@ -16,6 +16,8 @@ use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::os::raw::c_int;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// One source breakpoint, as the client set it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -35,13 +37,19 @@ pub struct DebugConfig {
     pub break_on_uncaught: bool,
 }
 
+/// What the hook looks at on every event, without a lock.
+#[derive(Default)]
+pub struct DebugFlags {
+    /// Bumped whenever the configuration changes: the hook re-reads it then.
+    pub generation: AtomicU64,
+    /// A pause was asked for (the hook clears it when it stops).
+    pub pause: AtomicBool,
+}
+
 /// The kernel's side of the debugger, as the Lua thread needs it.
 pub trait DebugPort {
-    /// Bumped whenever the configuration changes: the hook re-reads it then.
-    fn generation(&self) -> u64;
+    fn flags(&self) -> Arc<DebugFlags>;
     fn config(&self) -> DebugConfig;
-    /// A pause was asked for (cleared by this call).
-    fn take_pause(&self) -> bool;
     /// The program stops: from now on requests that need Lua come to [`DebugPort::next_command`].
     fn stopped(&self, reason: &str, text: Option<&str>);
     /// The next request for the stopped program (blocks): `{id, command, arguments}`; `__resume`
@@ -74,12 +82,27 @@ struct Step {
     depth: usize,
 }
 
+/// One chunk source (`@path`) the hook has seen, and the lines of its breakpoints. Keyed by the
+/// address and length of Lua's string; the bytes are compared too, since a collected string's
+/// address may be reused.
+struct SourceEntry {
+    address: usize,
+    source: Box<[u8]>,
+    /// Breakpoint lines in this source (empty: none).
+    lines: Rc<[i64]>,
+}
+
+const SOURCE_CACHE: usize = 64;
+
 struct Runtime {
     port: Rc<dyn DebugPort>,
+    flags: Arc<DebugFlags>,
     generation: u64,
     config: DebugConfig,
     /// Chunk source (`@path`) to canonical path.
     paths: HashMap<Vec<u8>, Rc<str>>,
+    /// Direct-mapped: the call and return hooks ask about the same few sources over and over.
+    sources: Vec<Option<SourceEntry>>,
     /// Hits per breakpoint (path, line), for hit conditions; reset when breakpoints change.
     hits: HashMap<(Rc<str>, i64), u64>,
     step: Option<Step>,
@@ -94,10 +117,12 @@ thread_local! {
 pub(super) fn install(port: Rc<dyn DebugPort>) {
     RUNTIME.with(|r| {
         *r.borrow_mut() = Some(Runtime {
+            flags: port.flags(),
             port,
             generation: u64::MAX,
             config: DebugConfig::default(),
             paths: HashMap::new(),
+            sources: (0..SOURCE_CACHE).map(|_| None).collect(),
             hits: HashMap::new(),
             step: None,
             pausing: false,
@@ -119,11 +144,12 @@ pub(super) fn port() -> Option<Rc<dyn DebugPort>> {
 
 impl Runtime {
     fn refresh(&mut self) {
-        let generation = self.port.generation();
+        let generation = self.flags.generation.load(Ordering::Relaxed);
         if generation != self.generation {
             self.generation = generation;
             self.config = self.port.config();
             self.hits.clear();
+            self.sources.iter_mut().for_each(|e| *e = None);
         }
     }
 
@@ -137,6 +163,25 @@ impl Runtime {
         Some(canonical)
     }
 
+    /// The breakpoint lines of a chunk source (from the cache when it was seen before).
+    unsafe fn lines_of(&mut self, source: *const std::os::raw::c_char, len: usize) -> Rc<[i64]> {
+        let address = source as usize;
+        let bytes = std::slice::from_raw_parts(source as *const u8, len);
+        let slot = (address >> 4) % SOURCE_CACHE;
+        if let Some(e) = &self.sources[slot] {
+            if e.address == address && *e.source == *bytes {
+                return e.lines.clone();
+            }
+        }
+        let path = self.path_of(bytes);
+        let lines: Rc<[i64]> = match path.as_ref().and_then(|p| self.config.breakpoints.get(&**p)) {
+            Some(bps) => bps.iter().map(|b| b.line).collect(),
+            None => Rc::from([]),
+        };
+        self.sources[slot] = Some(SourceEntry { address, source: bytes.into(), lines: lines.clone() });
+        lines
+    }
+
     /// Whether the function at `level` of `l` holds a breakpoint in its line range.
     unsafe fn function_has_breakpoint(&mut self, l: *mut lua_State, level: c_int) -> bool {
         let mut ar: lua_Debug = std::mem::zeroed();
@@ -146,11 +191,10 @@ impl Runtime {
         if ar.source.is_null() {
             return false;
         }
-        let Some(path) = self.path_of(CStr::from_ptr(ar.source).to_bytes()) else { return false };
-        let Some(bps) = self.config.breakpoints.get(&*path) else { return false };
+        let lines = self.lines_of(ar.source, ar.srclen);
         let (first, last) = (ar.linedefined as i64, ar.lastlinedefined as i64);
         // The main chunk (linedefined 0) spans the whole file.
-        bps.iter().any(|b| first == 0 || (b.line >= first && b.line <= last))
+        lines.iter().any(|&line| first == 0 || (line >= first && line <= last))
     }
 
     /// The hook events the function at `level` of `l` needs.
@@ -167,7 +211,7 @@ impl Runtime {
     }
 
     fn port_pause(&mut self) -> bool {
-        if self.port.take_pause() {
+        if self.flags.pause.load(Ordering::Relaxed) && self.flags.pause.swap(false, Ordering::SeqCst) {
             self.pausing = true;
         }
         self.pausing
@@ -279,10 +323,13 @@ unsafe fn line_event(l: *mut lua_State, ar: *mut lua_Debug) {
         if rt.config.breakpoints.is_empty() {
             return LineAction::Nothing;
         }
+        let line = (*ar).currentline as i64;
+        if !rt.lines_of((*ar).source, (*ar).srclen).contains(&line) {
+            return LineAction::Nothing;
+        }
         let Some(path) = rt.path_of(source) else {
             return LineAction::Nothing;
         };
-        let line = (*ar).currentline as i64;
         match rt.config.breakpoints.get(&*path).and_then(|bps| bps.iter().find(|b| b.line == line)) {
             Some(bp) => LineAction::Check(path, bp.clone()),
             None => LineAction::Nothing,

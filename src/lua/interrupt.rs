@@ -184,7 +184,7 @@ unsafe extern "C-unwind" fn hook(l: *mut lua_State, ar: *mut lua_Debug) {
             if mask == 0 {
                 // Nothing to watch for: back to full speed.
                 mlua::ffi::lua_sethook(l, None, 0, 0);
-            } else {
+            } else if counting || mask != mlua::ffi::lua_gethookmask(l) {
                 mlua::ffi::lua_sethook(l, Some(hook), mask, count);
             }
             return;

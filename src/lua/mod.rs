@@ -14,7 +14,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use debug_hook::{Breakpoint, DebugConfig, DebugPort};
+pub use debug_hook::{Breakpoint, DebugConfig, DebugFlags, DebugPort};
 pub use failure::Failure;
 pub use interrupt::Interrupter;
 pub(crate) use paths::set_package_paths;
