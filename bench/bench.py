@@ -1096,9 +1096,9 @@ def bench_debug(cli, cfg):
                 # A breakpoint in a function that exists (its cell ran) but is never called: the call
                 # and return hooks run on every call, the line hook never.
                 never = "function never_called()\n  return 1\nend"
-                path = debug("dumpCell", {"code": never})["sourcePath"]
+                never_path = debug("dumpCell", {"code": never})["sourcePath"]
                 kc.execute(never)
-                debug("setBreakpoints", {"source": {"path": path}, "breakpoints": [{"line": 2}]})
+                debug("setBreakpoints", {"source": {"path": never_path}, "breakpoints": [{"line": 2}]})
                 cpus["breakpoint"][name].append(cell_cpu(path))
                 debug("disconnect", {"restart": False, "terminateDebuggee": False})
             log(f"  debug round {i + 1}")
