@@ -206,8 +206,12 @@ impl Runtime {
         if self.config.breakpoints.is_empty() {
             return 0;
         }
-        let line = if self.function_has_breakpoint(l, level) { LUA_MASKLINE } else { 0 };
-        LUA_MASKCALL | LUA_MASKRET | line
+        if self.function_has_breakpoint(l, level) {
+            LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE
+        } else {
+            // The return event only matters below a function that needs lines: see `on_event`.
+            LUA_MASKCALL
+        }
     }
 
     fn port_pause(&mut self) -> bool {
@@ -232,19 +236,24 @@ pub(super) unsafe fn wanted_mask(l: *mut lua_State) -> c_int {
 /// # Safety
 /// `main` must be the live main Lua state, on its own thread.
 pub(super) unsafe fn arm_for_cell(main: *mut lua_State) -> c_int {
+    let full = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE;
     let mask = with_runtime(|rt| {
         rt.step = None;
         rt.pausing = false;
         rt.refresh();
-        if rt.config.breakpoints.is_empty() && !rt.port_pause() {
+        if rt.port_pause() {
+            full
+        } else if rt.config.breakpoints.is_empty() {
             0
         } else {
-            LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE
+            // The cell's own call event decides its line events; a suspended coroutine may sit in a
+            // function with breakpoints, so those start with every event (their next one narrows it).
+            LUA_MASKCALL
         }
     })
     .unwrap_or(0);
     if mask != 0 {
-        super::interrupt::set_everywhere(main, mask, 0);
+        super::interrupt::set_everywhere(main, mask, full, 0);
     }
     mask
 }
@@ -275,10 +284,16 @@ enum LineAction {
 /// # Safety
 /// Called from the hook with its state and debug record.
 pub(super) unsafe fn on_event(l: *mut lua_State, ar: *mut lua_Debug) -> c_int {
+    // Once a function that needs line events calls others, the return events stay on (on this
+    // thread, for the rest of the cell) so that returning to it turns its line events back on.
+    // Until then only calls are watched: half the events of call-heavy code.
+    let current = ffi::lua_gethookmask(l);
+    let sticky = if current & (LUA_MASKLINE | LUA_MASKRET) != 0 { LUA_MASKRET } else { 0 };
+    let with_sticky = |mask: c_int| if mask == 0 { 0 } else { mask | sticky };
     let event = (*ar).event;
     if event == ffi::LUA_HOOKLINE {
         line_event(l, ar);
-        return with_runtime(|rt| rt.mask_for(l, 0)).unwrap_or(0);
+        return with_sticky(with_runtime(|rt| rt.mask_for(l, 0)).unwrap_or(0));
     }
     if event == ffi::LUA_HOOKRET {
         // Returning from a coroutine's body while stepping over or out of it: the next line anywhere.
@@ -290,9 +305,9 @@ pub(super) unsafe fn on_event(l: *mut lua_State, ar: *mut lua_Debug) -> c_int {
             }
         });
         // Level 1: the function returned to.
-        return with_runtime(|rt| rt.mask_for(l, 1)).unwrap_or(0);
+        return with_sticky(with_runtime(|rt| rt.mask_for(l, 1)).unwrap_or(0));
     }
-    with_runtime(|rt| rt.mask_for(l, 0)).unwrap_or(0)
+    with_sticky(with_runtime(|rt| rt.mask_for(l, 0)).unwrap_or(0))
 }
 
 unsafe fn line_event(l: *mut lua_State, ar: *mut lua_Debug) {

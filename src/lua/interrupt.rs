@@ -68,7 +68,7 @@ impl Interrupter {
         if let Some(l) = *state {
             let mask = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE;
             // SAFETY: as in `interrupt`.
-            unsafe { set_everywhere(l as *mut lua_State, mask, 0) };
+            unsafe { set_everywhere(l as *mut lua_State, mask, mask, 0) };
         }
     }
 
@@ -203,7 +203,7 @@ unsafe extern "C-unwind" fn hook(l: *mut lua_State, ar: *mut lua_Debug) {
 ///
 /// # Safety
 /// `main` must be a live main Lua state.
-pub(super) unsafe fn set_everywhere(main: *mut lua_State, mask: c_int, count: c_int) {
+pub(super) unsafe fn set_everywhere(main: *mut lua_State, mask: c_int, coroutines: c_int, count: c_int) {
+    llmspell_hook_threads(set_hook, std::ptr::null_mut(), coroutines, count);
     mlua::ffi::lua_sethook(main, Some(hook), mask, count);
-    llmspell_hook_threads(set_hook, std::ptr::null_mut(), mask, count);
 }
