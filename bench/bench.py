@@ -1359,9 +1359,9 @@ def build_report(R, order):
             f"{fmt(t['attached'], nd=0)} / {fmt(t['off'], nd=0)}", "≤ 1.05 × no debugger", t["ratio_attached"],
             None if t["ratio_attached"] is None else t["ratio_attached"] <= 1.05,
             ", ".join(f"{n} {fmt(DB['suite'][n]['ratio_attached'], nd=2)}" for n in SUITE if n in DB["suite"]))
-        row("debug: the same with one breakpoint never hit ÷ none (CPU ms)",
-            f"{fmt(t['breakpoint'], nd=0)} / {fmt(t['off'], nd=0)}", None, t["ratio_breakpoint"], None,
-            ", ".join(f"{n} {fmt(DB['suite'][n]['ratio_breakpoint'], nd=2)}" for n in SUITE if n in DB["suite"]))
+        row("debug: the same with one breakpoint never hit (in a function of a cell that ran) ÷ none (CPU ms): "
+            + ", ".join(f"{n} {fmt(DB['suite'][n]['ratio_breakpoint'], nd=2)}" for n in SUITE if n in DB["suite"]),
+            f"{fmt(t['breakpoint'], nd=0)} / {fmt(t['off'], nd=0)} = {fmt(t['ratio_breakpoint'], nd=2)} ×")
 
     B = R.get("binary", {})
     if B:

@@ -3,8 +3,10 @@
 //!
 //! Cost: with no breakpoints and no stepping, no hook is set at all (the same hook function as
 //! interrupts, `interrupt.rs`, which dispatches call/return/line events here). With breakpoints, a
-//! call and return hook decides per function: the line hook is on only while the running function's
-//! source and line range hold a breakpoint. Stepping and pausing turn the line hook on everywhere.
+//! call hook decides per function: the line hook is on only while the running function's source and
+//! line range hold a breakpoint, and the return hook only below such a function (to turn its line
+//! events back on). Breakpoints in cells that never ran are not given to the hook at all (the kernel
+//! leaves them out). Stepping and pausing turn every event on.
 //!
 //! The protocol side (requests, replies, events) is the kernel's, behind [`DebugPort`]; what a stopped
 //! program looks like (frames, variables, evaluation) is `debugger.lua`'s.
