@@ -115,7 +115,7 @@ enum Start {
     Quit,
 }
 
-/// Runs the adapter until the client disconnects; the process's exit code.
+/// Runs the adapter until the client disconnects; the process's exit code (0 unless the adapter failed).
 pub fn serve() -> Result<u8, String> {
     // The DAP stream keeps the original stdout; fd 1 becomes a pipe forwarded as output events, so
     // nothing the script's children write can corrupt the stream.
@@ -152,9 +152,10 @@ pub fn serve() -> Result<u8, String> {
     let code = run_program(&launch, &out, &debugger, interrupter);
     out.send(&debugger.event_content("exited", json!({ "exitCode": code })));
     out.send(&debugger.event_content("terminated", json!({})));
-    // The client says disconnect now; it is answered by the reader, which then ends the process.
+    // The client says disconnect now; it is answered by the reader, which then ends the process. The
+    // adapter itself succeeded: the script's code went out in `exited`.
     let _ = start_rx.recv_timeout(Duration::from_secs(10));
-    Ok(code as u8)
+    Ok(0)
 }
 
 /// Runs the launched script on this thread; its exit code.

@@ -416,6 +416,23 @@ function handlers.copyToGlobals(args)
   return {}
 end
 
+-- The Lua modules loaded (package.loaded), with their files where package.path finds them.
+function handlers.modules(args)
+  local names = {}
+  for name in pairs(package.loaded) do
+    if type(name) == "string" then names[#names + 1] = name end
+  end
+  sort(names)
+  local list = {}
+  for _, name in ipairs(names) do
+    local module = { id = name, name = name }
+    local file = package.searchpath(name, package.path)
+    if file then module.path = N.canonical(file) end
+    list[#list + 1] = module
+  end
+  return { modules = page(list, { start = args.startModule, count = args.moduleCount }), totalModules = #list }
+end
+
 function handlers.exceptionInfo()
   return { exceptionId = "error", description = stop.text or "", breakMode = "unhandled" }
 end

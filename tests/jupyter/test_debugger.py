@@ -388,6 +388,8 @@ def test_bad_debug_requests_get_error_responses(dap):
     assert unknown["success"] is False and "noSuchCommand" in unknown["message"]
     assert dap.request("evaluate", {"expression": "1 +", "context": "repl"}, ok=False)["success"] is False
     assert dap.body("evaluate", {"expression": "1 + 2", "context": "repl"})["result"] == "3"
+    modules = dap.body("modules")
+    assert "string" in [m["name"] for m in modules["modules"]] and modules["totalModules"] >= 1
 
 
 # ---------------------------------------------------------------------------------------------
