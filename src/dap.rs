@@ -128,7 +128,7 @@ pub fn serve() -> Result<u8, String> {
         Out(Arc::new(Mutex::new(File::from_raw_fd(fd))))
     };
     let debugger = Arc::new(Debugger::new());
-    forward_stdout(out.clone(), debugger.clone())?;
+    let stdout_done = forward_stdout(out.clone(), debugger.clone())?;
     let interrupter: Arc<lua::Interrupter> = Arc::default();
     let (start_tx, start_rx) = crossbeam_channel::unbounded::<Start>();
     {
@@ -150,6 +150,13 @@ pub fn serve() -> Result<u8, String> {
     }
     let launch = launch.unwrap_or_default();
     let code = run_program(&launch, &out, &debugger, interrupter);
+    // What children wrote goes out before `exited`: close our end of fd 1's pipe and let the
+    // forwarder read to its end (a child still running keeps it open: not waited for long).
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: dup2 of /dev/null onto fd 1, which this process owns.
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1) };
+    }
+    let _ = stdout_done.recv_timeout(Duration::from_secs(2));
     out.send(&debugger.event_content("exited", json!({ "exitCode": code })));
     out.send(&debugger.event_content("terminated", json!({})));
     // The client says disconnect now; it is answered by the reader, which then ends the process. The
@@ -227,8 +234,9 @@ fn run_program(
     }
 }
 
-/// fd 1 (child processes, C modules) as output events.
-fn forward_stdout(out: Out, debugger: Arc<Debugger>) -> Result<(), String> {
+/// fd 1 (child processes, C modules) as output events. The receiver hears when the pipe has ended.
+fn forward_stdout(out: Out, debugger: Arc<Debugger>) -> Result<crossbeam_channel::Receiver<()>, String> {
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
     let mut fds = [0; 2];
     // SAFETY: a fresh pipe; its write end replaces fd 1, its read end is owned by the thread below.
     let reader = unsafe {
@@ -245,14 +253,15 @@ fn forward_stdout(out: Out, debugger: Arc<Debugger>) -> Result<(), String> {
             let mut buf = [0u8; 8192];
             while let Ok(n) = reader.read(&mut buf) {
                 if n == 0 {
-                    return;
+                    break;
                 }
                 let body = json!({ "category": "stdout", "output": String::from_utf8_lossy(&buf[..n]) });
                 out.send(&debugger.event_content("output", body));
             }
+            let _ = done_tx.send(());
         })
         .map_err(|e| e.to_string())?;
-    Ok(())
+    Ok(done_rx)
 }
 
 /// One DAP message from a Content-Length framed stream; None at its end.
