@@ -108,6 +108,11 @@ impl Debugger {
         }
     }
 
+    /// Removes the cell files dumpCell wrote (the kernel is shutting down).
+    pub(super) fn remove_files(&self) {
+        let _ = std::fs::remove_dir_all(&self.tmp_prefix);
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -669,7 +674,76 @@ impl lua::DebugPort for LuaSide {
 
 #[cfg(test)]
 mod tests {
-    use super::murmur2;
+    use super::*;
+
+    fn request(command: &str, arguments: Value) -> Message {
+        let content = json!({ "seq": 7, "type": "request", "command": command, "arguments": arguments });
+        Message { content, ..Message::default() }
+    }
+
+    fn answer(d: &Debugger, command: &str, arguments: Value) -> (Option<Value>, Vec<&'static str>) {
+        let mut events = Vec::new();
+        let r = d.handle(&request(command, arguments), &lua::Interrupter::default(), &mut events);
+        (r, events.into_iter().map(|(e, _)| e).collect())
+    }
+
+    #[test]
+    fn debug_info_answers_before_initialize_and_cells_are_named_by_their_hash() {
+        let d = Debugger::new();
+        let (info, _) = answer(&d, "debugInfo", json!({}));
+        let body = &info.unwrap()["body"];
+        assert_eq!(
+            (body["isStarted"].as_bool(), body["hashMethod"].as_str()),
+            (Some(false), Some("Murmur2"))
+        );
+        let (dumped, _) = answer(&d, "dumpCell", json!({ "code": "x = 1" }));
+        let path = dumped.unwrap()["body"]["sourcePath"].as_str().unwrap().to_string();
+        let want = format!("{}{}.lua", body["tmpFilePrefix"].as_str().unwrap(), murmur2(b"x = 1", HASH_SEED));
+        assert_eq!(path, want);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "x = 1");
+        // Not attached: cells keep their usual name.
+        assert_eq!(d.cell_path("x = 1"), None);
+        let (_, events) = answer(&d, "initialize", json!({}));
+        assert_eq!(events, ["initialized"]);
+        answer(&d, "attach", json!({}));
+        assert_eq!(d.cell_path("x = 1"), Some(path));
+    }
+
+    #[test]
+    fn bad_and_unknown_requests_get_unsuccessful_responses_and_running_code_is_not_inspected() {
+        let d = Debugger::new();
+        let mut events = Vec::new();
+        let nameless = Message { content: json!({ "seq": 1 }), ..Message::default() };
+        let r = d.handle(&nameless, &lua::Interrupter::default(), &mut events).unwrap();
+        assert_eq!(r["success"], false);
+        let (r, _) = answer(&d, "noSuchThing", json!({}));
+        let r = r.unwrap();
+        assert_eq!((r["success"].as_bool(), r["request_seq"].as_i64()), (Some(false), Some(7)));
+        d.set_phase(Phase::Running);
+        let (r, _) = answer(&d, "stackTrace", json!({ "threadId": 1 }));
+        assert_eq!(r.unwrap()["success"], false);
+        let (r, _) = answer(&d, "inspectVariables", json!({}));
+        assert_eq!(r.unwrap()["body"], json!({ "variables": [] }));
+        let (r, _) = answer(&d, "continue", json!({ "threadId": 1 }));
+        assert_eq!(r.unwrap()["success"], true);
+    }
+
+    #[test]
+    fn breakpoints_in_cells_that_never_ran_are_left_out_of_the_hooks_configuration() {
+        let d = Debugger::new();
+        answer(&d, "attach", json!({}));
+        let (dumped, _) = answer(&d, "dumpCell", json!({ "code": "y = 2" }));
+        let path = dumped.unwrap()["body"]["sourcePath"].as_str().unwrap().to_string();
+        answer(&d, "setBreakpoints", json!({ "source": { "path": path }, "breakpoints": [{ "line": 1 }] }));
+        assert!(d.config().breakpoints.is_empty());
+        let before = d.flags.generation.load(Ordering::SeqCst);
+        d.cell_path("y = 2");
+        assert!(
+            d.flags.generation.load(Ordering::SeqCst) > before,
+            "the hook must re-read its configuration"
+        );
+        assert_eq!(d.config().breakpoints.len(), 1);
+    }
 
     #[test]
     fn murmur2_matches_the_reference_values() {

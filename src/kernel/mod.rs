@@ -145,7 +145,9 @@ pub fn start(opts: Options) -> Result<(), String> {
         }
     }
     log::info!("iopub since start: {}", running.iopub.counts());
+    let debugger = running.shared.debugger.clone();
     running.stop(ctx);
+    debugger.remove_files();
     if let Some(files) = &own_files {
         files.remove_stale();
     }
