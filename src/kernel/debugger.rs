@@ -276,6 +276,9 @@ impl Debugger {
             }
             "configurationDone" => Ok(json!({})),
             "dumpCell" => self.dump_cell(args["code"].as_str().unwrap_or("")),
+            "setBreakpoints" if args["source"]["path"].as_str().is_none_or(str::is_empty) => {
+                Err("setBreakpoints needs arguments.source.path (breakpoints are set by file)".into())
+            }
             "setBreakpoints" => Ok(self.set_breakpoints(args, interrupt)),
             "setExceptionBreakpoints" => {
                 let filters = args["filters"]
@@ -716,6 +719,8 @@ mod tests {
         let nameless = Message { content: json!({ "seq": 1 }), ..Message::default() };
         let r = d.handle(&nameless, &lua::Interrupter::default(), &mut events).unwrap();
         assert_eq!(r["success"], false);
+        let (r, _) = answer(&d, "setBreakpoints", json!({ "breakpoints": [{ "line": 1 }] }));
+        assert!(r.unwrap()["message"].as_str().unwrap().contains("source.path"));
         let (r, _) = answer(&d, "noSuchThing", json!({}));
         let r = r.unwrap();
         assert_eq!((r["success"].as_bool(), r["request_seq"].as_i64()), (Some(false), Some(7)));
