@@ -2,7 +2,7 @@
 """`make bench`: llmspell side by side with xeus-python, ipykernel, ILua and a stock lua, and the targets of issues 5 and 12.
 
 usage: bench.py --bin target/release/llmspell [--quick] [--json target/bench.json]
-                [--sections kernels,client,cli,scale,state,binary,run] [--kernels llmspell,xeus-python,...]
+                [--sections kernels,client,cli,scale,state,binary,run,debug] [--kernels llmspell,xeus-python,...]
                 [--only run] [--lua PATH]
 
 `--only run` (or --sections run) runs only the comparison of `llmspell run` with a stock lua (issue 12): no
@@ -55,6 +55,8 @@ cli       warm `llmspell exec 'x = 1'`, warm and cold `llmspell run hello.lua`, 
 scale     `llmspell exec` printing 10k / 100k / 1M lines: time, all arrived, kernel peak RSS
 state     state.set / state.get cost with 1k / 10k / 100k keys held; a cell setting 100k keys
 binary    size of the stripped release binary
+debug     the CPU suite as session cells with the Jupyter debugger attached, without and with one breakpoint
+          that is never hit, against no debugger (CPU time of each cell; issue 14)
 run       `llmspell run` against a stock lua (issue 12; see bench_run): the CPU-bound suite in bench/suite/
           by `lua`, `llmspell run` and in the session (`llmspell exec "dofile(...)"`), per item and in
           total; 4 concurrent CPU-bound runs vs 4 concurrent lua; warm `run hello.lua` vs `lua hello.lua`
@@ -1037,6 +1039,84 @@ def ratio(a, b):
     return None if a is None or not b else a / b
 
 
+
+def bench_debug(cli, cfg):
+    """The CPU suite in the session with the Jupyter debugger attached (issue 14): each item as a cell
+    (`dofile`, timed by os.clock inside the cell), with no debugger, with one attached and no
+    breakpoint, and with one breakpoint that is never hit (in a function of an earlier cell that is never
+    called). Interleaved per round, so load drift touches the three alike."""
+    from jupyter_client.blocking.client import BlockingKernelClient
+    cli.run(["exec", "x = 1"])  # start the kernel
+    kc = BlockingKernelClient(connection_file=str(cli.home / "kernels" / "default.json"))
+    kc.load_connection_file()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=30)
+    seq = [0]
+
+    def debug(command, arguments=None):
+        seq[0] += 1
+        msg = kc.session.msg("debug_request", {"seq": seq[0], "type": "request", "command": command,
+                                               "arguments": arguments or {}})
+        kc.control_channel.send(msg)
+        while True:
+            reply = kc.get_control_msg(timeout=60)
+            if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+                assert reply["content"].get("success"), reply["content"]
+                return reply["content"].get("body", {})
+
+    def cell_cpu(path):
+        code = (f"local c = os.clock() dofile({json.dumps(path)}) "
+                "io.stderr:write(('session %.6f\\n'):format(os.clock() - c))")
+        msg_id = kc.execute(code)
+        err = ""
+        while True:
+            m = kc.get_iopub_msg(timeout=600)
+            if m["parent_header"].get("msg_id") != msg_id:
+                continue
+            if m["msg_type"] == "stream" and m["content"]["name"] == "stderr":
+                err += m["content"]["text"]
+            if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+                break
+        got = [float(w.split()[1]) for w in err.splitlines() if w.startswith("session ")]
+        return got[-1] * 1000 if got else None
+
+    items = {name: str(SUITE_DIR / f"{name}.lua") for name in SUITE}
+    modes = ["off", "attached", "breakpoint"]
+    cpus = {m: {name: [] for name in items} for m in modes}
+    for path in items.values():  # untimed: page cache, warm session
+        cell_cpu(path)
+    try:
+        for i in range(cfg["run_rounds"]):
+            for name, path in items.items():
+                cpus["off"][name].append(cell_cpu(path))
+                debug("initialize", {"clientID": "bench", "adapterID": "llmspell"})
+                debug("attach")
+                debug("configurationDone")
+                cpus["attached"][name].append(cell_cpu(path))
+                # A breakpoint in a function that exists (its cell ran) but is never called: the call
+                # and return hooks run on every call, the line hook never.
+                never = "function never_called()\n  return 1\nend"
+                never_path = debug("dumpCell", {"code": never})["sourcePath"]
+                kc.execute(never)
+                debug("setBreakpoints", {"source": {"path": never_path}, "breakpoints": [{"line": 2}]})
+                cpus["breakpoint"][name].append(cell_cpu(path))
+                debug("disconnect", {"restart": False, "terminateDebuggee": False})
+            log(f"  debug round {i + 1}")
+    finally:
+        kc.stop_channels()
+    res = {"rounds": cfg["run_rounds"], "suite": {}}
+    for name in items:
+        meds = {m: med([c for c in cpus[m][name] if c is not None]) for m in modes}
+        res["suite"][name] = {m: r(meds[m], 1) for m in modes} | {
+            "ratio_attached": r(ratio(meds["attached"], meds["off"]), 3),
+            "ratio_breakpoint": r(ratio(meds["breakpoint"], meds["off"]), 3)}
+    tot = {m: sum(res["suite"][n][m] or 0 for n in items) for m in modes}
+    res["total"] = {m: r(tot[m], 1) for m in modes} | {
+        "ratio_attached": r(ratio(tot["attached"], tot["off"]), 3),
+        "ratio_breakpoint": r(ratio(tot["breakpoint"], tot["off"]), 3)}
+    return res
+
+
 def build_report(R, order):
     """Returns (kernel columns, rows). A row: figure, {column: text}, and optionally target, ratio, holds."""
     K = R.get("kernels", {})
@@ -1278,6 +1358,17 @@ def build_report(R, order):
             f"{fmt(GL, nd=0)} (ipykernel {fmt(GI, nd=0)}; ratio {fmt(ratio(GL, GI), nd=2)})")
     if G.get("cli_exec_ms_p50") is not None:
         row("  `llmspell --remote URL exec`, whole command, kernel started (ms, median)", fmt(G["cli_exec_ms_p50"]))
+    # 6. the session's CPU suite with the debugger attached (issue 14)
+    DB = R.get("debug", {})
+    if DB.get("total"):
+        t = DB["total"]
+        row(f"debug: CPU suite in the session, debugger attached, no breakpoint ÷ none (CPU ms, medians of {DB['rounds']})",
+            f"{fmt(t['attached'], nd=0)} / {fmt(t['off'], nd=0)}", "≤ 1.05 × no debugger", t["ratio_attached"],
+            None if t["ratio_attached"] is None else t["ratio_attached"] <= 1.05,
+            ", ".join(f"{n} {fmt(DB['suite'][n]['ratio_attached'], nd=2)}" for n in SUITE if n in DB["suite"]))
+        row("debug: the same with one breakpoint never hit (in a function of a cell that ran) ÷ none (CPU ms): "
+            + ", ".join(f"{n} {fmt(DB['suite'][n]['ratio_breakpoint'], nd=2)}" for n in SUITE if n in DB["suite"]),
+            f"{fmt(t['breakpoint'], nd=0)} / {fmt(t['off'], nd=0)} = {fmt(t['ratio_breakpoint'], nd=2)} ×")
 
     B = R.get("binary", {})
     if B:
@@ -1317,7 +1408,7 @@ def main():
     ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "llmspell"))
     ap.add_argument("--quick", action="store_true", help="fewer samples (about 2 minutes)")
     ap.add_argument("--json", default=str(ROOT / "target" / "bench.json"))
-    ap.add_argument("--sections", default="kernels,client,cli,scale,state,binary,run,gateway")
+    ap.add_argument("--sections", default="kernels,client,cli,scale,state,binary,run,gateway,debug")
     ap.add_argument("--only", metavar="SECTIONS", help="the same as --sections (e.g. --only run: `llmspell run` "
                     "against a stock lua, no Jupyter kernels, no Python packages needed)")
     ap.add_argument("--lua", default=os.environ.get("LUA"),
@@ -1380,7 +1471,7 @@ def main():
     }}
     ref_lua = shutil.which(a.lua) if a.lua else lua
     R["meta"]["run_lua"] = ref_lua
-    if sections & {"kernels", "state"}:
+    if sections & {"kernels", "state", "debug"}:
         try:
             import jupyter_client
             R["meta"]["jupyter_client"] = jupyter_client.__version__
@@ -1451,6 +1542,7 @@ def main():
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             return bench_gateway(bin_path, env, cfg, tmp, log)
         section("gateway", gateway)
+        section("debug", lambda: bench_debug(cli, cfg))
         if "run" in sections and not ref_lua:
             notes.append(f"run: no stock lua ({a.lua or 'lua5.4'}): section skipped (apt-get install lua5.4, or $LUA)")
         elif "run" in sections:

@@ -10,6 +10,7 @@ USAGE:
   llmspell kernel start|stop|list|status|interrupt|install ...   manage kernels (llmspell kernel --help)
   llmspell state get|set|delete|list|clear|export|import|repair  the persistent store (llmspell state --help)
   llmspell --remote URL [--token T] run|exec|repl|kernel ...     the same, on a Jupyter Server / Kernel Gateway
+  llmspell dap                                                   a Debug Adapter Protocol server on stdio (llmspell dap --help)
 
 OPTIONS:
   --kernel ID           kernel id to use or start (default: default)
@@ -112,4 +113,17 @@ it offers to start a new one. With stdin not a terminal it reads cells from it w
 EXAMPLES:
   llmspell repl
   printf 'x = 1\\nprint(x + 1)\\n' | llmspell repl
+";
+
+pub const DAP_HELP: &str = "\
+llmspell dap — debug a Lua script from an editor (Debug Adapter Protocol on stdin/stdout)
+
+USAGE:
+  llmspell dap
+      Speaks DAP (Content-Length framed JSON) on stdin and stdout, for VS Code, nvim-dap and other
+      DAP clients. The client's `launch` names the script: {program, args, cwd, env, stopOnEntry}.
+      The script runs in this process in a fresh Lua state (not through the kernel); its output,
+      and its child processes' output, arrive as output events; io.read sees end of input.
+      Breakpoints (conditions, hit counts, logpoints) in the script and the modules it requires,
+      stepping, variables, evaluate, break on uncaught errors; the exit code in the exited event.
 ";

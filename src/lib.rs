@@ -2,6 +2,7 @@
 pub mod cli;
 pub mod client;
 pub mod connection;
+pub mod dap;
 pub mod help;
 pub mod kernel;
 pub mod lua;

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
 }
 
 /// The commands, for dispatch and for "did you mean".
-const COMMANDS: [&str; 6] = ["run", "exec", "repl", "kernel", "state", "help"];
+const COMMANDS: [&str; 7] = ["run", "exec", "repl", "kernel", "state", "dap", "help"];
 /// Options that apply to every command, and take a value.
 const GLOBAL_OPTIONS: [&str; 3] = ["--kernel", "--connect", "--idle-timeout"];
 /// The options of `--remote` (a Jupyter Server): global even after `kernel`, which has none of these.
@@ -171,6 +171,16 @@ fn run(raw: Vec<OsString>) -> Result<ExitCode, CommandError> {
             _ => cmd_kernel(args),
         },
         "state" => state_cli::run(args),
+        "dap" => {
+            let mut a = Arguments::from_vec(args);
+            if a.contains(["-h", "--help"]) {
+                print!("{}", llmspell::help::DAP_HELP);
+                return Ok(ExitCode::SUCCESS);
+            }
+            no_more(a)?;
+            let code = llmspell::dap::serve().map_err(CommandError::Failed)?;
+            Ok(ExitCode::from(code))
+        }
         "help" => {
             print!("{HELP}");
             Ok(ExitCode::SUCCESS)
@@ -628,7 +638,7 @@ fn install_kernelspec(prefix: Option<PathBuf>, name: &str) -> Result<PathBuf, Co
         "display_name": "Lua 5.4 (llmspell)",
         "language": "lua",
         "interrupt_mode": "message",
-        "metadata": { "debugger": false },
+        "metadata": { "debugger": true },
     });
     let path = dir.join("kernel.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&spec).expect("json"))

@@ -555,9 +555,12 @@ fn malformed_messages_on_every_channel_are_dropped_and_logged() {
         match replies_by_parent.get(id).map(|v| v.as_slice()) {
             Some([(c, t, content)]) => {
                 assert_eq!((c, t.as_str()), (chan, rtype.as_str()), "reply to {id}");
-                if rtype == "foo_reply" || rtype == "ñ_reply" || rtype == "_reply" || rtype == "debug_reply"
-                {
+                if rtype == "foo_reply" || rtype == "ñ_reply" || rtype == "_reply" {
                     assert_eq!(content["status"], "error", "{rtype}: {content}");
+                }
+                // The debugger answers a DAP response: a bad request is one that did not succeed.
+                if rtype == "debug_reply" {
+                    assert_eq!(content["success"], false, "{rtype}: {content}");
                 }
             }
             other => missing.push(format!("{id} ({rtype} on {}): {other:?}", chan.name())),

@@ -2,7 +2,7 @@
 
 use super::iopub::Publisher;
 use super::owner::Ownership;
-use super::requests::{answer_anywhere, bad_request, receive, reply, Answer, Received, Request};
+use super::requests::{answer_anywhere, bad_request, receive, reply, send_frames, Answer, Received, Request};
 use super::{Exit, Shared};
 use crate::wire::{self, Message, ReplayGuard, Signer};
 use crossbeam_channel::Sender;
@@ -25,9 +25,11 @@ pub(super) fn heartbeat(hb: zmq::Socket) {
     }
 }
 
-/// The control thread: answers kernel_info, interrupt and shutdown at once, even while Lua is busy.
+/// The control thread: answers kernel_info, interrupt and shutdown at once, even while Lua is busy;
+/// debug requests (debugger.rs), and the Lua thread's debug replies, which it sends on.
 pub(super) fn control_loop(
     control: zmq::Socket,
+    debug_replies: zmq::Socket,
     publisher: Publisher,
     signer: &Signer,
     shared: &Shared,
@@ -36,6 +38,23 @@ pub(super) fn control_loop(
 ) {
     let mut guard = ReplayGuard::new(1000);
     loop {
+        let mut items = [control.as_poll_item(zmq::POLLIN), debug_replies.as_poll_item(zmq::POLLIN)];
+        if let Err(zmq::Error::ETERM) = zmq::poll(&mut items, -1) {
+            return;
+        }
+        let (request_ready, reply_ready) = (items[0].is_readable(), items[1].is_readable());
+        if reply_ready {
+            match debug_replies.recv_multipart(0) {
+                Err(zmq::Error::ETERM) => return,
+                Err(_) => {}
+                Ok(frames) => {
+                    send_frames(&control, frames, "control");
+                }
+            }
+        }
+        if !request_ready {
+            continue;
+        }
         let msg = match receive(&control, signer, &mut guard, max, "control") {
             Received::Closed => return,
             Received::Dropped => continue,
@@ -46,6 +65,19 @@ pub(super) fn control_loop(
             Err(problem) => Some(Answer::Reply(bad_request(&problem))),
             Ok(Request::Stray(other)) => {
                 log::warn!("control: ignored a {other:?} message");
+                continue;
+            }
+            Ok(Request::Debug) => {
+                publisher.status(&msg, "busy");
+                let mut events = Vec::new();
+                let answer = shared.debugger.handle(&msg, &shared.interrupt, &mut events);
+                if let Some(content) = answer {
+                    reply(&control, signer, publisher.session(), &msg, content);
+                }
+                for (event, body) in events {
+                    shared.debugger.event(&publisher, event, body);
+                }
+                publisher.status(&msg, "idle");
                 continue;
             }
             Ok(req) => answer_anywhere(&req, shared, ownership, publisher.counts()),

@@ -19,6 +19,7 @@
 
 mod channels;
 mod child_output;
+pub(crate) mod debugger;
 mod frontend;
 mod gateway_comm;
 pub mod gateway_launch;
@@ -78,6 +79,8 @@ struct Shared {
     last_request: AtomicU64,
     busy: AtomicBool,
     exit: Sender<Exit>,
+    /// The Jupyter debugger's state (control and Lua thread share it).
+    debugger: Arc<debugger::Debugger>,
 }
 
 impl Shared {
@@ -88,6 +91,7 @@ impl Shared {
             last_request: AtomicU64::new(now_millis()),
             busy: AtomicBool::new(false),
             exit,
+            debugger: Arc::new(debugger::Debugger::new()),
         }
     }
     fn touch(&self) {
@@ -96,6 +100,8 @@ impl Shared {
     fn interrupt(&self) {
         self.interrupt.interrupt();
         let _ = self.interrupt_wake.try_send(());
+        // A program stopped in the debugger resumes, so the interrupt reaches it.
+        self.debugger.on_interrupt();
     }
 }
 
@@ -160,7 +166,9 @@ pub fn start(opts: Options) -> Result<(), String> {
         }
     }
     log::info!("iopub since start: {}", running.iopub.counts());
+    let debugger = running.shared.debugger.clone();
     running.stop(ctx);
+    debugger.remove_files();
     if let Some(files) = &own_files {
         files.remove_stale();
     }
@@ -233,6 +241,7 @@ impl Threads {
         // The inproc PULL end is bound before any thread connects to it.
         let Sockets { shell, control, stdin, iopub, hb } = sockets;
         let stdin_pull = bound_pull(ctx, "inproc://stdin-requests")?;
+        let debug_replies = bound_pull(ctx, debugger::REPLIES_ENDPOINT)?;
         let iopub_fd = iopub.get_fd().map_err(|e| format!("cannot watch the iopub socket: {e}"))?;
         let publisher = Publisher::new(IopubSocket::new(iopub, signer.clone(), wire::random_hex(16))?);
         let child_output = ChildOutput::start(publisher.clone())?;
@@ -245,7 +254,7 @@ impl Threads {
             // Control answers even while a publisher waits for a stalled subscriber.
             let publisher = publisher.never_waiting();
             spawn("control", move || {
-                channels::control_loop(control, publisher, &signer, &shared, &ownership, max)
+                channels::control_loop(control, debug_replies, publisher, &signer, &shared, &ownership, max)
             });
         }
         let stdin_ctx = ctx.clone();
@@ -297,7 +306,9 @@ fn spawn_lua(
             let interrupt = shared.interrupt.clone();
             Frontend::new(child_output, publisher, stdin, input_rx, wake_rx, interrupt, opts.input_timeout)
         });
-        match frontend.and_then(|frontend| shell::Shell::new(shell, frontend, &shared, ownership, &opts)) {
+        match frontend
+            .and_then(|frontend| shell::Shell::new(&ctx, shell, frontend, &shared, ownership, &opts))
+        {
             Ok(shell) => {
                 let _ = ready_tx.send(Ok(()));
                 shell.run();

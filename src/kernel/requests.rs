@@ -114,6 +114,8 @@ pub(super) enum Request {
         target: Option<String>,
     },
     Shutdown(ShutdownRequest),
+    /// debug_request: the Jupyter debugger (debugger.rs), on control.
+    Debug,
     /// A request type this kernel does not handle: it gets an error reply.
     Unsupported(String),
     /// Not a request at all (a stray reply, say): ignored, with a warning.
@@ -208,6 +210,7 @@ impl Request {
                 target: msg.metadata["llmspell"]["interrupt"].as_str().map(String::from),
             },
             "shutdown_request" => Request::Shutdown(content(msg)?),
+            "debug_request" => Request::Debug,
             t if t.ends_with("_request") => Request::Unsupported(t.to_string()),
             t => Request::Stray(t.to_string()),
         })
@@ -279,7 +282,9 @@ pub fn kernel_info_content(iopub: Value, activity: Value) -> Value {
             { "text": "Lua 5.4 Reference Manual", "url": "https://www.lua.org/manual/5.4/" },
             { "text": "Programming in Lua", "url": "https://www.lua.org/pil/" },
         ],
-        "debugger": false,
+        // The debugger (debug_request on control): the protocol 5.5 way and the older field.
+        "supported_features": ["debugger"],
+        "debugger": true,
         "llmspell": { "iopub": iopub, "busy": activity["busy"], "running": activity["running"] },
     })
 }
@@ -313,6 +318,7 @@ mod tests {
             ("comm_close", "CommIgnored"),
             ("interrupt_request", "Interrupt"),
             ("shutdown_request", "Shutdown"),
+            ("debug_request", "Debug"),
             ("no_such_request", "Unsupported"),
             ("execute_reply", "Stray"),
         ];
@@ -329,6 +335,7 @@ mod tests {
                 Request::CommIgnored => "CommIgnored",
                 Request::Interrupt { .. } => "Interrupt",
                 Request::Shutdown(_) => "Shutdown",
+                Request::Debug => "Debug",
                 Request::Unsupported(_) => "Unsupported",
                 Request::Stray(_) => "Stray",
             };

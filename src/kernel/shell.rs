@@ -1,6 +1,7 @@
 //! The shell: the request loop on the Lua thread. Busy/idle around every request, one dispatch from
 //! request to handler, execution counting and history, the interpreter behind it.
 
+use super::debugger::{KernelTransport, LuaSide, Phase};
 use super::frontend::{Frontend, FrontendHandle};
 use super::history::History;
 use super::owner::Ownership;
@@ -31,10 +32,13 @@ pub(super) struct Shell {
     ownership: Arc<Ownership>,
     execution_count: u64,
     history: History,
+    /// The debugger's Lua-thread side: debug requests forwarded by control are served through it.
+    debug: Rc<LuaSide>,
 }
 
 impl Shell {
     pub(super) fn new(
+        ctx: &zmq::Context,
         socket: zmq::Socket,
         frontend: Frontend,
         shared: &Arc<Shared>,
@@ -44,7 +48,7 @@ impl Shell {
         let signer = frontend.publisher.signer().clone();
         let session = frontend.publisher.session().to_string();
         let frontend = Rc::new(RefCell::new(frontend));
-        let interp = Interpreter::new(
+        let mut interp = Interpreter::new(
             Box::new(FrontendHandle(frontend.clone())),
             shared.interrupt.clone(),
             lua::Options {
@@ -52,8 +56,12 @@ impl Shell {
                 state_path: connection::home().join("state.json"),
             },
         )?;
+        let transport = KernelTransport::new(ctx, frontend.clone())?;
+        let debug = Rc::new(LuaSide::new(shared.debugger.clone(), Box::new(transport)));
+        interp.attach_debugger(debug.clone())?;
         Ok(Shell {
             interp,
+            debug,
             frontend,
             socket,
             guard: ReplayGuard::new(10_000),
@@ -74,9 +82,22 @@ impl Shell {
         }
     }
 
-    /// The next request, waiting for it; None once the kernel is shutting down.
+    /// The next request, waiting for it; None once the kernel is shutting down. Debug requests the
+    /// control thread forwards meanwhile (inspectVariables, evaluate...) are served while waiting.
     fn wait_request(&mut self) -> Option<Message> {
         loop {
+            let wake = self.shared.debugger.wake_fd();
+            let mut items =
+                [self.socket.as_poll_item(zmq::POLLIN), zmq::PollItem::from_fd(wake, zmq::POLLIN)];
+            if let Err(zmq::Error::ETERM) = zmq::poll(&mut items, -1) {
+                return None;
+            }
+            if items[1].is_readable() {
+                self.debug.serve_queued(&mut self.interp);
+            }
+            if !items[0].is_readable() {
+                continue;
+            }
             match receive(&self.socket, &self.signer, &mut self.guard, self.max_message_bytes, "shell") {
                 Received::Closed => return None,
                 Received::Dropped => continue, // logged: look again
@@ -221,6 +242,13 @@ impl Shell {
             Request::CommOpen(c) => self.publish("comm_close", json!({ "comm_id": c.comm_id, "data": {} })),
             Request::CommIgnored => {}
             Request::Stray(other) => log::warn!("shell: ignored a {other:?} message"),
+            Request::Debug => self.reply(
+                msg,
+                json!({
+                    "status": "error", "ename": "UnsupportedRequest",
+                    "evalue": "debug_request belongs on the control channel", "traceback": [],
+                }),
+            ),
             // Answered by answer_anywhere.
             Request::KernelInfo
             | Request::Interrupt { .. }
@@ -312,7 +340,11 @@ impl Shell {
         let child_output = self.frontend.borrow().child_output.clone();
         child_output.set_parent(Some(self.frontend.borrow().parent.clone()));
         self.frontend.borrow_mut().children = false;
-        let outcome = self.interp.execute(code);
+        // While a debugger is attached the cell is named after its file (JupyterLab's name for it).
+        let path = self.shared.debugger.cell_path(code);
+        self.debug.enter_phase(Phase::Running, &mut self.interp);
+        let outcome = self.interp.execute_named(code, path.as_deref());
+        self.debug.enter_phase(Phase::Idle, &mut self.interp);
         if self.frontend.borrow().children {
             // A child may still have been writing (io.popen's stderr): publish that first. (Only
             // then: the round trip to the forwarding thread is not free.)

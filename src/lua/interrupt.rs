@@ -12,7 +12,7 @@
 //! Output that waits to be coalesced also needs a look now and then: a write that leaves output pending
 //! arms a rare count hook on its thread, which flushes it once it is old enough and then goes away.
 
-use mlua::ffi::{lua_Debug, lua_State, LUA_MASKCOUNT};
+use mlua::ffi::{lua_Debug, lua_State, LUA_MASKCALL, LUA_MASKCOUNT, LUA_MASKLINE, LUA_MASKRET};
 use std::cell::RefCell;
 use std::os::raw::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +58,17 @@ impl Interrupter {
                 mlua::ffi::lua_sethook(l as *mut lua_State, Some(hook), LUA_MASKCOUNT, 1);
                 llmspell_hook_threads(set_hook, std::ptr::null_mut(), LUA_MASKCOUNT, 1);
             }
+        }
+    }
+
+    /// Turns the debugger's hook on (every event but count) on whatever runs, from any thread: new
+    /// breakpoints or a pause while a cell runs. The hook itself narrows it down at the next event.
+    pub fn arm_debugger(&self) {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = *state {
+            let mask = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE;
+            // SAFETY: as in `interrupt`.
+            unsafe { set_everywhere(l as *mut lua_State, mask, mask, 0) };
         }
     }
 
@@ -111,8 +122,17 @@ pub(super) unsafe fn clear(l: *mut lua_State) {
 /// # Safety
 /// `l` must be the live Lua state running on this thread.
 pub(super) unsafe fn arm_tick(l: *mut lua_State) {
-    if mlua::ffi::lua_gethook(l).is_none() {
-        mlua::ffi::lua_sethook(l, Some(hook), LUA_MASKCOUNT, TICK_INSTRUCTIONS);
+    let ours = hook as mlua::ffi::lua_Hook;
+    match mlua::ffi::lua_gethook(l) {
+        None => mlua::ffi::lua_sethook(l, Some(hook), LUA_MASKCOUNT, TICK_INSTRUCTIONS),
+        // The debugger's hook: add the count event to what it watches.
+        Some(h) if std::ptr::fn_addr_eq(h, ours) => {
+            let mask = mlua::ffi::lua_gethookmask(l);
+            if mask & LUA_MASKCOUNT == 0 {
+                mlua::ffi::lua_sethook(l, Some(hook), mask | LUA_MASKCOUNT, TICK_INSTRUCTIONS);
+            }
+        }
+        Some(_) => {}
     }
 }
 
@@ -131,16 +151,44 @@ fn fire() -> (bool, bool) {
     std::panic::catch_unwind(look).unwrap_or((false, false))
 }
 
-unsafe extern "C-unwind" fn hook(l: *mut lua_State, _ar: *mut lua_Debug) {
-    let (stop, pending) = fire();
+/// Whether an interrupt asks the code to stop (without looking at output).
+fn stop_requested() -> bool {
+    let look = || {
+        CONTEXT.with(|c| match c.try_borrow() {
+            Ok(c) => c.as_ref().is_some_and(|ctx| (ctx.stop)()),
+            Err(_) => false,
+        })
+    };
+    std::panic::catch_unwind(look).unwrap_or(false)
+}
+
+/// The kernel's one hook: interrupts and pending output on count events, the debugger
+/// (debug_hook.rs) on call, return and line events. It leaves exactly the events still wanted.
+unsafe extern "C-unwind" fn hook(l: *mut lua_State, ar: *mut lua_Debug) {
+    let counting = (*ar).event == mlua::ffi::LUA_HOOKCOUNT;
+    let (stop, pending) = if counting {
+        fire()
+    } else {
+        (stop_requested(), mlua::ffi::lua_gethookmask(l) & LUA_MASKCOUNT != 0)
+    };
     if !stop {
-        if pending {
-            mlua::ffi::lua_sethook(l, Some(hook), LUA_MASKCOUNT, TICK_INSTRUCTIONS);
+        let debug = if counting {
+            std::panic::catch_unwind(|| super::debug_hook::wanted_mask(l)).unwrap_or(0)
         } else {
-            // Nothing to watch for: back to full speed.
-            mlua::ffi::lua_sethook(l, None, 0, 0);
+            std::panic::catch_unwind(|| super::debug_hook::on_event(l, ar)).unwrap_or(0)
+        };
+        // The debugger may have stopped in there, and an interrupt (or shutdown) ended the stop.
+        if !stop_requested() {
+            let count = if counting { TICK_INSTRUCTIONS } else { mlua::ffi::lua_gethookcount(l) };
+            let mask = debug | if pending { LUA_MASKCOUNT } else { 0 };
+            if mask == 0 {
+                // Nothing to watch for: back to full speed.
+                mlua::ffi::lua_sethook(l, None, 0, 0);
+            } else if counting || mask != mlua::ffi::lua_gethookmask(l) {
+                mlua::ffi::lua_sethook(l, Some(hook), mask, count);
+            }
+            return;
         }
-        return;
     }
     // Every instruction from now on, on this thread, until the cell ends: a pcall that caught the
     // error does not get far.
@@ -148,4 +196,14 @@ unsafe extern "C-unwind" fn hook(l: *mut lua_State, _ar: *mut lua_Debug) {
     // No Rust value lives in this frame past this point: lua_error does not return.
     mlua::ffi::lua_pushstring(l, c"Interrupted".as_ptr());
     mlua::ffi::lua_error(l);
+}
+
+/// Sets the hook with `mask` on the main state and every live coroutine (the debugger's breakpoints
+/// and stepping: new coroutines inherit the hook of the thread that creates them).
+///
+/// # Safety
+/// `main` must be a live main Lua state.
+pub(super) unsafe fn set_everywhere(main: *mut lua_State, mask: c_int, coroutines: c_int, count: c_int) {
+    llmspell_hook_threads(set_hook, std::ptr::null_mut(), coroutines, count);
+    mlua::ffi::lua_sethook(main, Some(hook), mask, count);
 }

@@ -4,6 +4,7 @@
 //! only through the [`Host`] trait, which `kernel.rs` implements.
 
 mod convert;
+mod debug_hook;
 mod failure;
 mod interrupt;
 mod natives;
@@ -13,6 +14,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
+pub use debug_hook::{Breakpoint, DebugConfig, DebugFlags, DebugPort};
 pub use failure::Failure;
 pub use interrupt::Interrupter;
 pub(crate) use paths::set_package_paths;
@@ -116,6 +118,10 @@ pub struct Interpreter {
     memory_limit: Option<usize>,
     /// Lua memory in use before any user code: the limit counts from here.
     base_memory: usize,
+    /// The debugger's Lua side (debugger.lua), once a debugger is attached.
+    debugger: Option<Table>,
+    /// The globals the session starts with (not the user's: the debugger's Globals leave them out).
+    builtins: Table,
 }
 
 impl Drop for Interpreter {
@@ -123,6 +129,7 @@ impl Drop for Interpreter {
         // Before the state closes: no other thread may hook it any more.
         self.interrupt.unregister();
         interrupt::set_context(None);
+        debug_hook::uninstall();
     }
 }
 
@@ -182,6 +189,11 @@ impl Interpreter {
         // collected without marking the whole session (the prelude, help texts, the user's
         // globals) again each time; measured with callgrind, a tenth off a no-op request.
         lua.gc_set_mode(mlua::prelude::LuaGcMode::Generational(mlua::prelude::LuaGcGenParams::default()));
+        let builtins = lua.create_table().map_err(|e| e.to_string())?;
+        for pair in lua.globals().pairs::<Value, Value>() {
+            let (k, v) = pair.map_err(|e| e.to_string())?;
+            builtins.raw_set(k, v).map_err(|e| e.to_string())?;
+        }
         let base_memory = lua.used_memory();
         if let Some(limit) = opts.memory_limit {
             lua.set_memory_limit(base_memory + limit).map_err(|e| format!("cannot limit memory: {e}"))?;
@@ -195,22 +207,34 @@ impl Interpreter {
             store,
             memory_limit: opts.memory_limit,
             base_memory,
+            debugger: None,
+            builtins,
         })
     }
 
     /// Runs a cell in the shared session.
     pub fn execute(&mut self, code: &str) -> Outcome {
+        self.execute_named(code, None)
+    }
+
+    /// Runs a cell whose chunk is named after a file (`path`): the debugger's name for the cell, so
+    /// its frames and breakpoints name that file.
+    pub fn execute_named(&mut self, code: &str, path: Option<&str>) -> Outcome {
         *self.run.borrow_mut() = Run::default();
         // No hook of ours, whatever the last cell left (an interrupt).
         // SAFETY: our own live main state, on its own thread.
         unsafe { interrupt::clear(self.main) };
+        // The debugger's hook, only if breakpoints exist (or a pause is pending).
+        // SAFETY: as above.
+        unsafe { debug_hook::arm_for_cell(self.main) };
+        let name = path.map(|p| format!("@{p}")).unwrap_or_else(|| "=[cell]".into());
         let _ = self.k.call_function::<()>("reset_stdin", ());
         let mut outcome = Outcome::default();
         // The memory limit is for user code; the kernel's own work around it (compiling, rendering
         // the result) gets some headroom, so a session whose globals fill the limit can still run
         // the cell that frees them.
         self.set_memory_headroom(true);
-        match self.compile(code) {
+        match self.compile(code, &name) {
             Err(failure) => outcome.error = Some(failure),
             Ok(function) => {
                 let run: Function = self.k.get("run").expect("the prelude defines run");
@@ -333,9 +357,9 @@ impl Interpreter {
 
     /// Compiles a cell. In the session an expression list (or a cell whose last line is one) is
     /// compiled to return its values, so they can be shown; so are the values of an explicit `return`.
-    fn compile(&self, code: &str) -> Result<Function, Failure> {
+    fn compile(&self, code: &str, name: &str) -> Result<Function, Failure> {
         let lua = &self.lua;
-        let chunk = |src: &str| lua.load(src.to_string()).set_name("=[cell]").into_function();
+        let chunk = |src: &str| lua.load(src.to_string()).set_name(name).into_function();
         // A cell that starts with a statement keyword cannot be an expression: skip that try.
         let first_word = code.trim_start().split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next();
         let statement = matches!(
@@ -366,6 +390,96 @@ impl Interpreter {
             }
         }
         plain.map_err(|e| self.failure_of_error(&e, false))
+    }
+
+    /// Attaches the kernel's debugger: its hook logic on this thread, its Lua side in this state, and
+    /// the error handler's stop on uncaught errors.
+    pub fn attach_debugger(&mut self, port: Rc<dyn DebugPort>) -> Result<(), String> {
+        let lua = &self.lua;
+        let fail = |e: mlua::Error| format!("cannot set up the debugger: {e}");
+        let n = lua.create_table().map_err(fail)?;
+        {
+            let port = port.clone();
+            n.set(
+                "wait",
+                lua.create_function(move |lua, ()| convert::from_json(lua, &port.next_command()))
+                    .map_err(fail)?,
+            )
+            .map_err(fail)?;
+        }
+        {
+            let port = port.clone();
+            let respond = move |_: &Lua, (id, ok, text): (u64, bool, mlua::LuaString)| {
+                port.respond(id, ok, &text.to_string_lossy());
+                Ok(())
+            };
+            n.set("respond", lua.create_function(respond).map_err(fail)?).map_err(fail)?;
+        }
+        {
+            let port = port.clone();
+            let canonical = move |_: &Lua, path: mlua::LuaString| Ok(port.canonical(&path.to_string_lossy()));
+            n.set("canonical", lua.create_function(canonical).map_err(fail)?).map_err(fail)?;
+        }
+        n.set("repr", self.k.get::<Value>("repr").map_err(fail)?).map_err(fail)?;
+        n.set("builtins", self.builtins.clone()).map_err(fail)?;
+        let d: Table =
+            lua.load(include_str!("debugger.lua")).set_name("=[llmspell debugger]").call(n).map_err(fail)?;
+        let enter: Function = d.get("enter").map_err(fail)?;
+        lua.set_named_registry_value(debug_hook::ENTER_KEY.to_str().unwrap_or_default(), enter.clone())
+            .map_err(fail)?;
+        // The prelude's error handler calls this at the error, with its stack still there.
+        let interrupt = self.interrupt.clone();
+        let on_error = move |lua: &Lua, err: Value| {
+            let Some(port) = debug_hook::port() else { return Ok(()) };
+            if interrupt.is_set() || !port.config().break_on_uncaught {
+                return Ok(());
+            }
+            let text = match &err {
+                Value::String(s) => s.to_string_lossy(),
+                other => lua
+                    .globals()
+                    .get::<Function>("tostring")
+                    .and_then(|f| f.call::<String>(other.clone()))
+                    .unwrap_or_else(|_| other.type_name().to_string()),
+            };
+            port.stopped("exception", Some(&text));
+            // Skip this native and the handler: the frames start where the error was raised.
+            let how = enter.call::<String>(("stop", text.as_str(), 2)).unwrap_or_else(|_| "continue".into());
+            port.resumed(&how);
+            Ok(())
+        };
+        self.k.set("debug_on_error", lua.create_function(on_error).map_err(fail)?).map_err(fail)?;
+        debug_hook::install(port);
+        self.debugger = Some(d);
+        Ok(())
+    }
+
+    /// For a script (`llmspell dap`): `arg` as `lua SCRIPT ARGS...` sets it, and an `os.exit` that ends
+    /// the script with its code (the session's refuses, as it would end the kernel).
+    pub fn set_script_args(&mut self, script: &str, args: &[String]) -> Result<(), String> {
+        let fail = |e: mlua::Error| format!("cannot set up the script: {e}");
+        let arg = self.lua.create_table().map_err(fail)?;
+        arg.raw_set(0, script).map_err(fail)?;
+        for (i, a) in args.iter().enumerate() {
+            arg.raw_set(i + 1, a.as_str()).map_err(fail)?;
+        }
+        self.lua.globals().set("arg", arg).map_err(fail)?;
+        let exit = r#"os.exit = function(code)
+  if code == nil or code == true then code = 0 elseif code == false then code = 1 end
+  error("llmspell dap: os.exit " .. math.tointeger(code), 0)
+end"#;
+        self.lua.load(exit).set_name("=[llmspell]").exec().map_err(fail)
+    }
+
+    /// A debug request while nothing runs (inspectVariables, evaluate, ...): whether it succeeded,
+    /// and its body as JSON text or its error message.
+    pub fn debug_request(&mut self, request: &Json) -> (bool, String) {
+        let Some(d) = &self.debugger else { return (false, "the debugger is not attached".into()) };
+        let call = || -> mlua::Result<(bool, String)> {
+            let idle: Function = d.get("idle")?;
+            idle.call(convert::from_json(&self.lua, request)?)
+        };
+        call().unwrap_or_else(|e| (false, e.to_string()))
     }
 
     /// Whether a global is unset (nil): `exit` means "leave" only while nobody defined it.

@@ -536,6 +536,9 @@ _G.state, _G.display, _G.help = state, display, help
 
 -- Runs a compiled cell: returns true, n, results... or false, error value, traceback.
 local function handler(e)
+  -- An attached debugger may stop here, where the error was raised (break on uncaught errors).
+  local on_error = K.debug_on_error
+  if on_error then on_error(e) end
   return { err = e, tb = traceback("", 2) }
 end
 K.run = function(f, ...)

@@ -1,0 +1,157 @@
+"""`llmspell dap`: a small scripted DAP client (Content-Length frames over the adapter's stdio) debugs a
+script that requires a module. Every wait is for a message, with a generous deadline."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import LLMSPELL_BIN
+
+WAIT = 60.0
+
+
+class DapClient:
+    def __init__(self, cwd: Path) -> None:
+        self.proc = subprocess.Popen([LLMSPELL_BIN, "dap"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, cwd=cwd)
+        self.seq = 0
+        self.messages: queue.Queue = queue.Queue()
+        self.pending: list[dict[str, Any]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        out = self.proc.stdout
+        while True:
+            length = None
+            while True:
+                line = out.readline()
+                if not line:
+                    self.messages.put(None)
+                    return
+                line = line.strip()
+                if not line:
+                    break
+                if line.startswith(b"Content-Length:"):
+                    length = int(line.split(b":")[1])
+            self.messages.put(json.loads(out.read(length)))
+
+    def send(self, command: str, arguments: dict[str, Any] | None = None) -> int:
+        self.seq += 1
+        body = json.dumps({"seq": self.seq, "type": "request", "command": command,
+                           "arguments": arguments or {}}).encode()
+        self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.proc.stdin.flush()
+        return self.seq
+
+    def _next(self, pred, what: str) -> dict[str, Any]:
+        for i, m in enumerate(self.pending):
+            if pred(m):
+                return self.pending.pop(i)
+        deadline = time.monotonic() + WAIT
+        while True:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no {what} within {WAIT} s; pending {self.pending!r}"
+            try:
+                m = self.messages.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            assert m is not None, f"the adapter closed its output waiting for {what}: {self.proc.stderr.read()!r}"
+            if pred(m):
+                return m
+            self.pending.append(m)
+
+    def request(self, command: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
+        seq = self.send(command, arguments)
+        r = self._next(lambda m: m["type"] == "response" and m["request_seq"] == seq, f"{command} response")
+        assert r["success"], r
+        return r.get("body", {})
+
+    def event(self, name: str) -> dict[str, Any]:
+        return self._next(lambda m: m["type"] == "event" and m["event"] == name, f"{name} event")["body"]
+
+    def outputs(self) -> str:
+        return "".join(m["body"]["output"] for m in self.pending
+                       if m["type"] == "event" and m["event"] == "output")
+
+    def top(self) -> dict[str, Any]:
+        return self.request("stackTrace", {"threadId": 1})["stackFrames"][0]
+
+    def locals(self) -> dict[str, str]:
+        scopes = self.request("scopes", {"frameId": self.top()["id"]})["scopes"]
+        ref = next(s["variablesReference"] for s in scopes if s["name"] == "Locals")
+        return {v["name"]: v["value"] for v in self.request("variables", {"variablesReference": ref})["variables"]}
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / "greet.lua").write_text(
+        "local M = {}\nfunction M.hello(name)\n  local text = 'hello ' .. name\n  return text\nend\nreturn M\n")
+    (tmp_path / "main.lua").write_text(
+        "local greet = require('greet')\nlocal who = arg[1] or 'nobody'\nprint(greet.hello(who))\n"
+        "os.execute('echo from a child')\nprint(os.getenv('DAP_TEST'))\nos.exit(3)\n")
+    return tmp_path
+
+
+def test_a_script_and_its_module_under_a_dap_client(project):
+    c = DapClient(project)
+    try:
+        caps = c.request("initialize", {"adapterID": "llmspell", "linesStartAt1": True, "pathFormat": "path"})
+        assert caps["supportsConfigurationDoneRequest"]
+        c.event("initialized")
+        main, module = project / "main.lua", project / "greet.lua"
+        c.request("launch", {"program": str(main), "args": ["world"], "cwd": str(project),
+                             "env": {"DAP_TEST": "from env", "LUA_PATH": str(project / "?.lua") + ";;"},
+                             "stopOnEntry": True})
+        c.request("setBreakpoints", {"source": {"path": str(main)}, "breakpoints": [{"line": 3}]})
+        c.request("setBreakpoints", {"source": {"path": str(module)}, "breakpoints": [{"line": 4}]})
+        c.request("configurationDone")
+        assert c.event("stopped")["reason"] == "entry"
+        assert c.top()["line"] == 1
+        c.request("continue", {"threadId": 1})
+        assert c.event("stopped")["reason"] == "breakpoint"
+        frame = c.top()
+        assert frame["source"]["path"] == str(main.resolve()) and frame["line"] == 3
+        assert c.locals()["who"] == '"world"'
+        c.request("continue", {"threadId": 1})
+        assert c.event("stopped")["reason"] == "breakpoint"
+        frame = c.top()
+        assert frame["source"]["path"] == str(module.resolve()) and frame["line"] == 4
+        assert c.request("evaluate", {"expression": "text:upper()", "frameId": frame["id"],
+                                      "context": "repl"})["result"] == '"HELLO WORLD"'
+        c.request("stepOut", {"threadId": 1})
+        assert c.event("stopped")["reason"] == "step"
+        assert c.top()["source"]["path"] == str(main.resolve())
+        c.request("continue", {"threadId": 1})
+        assert c.event("exited")["exitCode"] == 3
+        c.event("terminated")
+        text = c.outputs()
+        assert "hello world\n" in text and "from a child\n" in text and "from env\n" in text
+        c.request("disconnect")
+        assert c.proc.wait(timeout=WAIT) == 0
+    finally:
+        if c.proc.poll() is None:
+            c.proc.kill()
+            c.proc.wait()
+
+
+def test_launch_without_a_program_is_an_error_response(tmp_path):
+    c = DapClient(tmp_path)
+    try:
+        c.request("initialize", {"adapterID": "llmspell"})
+        seq = c.send("launch", {})
+        r = c._next(lambda m: m["type"] == "response" and m["request_seq"] == seq, "launch response")
+        assert r["success"] is False and "program" in r["message"]
+        c.request("disconnect")
+        assert c.proc.wait(timeout=WAIT) == 0
+    finally:
+        if c.proc.poll() is None:
+            c.proc.kill()
+            c.proc.wait()
