@@ -148,8 +148,18 @@ local function sorted_keys(t)
   return keys, n
 end
 
+-- DAP's `type` is free text. JupyterLab's Variables tree shows the value only for the type names it
+-- knows (int, float, bool, str, as Python's debugger sends them) and the type name for anything else,
+-- so Lua's scalars are named that way; tables, functions, nil and the rest keep Lua's names.
+local SCALAR_TYPE = { boolean = "bool", string = "str" }
+local function type_name(v)
+  local t = type(v)
+  if t == "number" then return math.type(v) == "integer" and "int" or "float" end
+  return SCALAR_TYPE[t] or t
+end
+
 local function variable(name, v, evaluate_name)
-  local var = { name = name, value = short(v), type = type(v), variablesReference = 0,
+  local var = { name = name, value = short(v), type = type_name(v), variablesReference = 0,
     evaluateName = evaluate_name }
   if type(v) == "table" then
     var.variablesReference = new_ref({ table = v })

@@ -447,3 +447,17 @@ def test_a_debug_request_on_shell_gets_an_error_reply(kernel):
     kc.shell_channel.send(msg)
     reply = get_reply(kc, msg["header"]["msg_id"], WAIT)
     assert reply["content"]["status"] == "error"
+
+
+def test_removing_the_last_breakpoint_while_stopped_lets_the_cell_finish(dap, kernel):
+    # What JupyterLab does when the user clicks a breakpoint away in the gutter, then Continue.
+    kc = kernel.kc
+    code = "local total = 0\nfor i = 1, 3 do\n  total = total + i * 10\nend\nreturn total"
+    path = dap.body("dumpCell", {"code": code})["sourcePath"]
+    dap.body("setBreakpoints", {"source": {"path": path}, "breakpoints": [{"line": 3}]})
+    run = kc.execute(code)
+    dap.stopped("breakpoint")
+    assert dap.locals()["i"] == "1"
+    dap.body("setBreakpoints", {"source": {"path": path}, "breakpoints": []})
+    dap.request("continue", {"threadId": 1})
+    assert execute_reply(kc, run)["status"] == "ok"
