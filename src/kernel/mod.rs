@@ -26,6 +26,7 @@ mod gateway_payload;
 mod history;
 mod iopub;
 mod owner;
+mod remote_run;
 mod requests;
 mod shell;
 
@@ -78,6 +79,8 @@ struct Shared {
     last_request: AtomicU64,
     busy: AtomicBool,
     exit: Sender<Exit>,
+    /// The zygote's socket (`runner::Zygote`), for isolated remote runs; None without a zygote.
+    run_socket: Option<PathBuf>,
 }
 
 impl Shared {
@@ -88,6 +91,7 @@ impl Shared {
             last_request: AtomicU64::new(now_millis()),
             busy: AtomicBool::new(false),
             exit,
+            run_socket: None,
         }
     }
     fn touch(&self) {
@@ -140,7 +144,8 @@ pub fn start(opts: Options) -> Result<(), String> {
         launch.announce(&info, comm.local_addr().map(|a| a.port()).unwrap_or(0))?;
     }
 
-    let running = Threads::spawn(&ctx, sockets, Signer::new(&key), &opts)?;
+    let run_socket = _runner.as_ref().map(|z| z.socket().to_path_buf());
+    let running = Threads::spawn(&ctx, sockets, Signer::new(&key), &opts, run_socket)?;
     watch_signals(running.shared.clone())?;
     if let Some(comm) = comm {
         gateway_comm::serve(comm, running.shared.clone());
@@ -220,10 +225,11 @@ impl Threads {
         sockets: Sockets,
         signer: Signer,
         opts: &Options,
+        run_socket: Option<PathBuf>,
     ) -> Result<Threads, String> {
         let (exit_tx, exit) = crossbeam_channel::unbounded();
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
-        let shared = Arc::new(Shared::new(exit_tx, wake_tx));
+        let shared = Arc::new(Shared { run_socket, ..Shared::new(exit_tx, wake_tx) });
         let ownership = owner::Ownership::new()?;
         {
             let (ownership, shared) = (ownership.clone(), shared.clone());
