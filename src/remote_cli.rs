@@ -12,12 +12,12 @@ use crate::help::KERNEL_HELP;
 use crate::runner::{self, client::Outcome};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use pico_args::Arguments;
 use serde_json::json;
+use std::ffi::OsString;
 use std::io::{IsTerminal, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use pico_args::Arguments;
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -116,7 +116,8 @@ pub fn run(r: &RemoteOptions, kernel: &str, args: Vec<OsString>) -> Result<ExitC
     }
     let mut c = RemoteClient::connect(r, kernel)?;
     // A kernel that does not know `llmspell.run` runs the code instead: it says why in one line.
-    let code = "error('this kernel cannot run a script in a process of its own: update llmspell on its host', 0)";
+    let code =
+        "error('this kernel cannot run a script in a process of its own: update llmspell on its host', 0)";
     let opts = ExecOptions { silent: false, store_history: false, stdin: StdinMode::None };
     let sigint = client::sigint_pipe();
     let mut shown = Renderer::new(std::io::stdout().lock(), std::io::stderr(), Results::Hidden);

@@ -45,12 +45,11 @@ impl Spec {
             .map(|a| a.as_str().map(|s| s.as_bytes().to_vec()))
             .collect::<Option<_>>()
             .ok_or_else(|| bad("argv must be a list of strings"))?;
-        let first_arg = o
-            .get("first_arg")
-            .and_then(Value::as_u64)
-            .filter(|&n| n >= 1 && (n as usize) <= argv.len())
-            .ok_or_else(|| bad("first_arg must be an index into argv, at least 1"))?
-            as usize;
+        let first_arg =
+            o.get("first_arg")
+                .and_then(Value::as_u64)
+                .filter(|&n| n >= 1 && (n as usize) <= argv.len())
+                .ok_or_else(|| bad("first_arg must be an index into argv, at least 1"))? as usize;
         let b64 = |key: &str| -> Result<Option<Vec<u8>>, Refusal> {
             match o.get(key) {
                 None | Some(Value::Null) => Ok(None),
@@ -91,7 +90,12 @@ impl Drop for TempDir {
 
 /// Runs the request described by `run` (metadata `llmspell.run`) through the zygote on `socket`,
 /// its output written to `host`; returns the reply's content (without execution_count).
-pub(super) fn serve(run: &Value, socket: Option<&Path>, interrupt: &Interrupter, host: &mut dyn Host) -> Value {
+pub(super) fn serve(
+    run: &Value,
+    socket: Option<&Path>,
+    interrupt: &Interrupter,
+    host: &mut dyn Host,
+) -> Value {
     let outcome = Spec::parse(run).and_then(|spec| {
         let socket = socket.ok_or((
             "RunUnavailable",
@@ -108,7 +112,8 @@ pub(super) fn serve(run: &Value, socket: Option<&Path>, interrupt: &Interrupter,
         Ok(client::Outcome::Signaled(sig)) => exit(json!({ "signal": sig })),
         Err((ename, evalue)) => {
             log::warn!("isolated run refused: {evalue}");
-            let content = json!({"ename": ename, "evalue": evalue, "traceback": [format!("{ename}: {evalue}")]});
+            let content =
+                json!({"ename": ename, "evalue": evalue, "traceback": [format!("{ename}: {evalue}")]});
             host.publish("error", content.clone());
             let mut reply = content;
             reply["status"] = json!("error");
@@ -130,7 +135,8 @@ fn run_isolated(
         if !from_stdin {
             let text = spec.script.take().ok_or("the run names a script but its text was not sent")?;
             let dir = TempDir::new().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-            let name = Path::new(OsStr::from_bytes(&spec.argv[pos])).file_name().unwrap_or(OsStr::new("script.lua"));
+            let name =
+                Path::new(OsStr::from_bytes(&spec.argv[pos])).file_name().unwrap_or(OsStr::new("script.lua"));
             let path = dir.0.join(name);
             std::fs::OpenOptions::new()
                 .write(true)
@@ -148,9 +154,7 @@ fn run_isolated(
         argv: spec.argv,
         first_arg: spec.first_arg as u32,
         cwd: cwd.as_os_str().as_bytes().to_vec(),
-        env: std::env::vars_os()
-            .map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat())
-            .collect(),
+        env: std::env::vars_os().map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat()).collect(),
         umask: umask(),
     };
     let (stdin_r, stdin_w) = pipe()?;
@@ -304,7 +308,8 @@ mod tests {
         assert_eq!(s.first_arg, 2);
         assert_eq!(s.script.as_deref(), Some(&b"print(1)"[..]));
         assert_eq!(s.stdin, b"hi");
-        let s = Spec::parse(&json!({"argv": ["l", "run", "s"], "first_arg": 2, "script_base64": "/w=="})).unwrap();
+        let s = Spec::parse(&json!({"argv": ["l", "run", "s"], "first_arg": 2, "script_base64": "/w=="}))
+            .unwrap();
         assert_eq!(s.script.as_deref(), Some(&b"\xff"[..]));
         assert!(s.stdin.is_empty());
     }
