@@ -101,11 +101,13 @@ pub fn run(r: &RemoteOptions, kernel: &str, args: Vec<OsString>) -> Result<ExitC
                 Ok(t) => run["script"] = json!(t),
                 Err(e) => run["script_base64"] = json!(BASE64.encode(e.into_bytes())),
             }
-            if !std::io::stdin().is_terminal() {
-                stdin = Some(read_stdin().ok_or_else(too_big)?);
-            }
         }
         None => {}
+    }
+    // Our stdin goes whole, when it is not a terminal (with no script and no -e, lua runs it). A
+    // terminal sends nothing: the run sees EOF at once (it cannot wait for lines typed here).
+    if stdin.is_none() && !std::io::stdin().is_terminal() {
+        stdin = Some(read_stdin().ok_or_else(too_big)?);
     }
     if let Some(bytes) = stdin {
         sent += bytes.len();
