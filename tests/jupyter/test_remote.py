@@ -530,3 +530,14 @@ def test_a_run_request_from_jupyter_client(kernel):
            "script": "io.write(arg[1], io.read('a')) os.exit(7)", "stdin": "aGk="}
     content = run_request(kernel.kc, run)
     assert content["status"] == "ok" and content["llmspell"]["exit"] == {"code": 7}, content
+
+
+def test_a_remote_run_killed_by_a_signal_kills_the_cli_alike_and_big_output_arrives_whole(gateway, home,
+                                                                                         tmp_path):
+    script = tmp_path / "big.lua"
+    script.write_text("io.write(('x'):rep(1 << 20), '\\n') io.stdout:flush()\n"
+                      "local pid = io.open('/proc/self/stat'):read('n')\n"
+                      "os.execute('kill -KILL ' .. pid)\n")
+    r = cli(gateway, home, "run", str(script))
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert r.stdout == "x" * (1 << 20) + "\n"
