@@ -466,6 +466,9 @@ def test_a_remote_run_gets_arg_and_stdin_and_keeps_stderr_apart(gateway, home, t
     # The script from stdin, as `lua -` reads it.
     r = cli(gateway, home, "run", "-", "w", stdin="print(..., arg[0])\n")
     assert (r.returncode, r.stdout) == (0, "w\t-\n"), r.stderr
+    # No script and no -e: as lua, stdin is the script.
+    r = cli(gateway, home, "run", stdin="print('from stdin', #arg)\n")
+    assert (r.returncode, r.stdout) == (0, "from stdin\t0\n"), r.stderr
 
 
 def test_a_remote_run_error_exits_1_with_luas_message(gateway, home, tmp_path):
