@@ -81,6 +81,9 @@ struct Shared {
     exit: Sender<Exit>,
     /// The zygote's socket (`runner::Zygote`), for isolated remote runs; None without a zygote.
     run_socket: Option<PathBuf>,
+    /// An eventfd counted up on every interrupt: what a wait outside Lua polls (an isolated remote
+    /// run, `remote_run.rs`), where the wake channel above cannot be polled with fds.
+    interrupt_fd: Option<std::os::fd::OwnedFd>,
 }
 
 impl Shared {
@@ -92,6 +95,7 @@ impl Shared {
             busy: AtomicBool::new(false),
             exit,
             run_socket: None,
+            interrupt_fd: eventfd(),
         }
     }
     fn touch(&self) {
@@ -100,7 +104,22 @@ impl Shared {
     fn interrupt(&self) {
         self.interrupt.interrupt();
         let _ = self.interrupt_wake.try_send(());
+        if let Some(fd) = &self.interrupt_fd {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: an 8-byte write from a local to our own non-blocking eventfd.
+            unsafe {
+                libc::write(std::os::fd::AsRawFd::as_raw_fd(fd), one.as_ptr() as *const libc::c_void, 8)
+            };
+        }
     }
+}
+
+/// A non-blocking eventfd; None if the system refuses one (then waits look every 100 ms).
+fn eventfd() -> Option<std::os::fd::OwnedFd> {
+    // SAFETY: eventfd returns a fresh fd, which becomes ours, or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    // SAFETY: see above.
+    (fd >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }
 
 fn now_millis() -> u64 {

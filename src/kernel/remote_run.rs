@@ -89,11 +89,12 @@ impl Drop for TempDir {
 }
 
 /// Runs the request described by `run` (metadata `llmspell.run`) through the zygote on `socket`,
-/// its output written to `host`; returns the reply's content (without execution_count).
+/// its output written to `host`, `wake` readable on an interrupt (`Shared::interrupt_fd`); returns the reply's content (without execution_count).
 pub(super) fn serve(
     run: &Value,
     socket: Option<&Path>,
     interrupt: &Interrupter,
+    wake: Option<RawFd>,
     host: &mut dyn Host,
 ) -> Value {
     let outcome = Spec::parse(run).and_then(|spec| {
@@ -102,7 +103,7 @@ pub(super) fn serve(
             "this kernel has no runner for isolated runs (its zygote did not start; see the kernel's log)"
                 .to_string(),
         ))?;
-        run_isolated(spec, socket, interrupt, host).map_err(|e| ("RunFailed", e))
+        run_isolated(spec, socket, interrupt, wake, host).map_err(|e| ("RunFailed", e))
     });
     // Any end of the run is `ok` (a traceback in Jupyter for `os.exit(3)` would be noise): how it
     // ended is in `llmspell.exit`, for the CLI to end the same way.
@@ -126,6 +127,7 @@ fn run_isolated(
     mut spec: Spec,
     socket: &Path,
     interrupt: &Interrupter,
+    wake: Option<RawFd>,
     host: &mut dyn Host,
 ) -> Result<client::Outcome, String> {
     // The script file, when the run has one (`-` reads it from stdin, which the client fills).
@@ -176,7 +178,7 @@ fn run_isolated(
             let _ = File::from(stdin_w).write_all(&bytes);
         })
         .map_err(|e| format!("cannot start a thread: {e}"))?;
-    wait(&stream, [stdout_r, stderr_r], interrupt, host)
+    wait(&stream, [stdout_r, stderr_r], interrupt, wake, host)
 }
 
 /// Until the zygote reports the end: the run's output to `host`, interrupts to the run.
@@ -184,6 +186,7 @@ fn wait(
     stream: &UnixStream,
     outputs: [OwnedFd; 2],
     interrupt: &Interrupter,
+    wake: Option<RawFd>,
     host: &mut dyn Host,
 ) -> Result<client::Outcome, String> {
     const STREAMS: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
@@ -203,13 +206,24 @@ fn wait(
             libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: fd(0), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: fd(1), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: wake.unwrap_or(-1), events: libc::POLLIN, revents: 0 },
         ];
-        // The interrupt flag has no fd (the frontend's wake-up is a channel), so the wait looks at
-        // it every 100 ms; held output is flushed on the frontend's 20 ms rhythm.
-        let timeout = if host.tick() { 20 } else { 100 };
+        // Held output is flushed on the frontend's 20 ms rhythm; without the eventfd (none could
+        // be made) the interrupt flag is looked at every 100 ms.
+        let timeout = match (host.tick(), wake) {
+            (true, _) => 20,
+            (false, Some(_)) => -1,
+            (false, None) => 100,
+        };
         // SAFETY: poll on a local array; negative fds are skipped by the kernel.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 3, timeout) } < 0 {
+        if unsafe { libc::poll(fds.as_mut_ptr(), 4, timeout) } < 0 {
             continue; // EINTR
+        }
+        if fds[3].revents != 0 {
+            let mut count = [0u8; 8];
+            // SAFETY: resetting our non-blocking eventfd into a local; the flag is checked above.
+            unsafe { libc::read(fds[3].fd, count.as_mut_ptr() as *mut libc::c_void, 8) };
+            continue;
         }
         for i in 0..2 {
             if fds[i + 1].revents != 0 && !forward(outputs[i].as_raw_fd(), STREAMS[i], host) {

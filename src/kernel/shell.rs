@@ -13,6 +13,7 @@ use crate::lua::{self, Completeness, Interpreter, Outcome};
 use crate::wire::{Message, ReplayGuard, Signer};
 use serde_json::{json, Map, Value};
 use std::cell::RefCell;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -315,7 +316,8 @@ impl Shell {
         let mut content = {
             let mut f = self.frontend.borrow_mut();
             f.silent = silent;
-            let content = super::remote_run::serve(run, socket, &self.shared.interrupt, &mut *f);
+            let wake = self.shared.interrupt_fd.as_ref().map(|fd| fd.as_raw_fd());
+            let content = super::remote_run::serve(run, socket, &self.shared.interrupt, wake, &mut *f);
             f.flush_all();
             content
         };
