@@ -544,3 +544,11 @@ def test_a_remote_run_killed_by_a_signal_kills_the_cli_alike_and_big_output_arri
     r = cli(gateway, home, "run", str(script))
     assert r.returncode == -signal.SIGKILL, r.stderr
     assert r.stdout == "x" * (1 << 20) + "\n"
+
+
+def test_a_remote_run_refuses_stdin_too_large_to_send(gateway, home, tmp_path):
+    script = tmp_path / "s.lua"
+    script.write_text("print(#io.read('a'))")
+    r = cli(gateway, home, "run", str(script), stdin="x" * (8 << 20))
+    assert r.returncode == 1
+    assert "at most 7 MiB" in r.stderr and r.stderr.count("\n") == 1, r.stderr
