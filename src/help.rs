@@ -29,8 +29,9 @@ OPTIONS:
 run, exec and repl start the kernel when none is alive and leave it running for the next command.
 run is `lua SCRIPT` in a process of its own (your cwd, environment, terminal); exec and repl share one session.
 State set with state.set() persists in $LLMSPELL_HOME/state.json (default ~/.llmspell).
-With --remote, run sends the script and its args as one cell: it runs in the session's Lua with a fresh
-global table, and your stdin answers its io.read (README \"Remote kernels\").
+With --remote, run sends the script, its args and your stdin (whole, unless a terminal) to the server,
+where the kernel runs it in a process of its own with the kernel's cwd and environment; the exit code or
+signal comes back (README \"Remote kernels\").
 
 EXIT CODES: 0 ok, 1 Lua error or kernel failure, 2 bad command line, 130 interrupted (Ctrl-C),
             or the code a script passed to os.exit.

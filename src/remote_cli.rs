@@ -1,16 +1,23 @@
-//! The commands that differ under `--remote URL`: reading the remote options, `run` (as a cell, see
-//! `client::remote::script`) and the `kernel` verbs, which talk to the server's REST API. `exec`
+//! The commands that differ under `--remote URL`: reading the remote options, `run` (isolated in a
+//! process of its own on the server) and the `kernel` verbs, which talk to the server's REST API. `exec`
 //! and `repl` need nothing here: they get a `RemoteClient` as their `Session`. Nothing is written
 //! to the local `kernels/` directory.
 
 use crate::cli::CommandError;
 use crate::client::remote::http::{self, Server};
 use crate::client::remote::websocket::Format;
-use crate::client::remote::{names, script, RemoteClient, RemoteOptions};
-use crate::client::{self, ClientError, ExecOptions, LineAnswer, Renderer, Results, Session, StdinMode};
+use crate::client::remote::{names, RemoteClient, RemoteOptions};
+use crate::client::{self, ClientError, ExecOptions, LineAnswer, Renderer, Results, StdinMode};
 use crate::help::KERNEL_HELP;
+use crate::runner::{self, client::Outcome};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use pico_args::Arguments;
+use serde_json::json;
 use std::ffi::OsString;
+use std::io::{IsTerminal, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -54,38 +61,91 @@ pub fn options(g: &mut Arguments) -> Result<Option<RemoteOptions>, CommandError>
     Ok(Some(RemoteOptions { url, token, cacert, ws_format, kernelspec }))
 }
 
-/// `run SCRIPT [ARGS]` on the remote kernel: the script's text and arguments go as one cell; stdin,
-/// when it is not a terminal, answers the script's `io.read`. The exit code is 0, 1 for an error,
-/// 130 for an interrupt, as locally.
+/// The most a remote run sends (script and stdin, before base64): Jupyter Server and Kernel Gateway
+/// (tornado) refuse websocket messages over 10 MiB, and base64 adds a third.
+const MAX_RUN_BYTES: usize = 7 << 20;
+
+/// `run [lua options] SCRIPT [ARGS]` on the remote kernel, isolated as a local run is: the kernel
+/// forks a fresh process for it from its zygote (metadata `llmspell.run`, see the kernel's
+/// `remote_run.rs`). The script's text travels with the request, and so does our stdin, whole, when
+/// it is not a terminal (a terminal: the script sees EOF at once). Output comes back as streams;
+/// we end as the run did: its exit code, or its signal.
 pub fn run(r: &RemoteOptions, kernel: &str, args: Vec<OsString>) -> Result<ExitCode, CommandError> {
-    let script = args[0].to_string_lossy().into_owned();
-    let rest: Vec<String> = args[1..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
-    let source = if script == "-" {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-            .map_err(|e| CommandError::Failed(format!("cannot read the script from stdin: {e}")))?;
-        s
-    } else {
-        std::fs::read_to_string(&script)
-            .map_err(|e| CommandError::Failed(format!("cannot open {script}: {e}")))?
+    let too_big = || {
+        CommandError::Failed(format!(
+            "a remote run sends its script and stdin in one message, at most {} MiB: this one is larger",
+            MAX_RUN_BYTES >> 20
+        ))
     };
-    let name = if script == "-" { "stdin".to_string() } else { script };
-    let cell = script::cell(&name, &source, &rest);
+    // As locally: `arg` is this whole command line, lua's options read from the first word after `run`.
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let first_arg = argv.len() - args.len();
+    let bytes: Vec<Vec<u8>> = argv.iter().map(|a| a.as_bytes().to_vec()).collect();
+    let mut run = json!({
+        "argv": argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>(),
+        "first_arg": first_arg,
+    });
+    let mut sent = 0;
+    let mut stdin = None;
+    match runner::child::script_position(&bytes, first_arg) {
+        // `run -`: the script is our stdin, read by the run from its stdin as lua does.
+        Some(pos) if bytes[pos] == b"-" && bytes[pos - 1] != b"--" => {
+            stdin = Some(read_stdin().ok_or_else(too_big)?);
+        }
+        Some(pos) => {
+            let path = Path::new(&argv[pos]);
+            let text = std::fs::read(path)
+                .map_err(|e| CommandError::Failed(format!("cannot open {}: {e}", path.display())))?;
+            sent += text.len();
+            match String::from_utf8(text) {
+                Ok(t) => run["script"] = json!(t),
+                Err(e) => run["script_base64"] = json!(BASE64.encode(e.into_bytes())),
+            }
+        }
+        None => {}
+    }
+    // Our stdin goes whole, when it is not a terminal (with no script and no -e, lua runs it). A
+    // terminal sends nothing: the run sees EOF at once (it cannot wait for lines typed here).
+    if stdin.is_none() && !std::io::stdin().is_terminal() {
+        stdin = Some(read_stdin().ok_or_else(too_big)?);
+    }
+    if let Some(bytes) = stdin {
+        sent += bytes.len();
+        run["stdin"] = json!(BASE64.encode(bytes));
+    }
+    if sent > MAX_RUN_BYTES {
+        return Err(too_big());
+    }
     let mut c = RemoteClient::connect(r, kernel)?;
-    // Our stdin answers the script's io.read, read only when the script asks (as `exec` does).
-    let opts = ExecOptions { silent: false, store_history: false, stdin: StdinMode::Raw };
+    // A kernel that does not know `llmspell.run` runs the code instead: it says why in one line.
+    let code =
+        "error('this kernel cannot run a script in a process of its own: update llmspell on its host', 0)";
+    let opts = ExecOptions { silent: false, store_history: false, stdin: StdinMode::None };
     let sigint = client::sigint_pipe();
     let mut shown = Renderer::new(std::io::stdout().lock(), std::io::stderr(), Results::Hidden);
-    let result =
-        c.execute(&cell, &opts, sigint, &mut |ev| shown.event(ev), &mut |_, _| LineAnswer::Interrupt);
+    let result = c.execute_with(code, &opts, Some(run), sigint, &mut |ev| shown.event(ev), &mut |_, _| {
+        LineAnswer::Interrupt
+    });
     shown.finish(&result);
     drop(shown);
     let reply = result?;
-    Ok(match reply.status() {
-        "ok" => ExitCode::SUCCESS,
-        _ if reply.ename() == "Interrupted" => ExitCode::from(130),
-        _ => ExitCode::from(1),
-    })
+    let exit = &reply.content["llmspell"]["exit"];
+    let outcome = match (exit["code"].as_u64(), exit["signal"].as_i64()) {
+        (Some(code), _) => Outcome::Exited(code as u8),
+        (None, Some(sig)) => Outcome::Signaled(sig as i32),
+        // Refused (the reason was shown as the error), or not an llmspell kernel.
+        _ => return Ok(ExitCode::from(1)),
+    };
+    drop(c); // closes the websocket: exit_like does not return
+    runner::client::exit_like(outcome)
+}
+
+/// All of our stdin (an unreadable or closed one is empty); None past MAX_RUN_BYTES.
+fn read_stdin() -> Option<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let limit = MAX_RUN_BYTES as u64 + 1;
+    let _ = std::io::stdin().lock().take(limit).read_to_end(&mut bytes);
+    (bytes.len() <= MAX_RUN_BYTES).then_some(bytes)
 }
 
 /// `kernel list|start|stop|interrupt|status` on the server.

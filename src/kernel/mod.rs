@@ -27,6 +27,7 @@ mod gateway_payload;
 mod history;
 mod iopub;
 mod owner;
+mod remote_run;
 mod requests;
 mod shell;
 
@@ -81,6 +82,11 @@ struct Shared {
     exit: Sender<Exit>,
     /// The Jupyter debugger's state (control and Lua thread share it).
     debugger: Arc<debugger::Debugger>,
+    /// The zygote's socket (`runner::Zygote`), for isolated remote runs; None without a zygote.
+    run_socket: Option<PathBuf>,
+    /// An eventfd counted up on every interrupt: what a wait outside Lua polls (an isolated remote
+    /// run, `remote_run.rs`), where the wake channel above cannot be polled with fds.
+    interrupt_fd: Option<std::os::fd::OwnedFd>,
 }
 
 impl Shared {
@@ -92,6 +98,8 @@ impl Shared {
             busy: AtomicBool::new(false),
             exit,
             debugger: Arc::new(debugger::Debugger::new()),
+            run_socket: None,
+            interrupt_fd: eventfd(),
         }
     }
     fn touch(&self) {
@@ -102,7 +110,22 @@ impl Shared {
         let _ = self.interrupt_wake.try_send(());
         // A program stopped in the debugger resumes, so the interrupt reaches it.
         self.debugger.on_interrupt();
+        if let Some(fd) = &self.interrupt_fd {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: an 8-byte write from a local to our own non-blocking eventfd.
+            unsafe {
+                libc::write(std::os::fd::AsRawFd::as_raw_fd(fd), one.as_ptr() as *const libc::c_void, 8)
+            };
+        }
     }
+}
+
+/// A non-blocking eventfd; None if the system refuses one (then waits look every 100 ms).
+fn eventfd() -> Option<std::os::fd::OwnedFd> {
+    // SAFETY: eventfd returns a fresh fd, which becomes ours, or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    // SAFETY: see above.
+    (fd >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }
 
 fn now_millis() -> u64 {
@@ -146,7 +169,8 @@ pub fn start(opts: Options) -> Result<(), String> {
         launch.announce(&info, comm.local_addr().map(|a| a.port()).unwrap_or(0))?;
     }
 
-    let running = Threads::spawn(&ctx, sockets, Signer::new(&key), &opts)?;
+    let run_socket = _runner.as_ref().map(|z| z.socket().to_path_buf());
+    let running = Threads::spawn(&ctx, sockets, Signer::new(&key), &opts, run_socket)?;
     watch_signals(running.shared.clone())?;
     if let Some(comm) = comm {
         gateway_comm::serve(comm, running.shared.clone());
@@ -228,10 +252,11 @@ impl Threads {
         sockets: Sockets,
         signer: Signer,
         opts: &Options,
+        run_socket: Option<PathBuf>,
     ) -> Result<Threads, String> {
         let (exit_tx, exit) = crossbeam_channel::unbounded();
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
-        let shared = Arc::new(Shared::new(exit_tx, wake_tx));
+        let shared = Arc::new(Shared { run_socket, ..Shared::new(exit_tx, wake_tx) });
         let ownership = owner::Ownership::new()?;
         {
             let (ownership, shared) = (ownership.clone(), shared.clone());

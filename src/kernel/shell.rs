@@ -14,6 +14,7 @@ use crate::lua::{self, Completeness, Interpreter, Outcome};
 use crate::wire::{Message, ReplayGuard, Signer};
 use serde_json::{json, Map, Value};
 use std::cell::RefCell;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -220,7 +221,10 @@ impl Shell {
                     return false;
                 }
                 let stop = e.stop_on_error;
-                let failed = self.execute(msg, e);
+                let failed = match msg.metadata["llmspell"].get("run") {
+                    Some(run) => self.run_isolated(msg, run, e.silent),
+                    None => self.execute(msg, e),
+                };
                 self.ownership.end();
                 return failed && stop;
             }
@@ -331,6 +335,24 @@ impl Shell {
         self.frontend.borrow_mut().flush_all();
         self.reply(msg, content);
         outcome.error.is_some()
+    }
+
+    /// `llmspell --remote URL run`: the script in a process of its own, not in the session (see
+    /// `remote_run.rs`); true if it could not run.
+    fn run_isolated(&mut self, msg: &Message, run: &Value, silent: bool) -> bool {
+        let socket = self.shared.run_socket.as_deref();
+        let mut content = {
+            let mut f = self.frontend.borrow_mut();
+            f.silent = silent;
+            let wake = self.shared.interrupt_fd.as_ref().map(|fd| fd.as_raw_fd());
+            let content = super::remote_run::serve(run, socket, &self.shared.interrupt, wake, &mut *f);
+            f.flush_all();
+            content
+        };
+        content["execution_count"] = json!(self.execution_count);
+        let failed = content["status"] != "ok";
+        self.reply(msg, content);
+        failed
     }
 
     /// The interpreter runs the code, with the output of child processes it starts forwarded.

@@ -137,6 +137,13 @@ struct LuaOptions {
     script: Option<usize>,
 }
 
+/// Where the script stands in `argv` (lua's options read from `first` on, as the run will read
+/// them), if there is one; `-` is the script from stdin. None too for a bad option.
+pub(crate) fn script_position(argv: &[Vec<u8>], first: usize) -> Option<usize> {
+    let argv: Vec<CString> = argv.iter().map(|a| CString::new(a.clone()).unwrap_or_default()).collect();
+    collect_options(&argv, first).ok()?.script
+}
+
 /// Reads lua's options from `argv[first..]` as lua.c does: they stop at the script, `-` or `--`.
 fn collect_options(argv: &[CString], first: usize) -> Result<LuaOptions, usize> {
     let mut o = LuaOptions::default();

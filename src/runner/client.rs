@@ -165,6 +165,12 @@ fn send_request(stream: &UnixStream, bytes: &[u8]) -> Result<(), String> {
             opened.push(f);
         }
     }
+    send_with_fds(stream, bytes, fds)
+}
+
+/// Sends `bytes` on the runner socket with `fds` (the run's 0, 1, 2) attached to the first
+/// `sendmsg`. The kernel's isolated remote runs use it too, with pipes.
+pub(crate) fn send_with_fds(stream: &UnixStream, bytes: &[u8], fds: [RawFd; 3]) -> Result<(), String> {
     let fd = stream.as_raw_fd();
     let mut sent = 0usize;
     let mut first = true;
@@ -246,7 +252,8 @@ fn wait(stream: &UnixStream, signals: RawFd, id: &str) -> Result<Outcome, String
     }
 }
 
-fn parse_reply(r: &[u8]) -> Result<Option<Outcome>, String> {
+/// The zygote's answer so far: None until it is complete.
+pub(crate) fn parse_reply(r: &[u8]) -> Result<Option<Outcome>, String> {
     match r.first() {
         Some(b'X') if r.len() >= 6 => {
             let v = i32::from_le_bytes(r[2..6].try_into().unwrap());

@@ -84,6 +84,11 @@ impl Zygote {
         }
     }
 
+    /// The socket runs are requested on.
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
     /// Binds `socket` (0600) and starts the zygote on it. The caller holds the kernel lock (or the
     /// socket is named after its random key).
     fn start(socket: PathBuf) -> Result<Zygote, String> {

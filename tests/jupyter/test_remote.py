@@ -426,3 +426,129 @@ def test_remote_options_without_a_url_are_a_usage_error(home):
     r = subprocess.run([LLMSPELL_BIN, "--remote", "http://127.0.0.1:1", "--connect", "x.json", "exec", "1"],
                        capture_output=True, text=True, timeout=CLI_TIMEOUT, env=cli_env(home))
     assert r.returncode == 2 and "either --remote or --connect" in r.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# `run`: isolated in a process of its own on the kernel's host (metadata llmspell.run)
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_remote_run_does_not_touch_the_session(any_server, home, tmp_path):
+    assert cli(any_server, home, "--kernel", "iso", "exec", "g = 1").returncode == 0
+    script = tmp_path / "globals.lua"
+    script.write_text("print(g)\ng = 2\n")
+    r = cli(any_server, home, "--kernel", "iso", "run", str(script))
+    assert (r.returncode, r.stdout) == (0, "nil\n"), r.stderr
+    after = cli(any_server, home, "--kernel", "iso", "exec", "print(g)")
+    assert after.stdout == "1\n", after.stderr
+    no_local_kernels(home)
+
+
+def test_a_remote_run_exits_with_its_own_code(gateway, home, tmp_path):
+    script = tmp_path / "exit.lua"
+    script.write_text("io.write('bye\\n')\nos.exit(3)\n")
+    r = cli(gateway, home, "run", str(script))
+    assert (r.returncode, r.stdout) == (3, "bye\n"), r.stderr
+    script.write_text("os.exit(false)")
+    assert cli(gateway, home, "run", str(script)).returncode == 1
+
+
+def test_a_remote_run_gets_arg_and_stdin_and_keeps_stderr_apart(gateway, home, tmp_path):
+    script = tmp_path / "args.lua"
+    script.write_text("print(arg[-1], arg[1], arg[2], #arg, ...)\n"
+                      "print(arg[0]:match('[^/]*$'))\n"
+                      "io.stderr:write('to stderr\\n')\n"
+                      "io.write(io.read('a'))\n")
+    r = cli(gateway, home, "run", str(script), "x", "y z", stdin="line 1\nline 2\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "run\tx\ty z\t2\tx\ty z\nargs.lua\nline 1\nline 2\n"
+    assert r.stderr == "to stderr\n"
+    # The script from stdin, as `lua -` reads it.
+    r = cli(gateway, home, "run", "-", "w", stdin="print(..., arg[0])\n")
+    assert (r.returncode, r.stdout) == (0, "w\t-\n"), r.stderr
+    # No script and no -e: as lua, stdin is the script.
+    r = cli(gateway, home, "run", stdin="print('from stdin', #arg)\n")
+    assert (r.returncode, r.stdout) == (0, "from stdin\t0\n"), r.stderr
+
+
+def test_a_remote_run_error_exits_1_with_luas_message(gateway, home, tmp_path):
+    script = tmp_path / "boom.lua"
+    script.write_text("io.write('before\\n')\nerror('boom')\n")
+    r = cli(gateway, home, "run", str(script))
+    assert (r.returncode, r.stdout) == (1, "before\n"), r.stderr
+    assert "boom.lua:2: boom" in r.stderr
+    assert "stack traceback:" in r.stderr
+
+
+def test_ctrl_c_ends_a_remote_run_as_a_local_one(gateway, home, tmp_path):
+    script = tmp_path / "spin.lua"
+    script.write_text("io.write('started\\n') io.stdout:flush()\nwhile true do end\n")
+    p = subprocess.Popen([LLMSPELL_BIN, "--remote", gateway.url, "--token", TOKEN, "--kernel", "spin",
+                          "run", str(script)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=cli_env(home))
+    try:
+        assert p.stdout.readline() == "started\n"
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=CLI_TIMEOUT)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 1, err
+    assert "interrupted!" in err and "spin.lua:2:" in err
+    after = cli(gateway, home, "--kernel", "spin", "exec", "print('still here')")
+    assert after.stdout == "still here\n", "the kernel lives on"
+
+
+def run_request(kc, run) -> dict:
+    """Sends an execute_request carrying llmspell.run metadata; the reply's content."""
+    msg = kc.session.msg("execute_request",
+                         {"code": "error('not isolated')", "silent": False, "store_history": False,
+                          "user_expressions": {}, "allow_stdin": False, "stop_on_error": False},
+                         metadata={"llmspell": {"run": run}})
+    kc.shell_channel.send(msg)
+    while True:
+        reply = kc.get_shell_msg(timeout=CLI_TIMEOUT)
+        if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+            return reply["content"]
+
+
+@pytest.mark.parametrize("run,why", [
+    ("a string", "not an object"),
+    ({"argv": "llmspell run x.lua", "first_arg": 2}, "argv"),
+    ({"argv": ["llmspell", "run", "x.lua"], "first_arg": 9}, "first_arg"),
+    ({"argv": ["llmspell", "run", "x.lua"], "first_arg": 2, "stdin": "not base64!"}, "stdin"),
+    ({"argv": ["llmspell", "run", "x.lua"], "first_arg": 2}, "its text was not sent"),
+])
+def test_a_malformed_run_request_gets_an_error_reply(kernel, run, why):
+    content = run_request(kernel.kc, run)
+    assert content["status"] == "error", content
+    assert why in content["evalue"] and "\n" not in content["evalue"], content
+    kernel.kc.execute("print('alive')")
+    assert kernel.kc.get_shell_msg(timeout=CLI_TIMEOUT)["content"]["status"] == "ok"
+
+
+def test_a_run_request_from_jupyter_client(kernel):
+    run = {"argv": ["llmspell", "run", "s.lua", "a"], "first_arg": 2,
+           "script": "io.write(arg[1], io.read('a')) os.exit(7)", "stdin": "aGk="}
+    content = run_request(kernel.kc, run)
+    assert content["status"] == "ok" and content["llmspell"]["exit"] == {"code": 7}, content
+
+
+def test_a_remote_run_killed_by_a_signal_kills_the_cli_alike_and_big_output_arrives_whole(gateway, home,
+                                                                                         tmp_path):
+    script = tmp_path / "big.lua"
+    script.write_text("io.write(('x'):rep(1 << 20), '\\n') io.stdout:flush()\n"
+                      "local pid = io.open('/proc/self/stat'):read('n')\n"
+                      "os.execute('kill -KILL ' .. pid)\n")
+    r = cli(gateway, home, "run", str(script))
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert r.stdout == "x" * (1 << 20) + "\n"
+
+
+def test_a_remote_run_refuses_stdin_too_large_to_send(gateway, home, tmp_path):
+    script = tmp_path / "s.lua"
+    script.write_text("print(#io.read('a'))")
+    r = cli(gateway, home, "run", str(script), stdin="x" * (8 << 20))
+    assert r.returncode == 1
+    assert "at most 7 MiB" in r.stderr and r.stderr.count("\n") == 1, r.stderr

@@ -1,6 +1,6 @@
 //! `--remote URL`: the kernel runs under a Jupyter Server or Kernel Gateway. REST for the kernel's
 //! life (`http`), one websocket for its channels (`websocket`), names remembered per server
-//! (`names`), and `run` as a cell (`script`). Everything is blocking: no async runtime.
+//! (`names`); `run` is isolated on the kernel's side (`execute_with`). Everything is blocking: no async runtime.
 //!
 //! `RemoteClient` is the same `Session` the local `Client` is, so exec and repl do not care. What
 //! differs: Ctrl-C goes to the server's interrupt endpoint, no owner is sent (our pid means nothing
@@ -9,7 +9,6 @@
 
 pub mod http;
 pub mod names;
-pub mod script;
 pub mod websocket;
 
 use super::execute::{drain_fd, published, request_content, Published, MAX_INTERRUPTS};
@@ -197,10 +196,44 @@ impl Session for RemoteClient {
         on_event: &mut dyn FnMut(Event),
         on_input: &mut dyn FnMut(&str, bool) -> LineAnswer,
     ) -> Result<ExecReply, ClientError> {
+        self.execute_with(code, opts, None, sigint, on_event, on_input)
+    }
+
+    fn kernel_name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn describe(&self) -> String {
+        let format = match self.format() {
+            Format::V1 => websocket::V1,
+            Format::Json => "json",
+        };
+        format!(
+            "kernel {} remote id {} on {} (websocket {format})",
+            self.name, self.kernel_id, self.server.base
+        )
+    }
+}
+
+impl RemoteClient {
+    /// `execute`, with `run` as the request's `llmspell.run` metadata when given: an isolated run
+    /// (see `remote_cli::run` and the kernel's `remote_run.rs`) instead of a cell.
+    pub fn execute_with(
+        &mut self,
+        code: &str,
+        opts: &ExecOptions,
+        run: Option<Value>,
+        sigint: Option<RawFd>,
+        on_event: &mut dyn FnMut(Event),
+        on_input: &mut dyn FnMut(&str, bool) -> LineAnswer,
+    ) -> Result<ExecReply, ClientError> {
         let (content, mut metadata) = request_content(code, opts);
         // The owner is a pid on this machine: meaningless (or someone else's) on the kernel's host.
         if let Some(m) = metadata["llmspell"].as_object_mut() {
             m.remove("owner");
+            if let Some(run) = run {
+                m.insert("run".into(), run);
+            }
         }
         let ask = self.frame("shell", "execute_request", content, metadata, json!({}));
         let mut p = Pending {
@@ -281,20 +314,5 @@ impl Session for RemoteClient {
             }
         }
         Ok(ExecReply { content: p.reply.unwrap_or(Value::Null) })
-    }
-
-    fn kernel_name(&self) -> String {
-        self.name.clone()
-    }
-
-    fn describe(&self) -> String {
-        let format = match self.format() {
-            Format::V1 => websocket::V1,
-            Format::Json => "json",
-        };
-        format!(
-            "kernel {} remote id {} on {} (websocket {format})",
-            self.name, self.kernel_id, self.server.base
-        )
     }
 }
