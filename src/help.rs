@@ -4,7 +4,7 @@ pub const HELP: &str = "\
 llmspell — Lua 5.4 in a shared, always-running Jupyter kernel
 
 USAGE:
-  llmspell [--kernel ID | --connect FILE] run [-e STAT ...] SCRIPT [ARGS...]   run Lua as `lua` does
+  llmspell [--kernel ID | --connect FILE] run [LUA-OPTIONS] [SCRIPT [ARGS]]   run Lua as `lua` does
   llmspell [--kernel ID | --connect FILE] exec CODE              run code in the shared session
   llmspell [--kernel ID | --connect FILE] repl                   interactive session on the kernel
   llmspell kernel start|stop|list|status|interrupt|install ...   manage kernels (llmspell kernel --help)
