@@ -7,6 +7,7 @@ No test asserts a timing: every wait is for a message, with a generous deadline.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from queue import Empty
@@ -461,3 +462,23 @@ def test_removing_the_last_breakpoint_while_stopped_lets_the_cell_finish(dap, ke
     dap.body("setBreakpoints", {"source": {"path": path}, "breakpoints": []})
     dap.request("continue", {"threadId": 1})
     assert execute_reply(kc, run)["status"] == "ok"
+
+
+def test_runs_are_unaffected_by_a_debugger_attached_to_the_session(dap, kernel):
+    # `llmspell run` through this kernel's zygote while the session has a debugger attached and a
+    # breakpoint set: a run is its own process and never stops, its output and exit code are lua's.
+    import subprocess
+
+    dap.breakpoints(LOOP, [3])
+    bin_ = os.environ["LLMSPELL_BIN"]
+    cmd = [bin_, "--connect", kernel.connection_file, "run", "-e",
+           "local t = 0 for i = 1, 3 do t = t + i end print('run total', t) os.exit(3)"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (3, "run total\t6\n"), done.stderr
+    # The session still stops at its breakpoint afterwards.
+    run = kernel.kc.execute(LOOP)
+    dap.stopped("breakpoint")
+    dap.body("setBreakpoints", {"source": {"path": dap.body("dumpCell", {"code": LOOP})["sourcePath"]},
+                                "breakpoints": []})
+    dap.request("continue", {"threadId": 1})
+    assert execute_reply(kernel.kc, run)["status"] == "ok"
