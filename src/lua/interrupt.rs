@@ -9,14 +9,20 @@
 //! the cell ends, so code that catches the error with `pcall` is stopped again at its next instruction
 //! outside the `pcall`.
 //!
+//! Our own thread may overwrite or remove the hook just as an interrupt sets it (the hook going back
+//! to full speed, a cell starting, a coroutine being created, the user's `debug.sethook`), so an
+//! interrupt is not a single shot: the hook looks at the flag again after it removes itself, and
+//! while the cell runs after an interrupt a helper thread sets the hook again while the flag is up.
+//!
 //! Output that waits to be coalesced also needs a look now and then: a write that leaves output pending
 //! arms a rare count hook on its thread, which flushes it once it is old enough and then goes away.
 
 use mlua::ffi::{lua_Debug, lua_State, LUA_MASKCALL, LUA_MASKCOUNT, LUA_MASKLINE, LUA_MASKRET};
 use std::cell::RefCell;
 use std::os::raw::{c_int, c_void};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Instructions between two looks at pending output: well under a millisecond of Lua.
 const TICK_INSTRUCTIONS: c_int = 1 << 16;
@@ -36,18 +42,50 @@ unsafe extern "C" fn set_hook(l: *mut c_void, _hook: *mut c_void, mask: c_int, c
     mlua::ffi::lua_sethook(l as *mut lua_State, Some(hook), mask, count);
 }
 
+/// Pauses before the first re-armings that follow an interrupt (a lost hook is repaired at once);
+/// after them the hook is set again every REARM_EVERY_MS while the cell runs and the flag is up,
+/// which outlasts code that keeps removing hooks itself (`while true do debug.sethook() end`).
+const REARM_AFTER_MS: [u64; 5] = [10, 20, 50, 100, 200];
+const REARM_EVERY_MS: u64 = 250;
+
 /// The interrupt flag, and the Lua state to hook when it is raised (from any thread).
 #[derive(Default)]
 pub struct Interrupter {
     flag: AtomicBool,
+    /// A thread re-arming the hook after an interrupt is running.
+    rearming: AtomicBool,
+    /// A cell runs (an interrupt raised while nothing runs waits for the next one to clear it).
+    running: AtomicBool,
     /// The main Lua state's address while it lives; None before and after.
     state: Mutex<Option<usize>>,
 }
 
 impl Interrupter {
     /// Asks the running code to stop at its next instruction, on whichever thread it runs.
-    pub fn interrupt(&self) {
+    pub fn interrupt(self: &Arc<Self>) {
         self.flag.store(true, Ordering::SeqCst);
+        self.hook_everything();
+        if !self.rearming.swap(true, Ordering::SeqCst) {
+            let me = Arc::clone(self);
+            let rearm = move || {
+                let pauses = REARM_AFTER_MS.into_iter().chain(std::iter::repeat(REARM_EVERY_MS));
+                for ms in pauses {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    if !me.is_set() || !me.running.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    me.hook_everything();
+                }
+                me.rearming.store(false, Ordering::SeqCst);
+            };
+            if std::thread::Builder::new().name("interrupt-rearm".into()).spawn(rearm).is_err() {
+                self.rearming.store(false, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Sets the stopping hook on the main state and every coroutine, if the state lives.
+    fn hook_everything(&self) {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(l) = *state {
             // SAFETY: the main state is alive while it is registered (unregistered, under this lock,
@@ -79,6 +117,11 @@ impl Interrupter {
     /// Clears the flag; true if it was set.
     pub fn take(&self) -> bool {
         self.flag.swap(false, Ordering::SeqCst)
+    }
+
+    /// Brackets a cell: interrupts are re-armed only while one runs.
+    pub(super) fn set_running(&self, running: bool) {
+        self.running.store(running, Ordering::SeqCst);
     }
 
     pub(super) fn register(&self, main: *mut lua_State) {
@@ -186,6 +229,14 @@ unsafe extern "C-unwind" fn hook(l: *mut lua_State, ar: *mut lua_Debug) {
                 mlua::ffi::lua_sethook(l, None, 0, 0);
             } else if counting || mask != mlua::ffi::lua_gethookmask(l) {
                 mlua::ffi::lua_sethook(l, Some(hook), mask, count);
+            } else {
+                return;
+            }
+            // An interrupt may have set its hook after our look at the flag, and we just replaced
+            // it: look again (the fence keeps our write to the hook before the read of the flag).
+            fence(Ordering::SeqCst);
+            if stop_requested() {
+                mlua::ffi::lua_sethook(l, Some(hook), LUA_MASKCOUNT, 1);
             }
             return;
         }
@@ -196,6 +247,41 @@ unsafe extern "C-unwind" fn hook(l: *mut lua_State, ar: *mut lua_Debug) {
     // No Rust value lives in this frame past this point: lua_error does not return.
     mlua::ffi::lua_pushstring(l, c"Interrupted".as_ptr());
     mlua::ffi::lua_error(l);
+}
+
+/// The debug library's own `sethook`, which the session's `debug.sethook` calls.
+static DEBUG_SETHOOK: std::sync::OnceLock<mlua::ffi::lua_CFunction> = std::sync::OnceLock::new();
+
+/// The session's `debug.sethook`: the library's, except that it does not undo an interrupt raised
+/// while it ran (a loop calling `debug.sethook()` would otherwise remove each hook an interrupt sets).
+unsafe extern "C-unwind" fn sethook(l: *mut lua_State) -> c_int {
+    let Some(original) = DEBUG_SETHOOK.get() else { return 0 };
+    let results = original(l);
+    fence(Ordering::SeqCst);
+    if stop_requested() {
+        mlua::ffi::lua_sethook(l, Some(hook), LUA_MASKCOUNT, 1);
+    }
+    results
+}
+
+/// Puts our `sethook` in the session's debug library.
+pub(super) fn guard_debug_sethook(lua: &mlua::Lua) {
+    // SAFETY: plain stack work on a live state, balanced; the original is a C function of the
+    // debug library (the same in every state), called with the arguments it was called with.
+    lua.exec_raw_lua(|raw| unsafe {
+        let l = raw.state();
+        if mlua::ffi::lua_getglobal(l, c"debug".as_ptr()) == mlua::ffi::LUA_TTABLE {
+            mlua::ffi::lua_getfield(l, -1, c"sethook".as_ptr());
+            if let Some(found) = mlua::ffi::lua_tocfunction(l, -1) {
+                if std::ptr::fn_addr_eq(*DEBUG_SETHOOK.get_or_init(|| found), found) {
+                    mlua::ffi::lua_pushcfunction(l, sethook);
+                    mlua::ffi::lua_setfield(l, -3, c"sethook".as_ptr());
+                }
+            }
+            mlua::ffi::lua_pop(l, 1);
+        }
+        mlua::ffi::lua_pop(l, 1);
+    });
 }
 
 /// Sets the hook with `mask` on the main state and every live coroutine (the debugger's breakpoints

@@ -180,6 +180,7 @@ impl Interpreter {
                 Err(_) => true,
             });
             interrupt::set_context(Some(interrupt::HookContext { stop, tick }));
+            interrupt::guard_debug_sethook(&lua);
         }
         // C modules and Lua modules from the platform's directories, as `lua5.4` finds them.
         set_package_paths(&lua, true).map_err(|e| format!("cannot set package paths: {e}"))?;
@@ -239,7 +240,9 @@ impl Interpreter {
             Ok(function) => {
                 let run: Function = self.k.get("run").expect("the prelude defines run");
                 self.set_memory_headroom(false);
+                self.interrupt.set_running(true);
                 let called: mlua::Result<MultiValue> = run.call(function);
+                self.interrupt.set_running(false);
                 self.set_memory_headroom(true);
                 // Our own work after the cell must not be hit by the interrupt the cell ended with.
                 self.interrupt.take();

@@ -189,8 +189,35 @@ fn state_round_trips_values_and_refuses_what_would_not_come_back() {
     assert_eq!(shown(&o).as_deref(), Some("2"), "{:?}", o.error);
 }
 
+/// Aborts the test process if dropped later than two minutes from now: an interrupt that is lost
+/// would otherwise hang the suite (and CI) instead of failing it.
+struct HangGuard(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+fn hang_guard(what: &str) -> HangGuard {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (seen, what) = (done.clone(), what.to_string());
+    std::thread::spawn(move || {
+        for _ in 0..1200 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if seen.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+        }
+        eprintln!("{what}: the interrupt did not stop it within 120 s; aborting the test run");
+        std::process::abort();
+    });
+    HangGuard(done)
+}
+
+impl Drop for HangGuard {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 #[test]
 fn an_interrupt_stops_a_loop_even_one_that_catches_errors() {
+    let _guard = hang_guard("a pcall loop");
     let (mut i, _) = interpreter();
     let flag = i.interrupt.clone();
     let t = std::thread::spawn(move || {
@@ -205,6 +232,7 @@ fn an_interrupt_stops_a_loop_even_one_that_catches_errors() {
 
 /// Runs `code`, interrupting it from another thread once it has started (it sets `started`).
 fn interrupted(code: &str) -> Outcome {
+    let _guard = hang_guard(code);
     let (mut i, _) = interpreter();
     let started = std::env::temp_dir().join(format!("llmspell-started-{}", crate::wire::random_hex(6)));
     let flag = i.interrupt.clone();
@@ -234,6 +262,16 @@ fn interrupts_stop_loops_in_coroutines_around_child_processes_and_after_user_hoo
     ] {
         let o = interrupted(code);
         assert_eq!(o.error.map(|e| e.ename).as_deref(), Some("Interrupted"), "{code}");
+    }
+}
+
+#[test]
+fn one_interrupt_stops_code_that_keeps_removing_hooks() {
+    // Each debug.sethook() removes whatever hook is set, the interrupt's too if it lands in there:
+    // the interrupt sets it again until the code stops.
+    for _ in 0..20 {
+        let o = interrupted("while true do debug.sethook() end");
+        assert_eq!(o.error.map(|e| e.ename).as_deref(), Some("Interrupted"));
     }
 }
 
