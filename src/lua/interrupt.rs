@@ -20,7 +20,7 @@
 use mlua::ffi::{lua_Debug, lua_State, LUA_MASKCALL, LUA_MASKCOUNT, LUA_MASKLINE, LUA_MASKRET};
 use std::cell::RefCell;
 use std::os::raw::{c_int, c_void};
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,6 +47,10 @@ unsafe extern "C" fn set_hook(l: *mut c_void, _hook: *mut c_void, mask: c_int, c
 /// which outlasts code that keeps removing hooks itself (`while true do debug.sethook() end`).
 const REARM_AFTER_MS: [u64; 5] = [10, 20, 50, 100, 200];
 const REARM_EVERY_MS: u64 = 250;
+
+/// Counts the times the debugger's hook was turned on from another thread (new breakpoints, a pause),
+/// so the hook can tell that it happened while it was deciding what to watch.
+static DEBUGGER_ARMED: AtomicU64 = AtomicU64::new(0);
 
 /// The interrupt flag, and the Lua state to hook when it is raised (from any thread).
 #[derive(Default)]
@@ -103,6 +107,7 @@ impl Interrupter {
     /// breakpoints or a pause while a cell runs. The hook itself narrows it down at the next event.
     pub fn arm_debugger(&self) {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        DEBUGGER_ARMED.fetch_add(1, Ordering::SeqCst);
         if let Some(l) = *state {
             let mask = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE;
             // SAFETY: as in `interrupt`.
@@ -209,6 +214,7 @@ fn stop_requested() -> bool {
 /// (debug_hook.rs) on call, return and line events. It leaves exactly the events still wanted.
 unsafe extern "C-unwind" fn hook(l: *mut lua_State, ar: *mut lua_Debug) {
     let counting = (*ar).event == mlua::ffi::LUA_HOOKCOUNT;
+    let armed = DEBUGGER_ARMED.load(Ordering::SeqCst);
     let (stop, pending) = if counting {
         fire()
     } else {
@@ -232,11 +238,14 @@ unsafe extern "C-unwind" fn hook(l: *mut lua_State, ar: *mut lua_Debug) {
             } else {
                 return;
             }
-            // An interrupt may have set its hook after our look at the flag, and we just replaced
-            // it: look again (the fence keeps our write to the hook before the read of the flag).
+            // An interrupt (or the debugger) may have set its hook after our look, and we just
+            // replaced it: look again (the fence keeps our write to the hook before the reads).
             fence(Ordering::SeqCst);
             if stop_requested() {
                 mlua::ffi::lua_sethook(l, Some(hook), LUA_MASKCOUNT, 1);
+            } else if DEBUGGER_ARMED.load(Ordering::SeqCst) != armed {
+                let watch = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | (mask & LUA_MASKCOUNT);
+                mlua::ffi::lua_sethook(l, Some(hook), watch, count);
             }
             return;
         }
