@@ -270,7 +270,10 @@ impl Debugger {
                 Ok(capabilities())
             }
             "attach" | "launch" => {
-                self.lock().started = true;
+                let mut state = self.lock();
+                state.started = true;
+                crate::lua::set_break_on_caught(state.exception_filters.iter().any(|f| f == "raised"));
+                drop(state);
                 self.bump();
                 Ok(json!({}))
             }
@@ -287,7 +290,12 @@ impl Debugger {
                     .flatten()
                     .filter_map(|f| f.as_str())
                     .map(String::from);
-                self.lock().exception_filters = filters.collect();
+                let mut state = self.lock();
+                state.exception_filters = filters.collect();
+                crate::lua::set_break_on_caught(
+                    state.started && state.exception_filters.iter().any(|f| f == "raised"),
+                );
+                drop(state);
                 self.bump();
                 Ok(json!({}))
             }
@@ -299,6 +307,7 @@ impl Debugger {
                     state.started = false;
                     state.breakpoints.clear();
                     state.exception_filters.clear();
+                    crate::lua::set_break_on_caught(false);
                     self.flags.pause.store(false, Ordering::SeqCst);
                     Self::phase(&state) == Phase::Stopped
                 };
@@ -455,6 +464,7 @@ fn capabilities() -> Value {
         "supportsTerminateRequest": false,
         "exceptionBreakpointFilters": [
             { "filter": "uncaught", "label": "Uncaught errors", "default": false },
+            { "filter": "raised", "label": "Errors caught by pcall or xpcall", "default": false },
         ],
     })
 }

@@ -4,10 +4,11 @@
 -- copyToGlobals, evaluate). Everything here runs with hooks off (Lua disables them inside a hook).
 --
 -- Replies are JSON text (encoded here: an empty Lua table cannot tell `[]` from `{}`).
-local N = ... -- natives: wait(), respond(id, ok, json), event(name, json), repr(v), builtins (set)
+local N = ... -- natives: wait(), respond(id, ok, json), event(name, json), repr(v), builtins (set),
+-- pcall (the library's: the session's may stop on caught errors)
 local getinfo, getlocal, setlocal = debug.getinfo, debug.getlocal, debug.setlocal
 local getupvalue, setupvalue = debug.getupvalue, debug.setupvalue
-local type, pairs, tostring, pcall, load, select = type, pairs, tostring, pcall, load, select
+local type, pairs, tostring, pcall, load, select = type, pairs, tostring, N.pcall or pcall, load, select
 local sfmt, concat, sort = string.format, table.concat, table.sort
 local ipairs, next, rawget, setmetatable, getmetatable, tonumber, error =
   ipairs, next, rawget, setmetatable, getmetatable, tonumber, error

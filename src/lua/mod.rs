@@ -3,6 +3,7 @@
 //! interrupt flag into a Lua error through an instruction-count hook. It talks to the outside world
 //! only through the [`Host`] trait, which `kernel.rs` implements.
 
+mod caught;
 mod convert;
 mod debug_hook;
 mod failure;
@@ -14,6 +15,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
+pub use caught::set_break_on_caught;
 pub use debug_hook::{Breakpoint, DebugConfig, DebugFlags, DebugPort};
 pub use failure::Failure;
 pub use interrupt::Interrupter;
@@ -181,6 +183,7 @@ impl Interpreter {
             });
             interrupt::set_context(Some(interrupt::HookContext { stop, tick }));
             interrupt::guard_debug_sethook(&lua);
+            caught::install(&lua);
         }
         // C modules and Lua modules from the platform's directories, as `lua5.4` finds them.
         set_package_paths(&lua, true).map_err(|e| format!("cannot set package paths: {e}"))?;
@@ -424,34 +427,60 @@ impl Interpreter {
             n.set("canonical", lua.create_function(canonical).map_err(fail)?).map_err(fail)?;
         }
         n.set("repr", self.k.get::<Value>("repr").map_err(fail)?).map_err(fail)?;
+        n.set(
+            "pcall",
+            lua.named_registry_value::<Value>(caught::RAW_PCALL_KEY.to_str().unwrap_or_default())
+                .map_err(fail)?,
+        )
+        .map_err(fail)?;
         n.set("builtins", self.builtins.clone()).map_err(fail)?;
         let d: Table =
             lua.load(include_str!("debugger.lua")).set_name("=[llmspell debugger]").call(n).map_err(fail)?;
         let enter: Function = d.get("enter").map_err(fail)?;
         lua.set_named_registry_value(debug_hook::ENTER_KEY.to_str().unwrap_or_default(), enter.clone())
             .map_err(fail)?;
-        // The prelude's error handler calls this at the error, with its stack still there.
-        let interrupt = self.interrupt.clone();
-        let on_error = move |lua: &Lua, err: Value| {
-            let Some(port) = debug_hook::port() else { return Ok(()) };
-            if interrupt.is_set() || !port.config().break_on_uncaught {
-                return Ok(());
+        // The prelude's error handler calls this at an error that leaves the cell, the session's
+        // pcall/xpcall (caught.rs) at one they catch: with its stack still there.
+        let stopped_at_error = Rc::new(std::cell::Cell::new(false));
+        let stop_at_error = |caught: bool| {
+            let (interrupt, enter, stopped_at_error) =
+                (self.interrupt.clone(), enter.clone(), stopped_at_error.clone());
+            move |lua: &Lua, err: Value| {
+                let Some(port) = debug_hook::port() else { return Ok(()) };
+                // Not for the interrupt's error, and not again for an error inside the stop (an
+                // expression evaluated there).
+                if interrupt.is_set()
+                    || stopped_at_error.get()
+                    || !(caught || port.config().break_on_uncaught)
+                {
+                    return Ok(());
+                }
+                let text = match &err {
+                    Value::String(s) => s.to_string_lossy(),
+                    other => lua
+                        .globals()
+                        .get::<Function>("tostring")
+                        .and_then(|f| f.call::<String>(other.clone()))
+                        .unwrap_or_else(|_| other.type_name().to_string()),
+                };
+                stopped_at_error.set(true);
+                port.stopped("exception", Some(&text));
+                // Skip this native and the handler: the frames start where the error was raised.
+                let how =
+                    enter.call::<String>(("stop", text.as_str(), 2)).unwrap_or_else(|_| "continue".into());
+                port.resumed(&how);
+                stopped_at_error.set(false);
+                Ok(())
             }
-            let text = match &err {
-                Value::String(s) => s.to_string_lossy(),
-                other => lua
-                    .globals()
-                    .get::<Function>("tostring")
-                    .and_then(|f| f.call::<String>(other.clone()))
-                    .unwrap_or_else(|_| other.type_name().to_string()),
-            };
-            port.stopped("exception", Some(&text));
-            // Skip this native and the handler: the frames start where the error was raised.
-            let how = enter.call::<String>(("stop", text.as_str(), 2)).unwrap_or_else(|_| "continue".into());
-            port.resumed(&how);
-            Ok(())
         };
-        self.k.set("debug_on_error", lua.create_function(on_error).map_err(fail)?).map_err(fail)?;
+        self.k
+            .set("debug_on_error", lua.create_function(stop_at_error(false)).map_err(fail)?)
+            .map_err(fail)?;
+        lua.set_named_registry_value(
+            caught::ON_CAUGHT_KEY.to_str().unwrap_or_default(),
+            lua.create_function(stop_at_error(true)).map_err(fail)?,
+        )
+        .map_err(fail)?;
         debug_hook::install(port);
         self.debugger = Some(d);
         Ok(())

@@ -14,7 +14,7 @@ from queue import Empty
 from typing import Any
 
 import pytest
-from conftest import KERNELSPEC_DIR, get_reply, send_control
+from conftest import KERNELSPEC_DIR, collect_iopub, get_reply, send_control
 
 WAIT = 60.0
 
@@ -298,6 +298,47 @@ def test_break_on_uncaught_error(dap, kernel):
     dap.request("continue", {"threadId": 1})
     reply = execute_reply(kc, run)
     assert reply["status"] == "error" and "bad input" in reply["evalue"]
+
+
+def test_break_on_errors_caught_by_pcall_and_xpcall_only_with_the_raised_filter(dap, kernel):
+    kc = kernel.kc
+    filters = {f["filter"] for f in dap.body("initialize", {"adapterID": "llmspell"})["exceptionBreakpointFilters"]}
+    assert {"uncaught", "raised"} <= filters
+    code = ("local function fail(x)\n  local reason = 'bad ' .. x\n  error(reason, 0)\nend\n"
+            "local ok, e = pcall(fail, 'input')\n"
+            "local ok2, e2 = xpcall(fail, function(m) return 'handled: ' .. m end, 'again')\n"
+            "seen = table.concat({tostring(ok), e, tostring(ok2), e2}, '|')")
+
+    def seen() -> str:
+        msgs = collect_iopub(kc, kc.execute("io.write(seen)"), WAIT)
+        return "".join(m["content"]["text"] for m in msgs if m["msg_type"] == "stream")
+
+    path = dap.body("dumpCell", {"code": code})["sourcePath"]
+    # Uncaught only: errors that pcall and xpcall catch do not stop.
+    dap.body("setExceptionBreakpoints", {"filters": ["uncaught"]})
+    assert execute_reply(kc, kc.execute(code))["status"] == "ok"
+    assert seen() == "false|bad input|false|handled: bad again"
+    # Raised: each stops where it is raised, with its locals; then pcall and xpcall return as always.
+    dap.body("setExceptionBreakpoints", {"filters": ["raised"]})
+    run = kc.execute(code)
+    for arg in ["input", "again"]:
+        body = dap.stopped("exception")
+        assert f"bad {arg}" in body.get("text", ""), body
+        frame = dap.top_frame()
+        assert frame["source"]["path"] == path and frame["line"] == 3
+        assert dap.locals()["reason"] == f'"bad {arg}"'
+        dap.request("continue", {"threadId": 1})
+    assert execute_reply(kc, run)["status"] == "ok"
+    assert seen() == "false|bad input|false|handled: bad again"
+    # Coroutines still yield across them.
+    across = ("local co = coroutine.wrap(function()\n"
+              "  local a, b = pcall(function() return coroutine.yield(1) + 1 end)\n"
+              "  local c, d = xpcall(function() return coroutine.yield(2) * 10 end, print)\n"
+              "  return tostring(a) .. b .. tostring(c) .. d\nend)\n"
+              "seen = co() .. '|' .. co(5) .. '|' .. co(7)")
+    assert execute_reply(kc, kc.execute(across))["status"] == "ok"
+    assert seen() == "1|2|true6true70"
+    dap.body("setExceptionBreakpoints", {"filters": []})
 
 
 def test_breakpoint_in_a_required_module_and_step_in_and_out(dap, kernel, tmp_path):
