@@ -405,7 +405,7 @@ unsafe extern "C-unwind" fn pmain(l: *mut ffi::lua_State) -> c_int {
     1
 }
 
-/// lua.c's read-eval-print loop on the run's stdin (without readline): `> ` and `>> ` prompts (or
+/// lua.c's read-eval-print loop on the run's stdin (line editing on a terminal): `> ` and `>> ` prompts (or
 /// `_PROMPT`/`_PROMPT2`), an expression's values printed, an unfinished statement continued.
 unsafe fn interactive_loop(l: *mut ffi::lua_State) {
     // Errors in the loop carry no program name, as lua.c's.
@@ -484,9 +484,14 @@ unsafe fn read_line(l: *mut ffi::lua_State, first: bool) -> Option<Vec<u8>> {
     } else {
         ffi::luaL_tolstring(l, -1, ptr::null_mut())
     };
-    libc::fputs(prompt, stdout);
-    libc::fflush(stdout);
+    let prompt = std::ffi::CStr::from_ptr(prompt).to_string_lossy().into_owned();
     ffi::lua_settop(l, 0);
+    libc::fflush(stdout);
+    if let Some(edited) = edit_line(&prompt) {
+        return edited;
+    }
+    libc::fputs(CString::new(prompt).unwrap_or_default().as_ptr(), stdout);
+    libc::fflush(stdout);
     let mut line = Vec::new();
     let mut buf = [0 as c_char; 512];
     loop {
@@ -499,6 +504,37 @@ unsafe fn read_line(l: *mut ffi::lua_State, first: bool) -> Option<Vec<u8>> {
             return Some(line);
         }
     }
+}
+
+thread_local! {
+    /// The line editor, on a terminal (None: not one, or it could not start).
+    static EDITOR: RefCell<Option<Option<rustyline::DefaultEditor>>> = const { RefCell::new(None) };
+}
+
+/// On a terminal, a line read with line editing and history, as Debian's `lua5.4` (built with
+/// readline) reads it; None when stdin or stdout is not a terminal. Ctrl-C at the prompt ends the
+/// run by SIGINT, as it ends `lua`.
+fn edit_line(prompt: &str) -> Option<Option<Vec<u8>>> {
+    EDITOR.with(|editor| {
+        let mut editor = editor.borrow_mut();
+        let editor = editor.get_or_insert_with(|| {
+            // SAFETY: isatty only looks at the descriptors.
+            let terminal = unsafe { libc::isatty(0) == 1 && libc::isatty(1) == 1 };
+            let config = rustyline::Config::builder().auto_add_history(true).build();
+            terminal.then(|| rustyline::DefaultEditor::with_config(config).ok()).flatten()
+        });
+        let editor = editor.as_mut()?;
+        Some(match editor.readline(prompt) {
+            Ok(line) => Some(line.into_bytes()),
+            Err(rustyline::error::ReadlineError::Interrupted) => {
+                set_signal(libc::SIGINT, libc::SIG_DFL);
+                // SAFETY: raising a signal at ourselves.
+                unsafe { libc::raise(libc::SIGINT) };
+                None
+            }
+            Err(_) => None,
+        })
+    })
 }
 
 /// Writes pending `state` changes; on failure says so and makes the exit status 1.

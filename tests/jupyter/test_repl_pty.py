@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import shutil
 import subprocess
 import time
 
@@ -161,3 +162,49 @@ def test_after_the_kernel_is_stopped_elsewhere_the_repl_offers_a_new_one(tmp_pat
         assert status.returncode == 0, "the new kernel is running"
     finally:
         _close(env, leader, proc)
+
+
+def _interactive_lua(argv: list[str], env: dict) -> list[str]:
+    """Runs a lua-style interactive loop in a pty: a line, then Up (history) and Enter, then a line
+    edited with Left and Backspace, then Ctrl-D. Returns the screen."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=follower, stdout=follower, stderr=follower, env=env,
+                            start_new_session=True)
+    os.close(follower)
+    try:
+        seen = read_until(leader, "> ")
+        os.write(leader, b"print(6*7)\r")
+        seen += read_until(leader, "42")
+        seen += read_until(leader, "> ", timeout=10)
+        time.sleep(0.5)  # as a person would: the editor has drawn its prompt
+        os.write(leader, b"\x1b[A\r")  # Up: the last line again
+        seen += read_until(leader, "42", timeout=10)
+        seen += read_until(leader, "> ", timeout=10)
+        time.sleep(0.5)
+        os.write(leader, b"print('ab9c')\x1b[D\x1b[D\x1b[D\x7f\r")  # Left x3, Backspace: print('abc')
+        seen += read_until(leader, "abc\r\n", timeout=10)
+        seen += read_until(leader, "> ", timeout=10)
+        time.sleep(0.5)
+        os.write(leader, b"\x04")
+        seen += read_until(leader, "\n", timeout=10)
+        assert proc.wait(timeout=60) == 0
+        return _screen(seen)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(leader)
+
+
+def test_run_i_on_a_terminal_edits_lines_and_keeps_history_as_lua_does(tmp_path):
+    env = dict(os.environ, LLMSPELL_HOME=str(tmp_path / "home"), TERM="xterm")
+    ours = _interactive_lua([os.environ["LLMSPELL_BIN"], "run", "-i"], env)
+    try:
+        assert ours.count("42") == 2, ours
+        assert "abc" in ours, ours
+        lua = shutil.which("lua5.4")
+        if lua:  # the stock interpreter (built with readline) on the same keys shows the same lines
+            theirs = _interactive_lua([lua, "-i"], env)
+            assert [x for x in ours if x and not x.startswith("Lua")] == \
+                [x for x in theirs if x and not x.startswith("Lua")], (ours, theirs)
+    finally:
+        subprocess.run([os.environ["LLMSPELL_BIN"], "kernel", "stop", "--all"], env=env, capture_output=True)
