@@ -16,10 +16,15 @@ use serde_json::Value as Json;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
-use std::os::raw::c_int;
+use std::os::raw::{c_int, c_void};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+
+extern "C" {
+    /// src/lua/c/threads.c: whether a coroutine is alive.
+    fn llmspell_thread_listed(l: *mut c_void) -> c_int;
+}
 
 /// One source breakpoint, as the client set it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -298,10 +303,19 @@ pub(super) unsafe fn on_event(l: *mut lua_State, ar: *mut lua_Debug) -> c_int {
         return with_sticky(with_runtime(|rt| rt.mask_for(l, 0)).unwrap_or(0));
     }
     if event == ffi::LUA_HOOKRET {
-        // Returning from a coroutine's body while stepping over or out of it: the next line anywhere.
+        // Leaving a coroutine while stepping over or out of it, by returning from its body or by
+        // a yield (or an error) that returns to its resumer here: the next line anywhere.
         with_runtime(|rt| {
             if let Some(step) = &mut rt.step {
-                if step.thread == l && step.kind != StepKind::Into && stack_depth(l) <= 1 {
+                let left = if step.thread == l {
+                    stack_depth(l) <= 1
+                } else {
+                    // SAFETY: a listed coroutine is alive; its status is read on the thread that
+                    // runs every coroutine of this state.
+                    llmspell_thread_listed(step.thread as *mut c_void) != 0
+                        && ffi::lua_status(step.thread) != ffi::LUA_OK
+                };
+                if left && step.kind != StepKind::Into {
                     step.kind = StepKind::Into;
                 }
             }

@@ -381,6 +381,16 @@ def test_stepping_into_and_through_a_coroutine(dap, kernel):
     dap.request("next", {"threadId": 1})
     dap.stopped("step")
     assert dap.top_frame()["line"] == 3
+    # Stepping over the yield leaves the coroutine: the step ends in the code that resumed it.
+    dap.request("next", {"threadId": 1})
+    dap.stopped("step")
+    frame = dap.top_frame()
+    assert frame["source"]["path"] == path and frame["line"] == 7, frame
+    assert dap.locals()["first"] == "2"
+    # Stepping into the resume goes back into the coroutine, after its yield.
+    dap.request("stepIn", {"threadId": 1})
+    dap.stopped("step")
+    assert dap.top_frame()["line"] == 4
     dap.request("continue", {"threadId": 1})
     reply = execute_reply(kc, run)
     assert reply["status"] == "ok"

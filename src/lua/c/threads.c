@@ -43,3 +43,12 @@ void llmspell_hook_threads(hook_setter set, void *hook, int mask, int n) {
     for (size_t i = 0; i < count; i++) set(threads[i], hook, mask, n);
     pthread_mutex_unlock(&lock);
 }
+
+/* Whether L1 is a live coroutine (the debugger's step may name one that has since been freed). */
+int llmspell_thread_listed(void *L1) {
+    int found = 0;
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < count && !found; i++) found = threads[i] == L1;
+    pthread_mutex_unlock(&lock);
+    return found;
+}
