@@ -13,7 +13,7 @@ const POLL: Duration = Duration::from_millis(500);
 pub(super) const MAX_INTERRUPTS: u32 = 3;
 const STDIN_FD: RawFd = 0;
 /// After this long without a sign that our request started, say what it waits for.
-const WAIT_NOTICE: Duration = Duration::from_secs(1);
+pub(super) const WAIT_NOTICE: Duration = Duration::from_secs(1);
 
 /// What one execute request is waiting for, and what it has seen so far.
 struct Pending {
@@ -269,17 +269,23 @@ impl Client {
     /// once): None if the kernel is not busy with someone else's request.
     fn waiting_behind(&self) -> Option<String> {
         let info = self.control_request("kernel_info_request", json!({}), Duration::from_secs(2)).ok()?;
-        let running = &info["llmspell"]["running"];
-        if info["llmspell"]["busy"] != true || running.is_null() {
-            return None;
-        }
-        let whose = match running["client_pid"].as_u64() {
-            Some(pid) => format!("another client's cell (pid {pid})"),
-            None => "a cell of a Jupyter client".to_string(),
-        };
-        let since = running["seconds"].as_f64().unwrap_or(0.0);
-        Some(format!("waiting: the kernel is running {whose}, started {since:.0} s ago; Ctrl-C to give up"))
+        waiting_text(&info)
     }
+}
+
+/// The waiting notice from a kernel_info_reply's account of what the kernel runs: None if it is not
+/// busy with a request (ours has not started, but nothing runs: it is about to).
+pub(super) fn waiting_text(info: &Value) -> Option<String> {
+    let running = &info["llmspell"]["running"];
+    if info["llmspell"]["busy"] != true || running.is_null() {
+        return None;
+    }
+    let whose = match running["client_pid"].as_u64() {
+        Some(pid) => format!("another client's cell (pid {pid})"),
+        None => "a cell of a Jupyter client".to_string(),
+    };
+    let since = running["seconds"].as_f64().unwrap_or(0.0);
+    Some(format!("waiting: the kernel is running {whose}, started {since:.0} s ago; Ctrl-C to give up"))
 }
 
 /// Whether the parent_header frame of a raw message contains `msg_id` (a cheap pre-filter; the

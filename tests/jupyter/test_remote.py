@@ -208,6 +208,32 @@ def test_output_arrives_while_the_cell_runs(gateway, home, tmp_path):
             p.kill()
 
 
+def test_a_command_queued_behind_another_clients_cell_says_so(any_server, home, tmp_path):
+    gate = tmp_path / "gate"
+    code = f"print('started') io.stdout:flush() while not io.open({str(gate)!r}) do end"
+    first = subprocess.Popen([LLMSPELL_BIN, "--remote", any_server.url, "--token", TOKEN, "--kernel", "queue",
+                              "exec", code], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=cli_env(home))
+    second = None
+    try:
+        assert first.stdout.readline() == "started\n"
+        second = subprocess.Popen([LLMSPELL_BIN, "--remote", any_server.url, "--token", TOKEN, "--kernel",
+                                   "queue", "exec", "print('second')"], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(home))
+        notice = second.stderr.readline()  # before the gate opens: the second command still waits
+        assert notice.startswith("llmspell: waiting: the kernel is running"), notice
+        assert "Ctrl-C to give up" in notice
+        gate.write_text("")
+        out, err = second.communicate(timeout=CLI_TIMEOUT)
+        assert (second.returncode, out) == (0, "second\n"), err
+        assert first.wait(timeout=CLI_TIMEOUT) == 0
+    finally:
+        gate.touch()
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+
+
 def test_ctrl_c_interrupts_the_remote_cell(gateway, home):
     p = subprocess.Popen([LLMSPELL_BIN, "--remote", gateway.url, "--token", TOKEN, "--kernel", "intr",
                           "exec", "print('started') while true do end"],

@@ -11,7 +11,9 @@ pub mod http;
 pub mod names;
 pub mod websocket;
 
-use super::execute::{drain_fd, published, request_content, Published, MAX_INTERRUPTS};
+use super::execute::{
+    drain_fd, published, request_content, waiting_text, Published, MAX_INTERRUPTS, WAIT_NOTICE,
+};
 use super::terminal::StdinChunks;
 use super::{ClientError, Event, ExecOptions, ExecReply, LineAnswer, Session, StdinMode};
 use crate::wire;
@@ -57,6 +59,10 @@ struct Pending {
     interrupts: u32,
     waiting_input: Option<Frame>,
     asked: Vec<String>,
+    /// The kernel has published something for our request: it has started.
+    started: bool,
+    /// The kernel_info_request asking what our request waits behind, once sent.
+    asked_why: Option<String>,
 }
 
 impl RemoteClient {
@@ -243,10 +249,19 @@ impl RemoteClient {
             interrupts: 0,
             waiting_input: None,
             asked: vec![],
+            started: false,
+            asked_why: None,
         };
         self.send(&ask)?;
+        let sent = Instant::now();
         let mut quiet_since = Instant::now();
         while !(p.reply.is_some() && p.idle) {
+            // Not started after a while: ask the kernel (on control, answered at once) what it runs.
+            if !p.started && p.asked_why.is_none() && sent.elapsed() >= WAIT_NOTICE {
+                let why = self.frame("control", "kernel_info_request", json!({}), json!({}), json!({}));
+                p.asked_why = Some(why.msg_id().to_string());
+                self.send(&why)?;
+            }
             if let Some(fd) = sigint.filter(|fd| readable(*fd)) {
                 drain_fd(fd);
                 p.interrupts += 1;
@@ -276,9 +291,16 @@ impl RemoteClient {
             {
                 return Err(ClientError::KernelDied { running: true });
             }
+            if f.channel == "control" && p.asked_why.as_deref() == Some(f.parent_msg_id()) {
+                if let Some(text) = waiting_text(&f.content).filter(|_| !p.started) {
+                    on_event(Event::Waiting { text });
+                }
+                continue;
+            }
             if f.parent_msg_id() != p.id {
                 continue; // the server's own requests, or other clients'
             }
+            p.started = true;
             match f.channel.as_str() {
                 "shell" if f.msg_type() == "execute_reply" => p.reply = Some(f.content),
                 "iopub" => {
