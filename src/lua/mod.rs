@@ -375,7 +375,7 @@ impl Interpreter {
             )
         );
         if !statement {
-            if let Ok(f) = chunk(&returning(code)) {
+            if let Some(f) = returning(code).iter().find_map(|src| chunk(src).ok()) {
                 return Ok(f);
             }
         }
@@ -390,7 +390,7 @@ impl Interpreter {
         if let Some(pos) = trimmed.rfind('\n') {
             let (head, last) = trimmed.split_at(pos + 1);
             if chunk(&format!("return {last}")).is_ok() {
-                if let Ok(f) = chunk(&format!("{head}{}", returning(last))) {
+                if let Some(f) = returning(last).iter().find_map(|src| chunk(&format!("{head}{src}")).ok()) {
                     return Ok(f);
                 }
             }

@@ -1,10 +1,15 @@
 //! Reading a cell's source: how to make it return its values, how many blocks it leaves open.
 
 /// `return <exprs>` without making the last call a tail call (which would drop its frame from
-/// tracebacks and error positions): the values pass through an identity function instead. The
-/// newline keeps a trailing `-- comment` from swallowing the parenthesis.
-pub(super) fn returning(exprs: &str) -> String {
-    format!("return (function(...) return ... end)({exprs}\n)")
+/// tracebacks and error positions): the values pass through an identity function instead. Two
+/// forms, to try in order: the closing parenthesis on the code's last line keeps errors on the lines
+/// the user wrote (Lua gives an argument's code the line where the call closes), but a trailing
+/// `-- comment` swallows it; the second form puts it on a line of its own.
+pub(super) fn returning(exprs: &str) -> [String; 2] {
+    [
+        format!("return (function(...) return ... end)({exprs})"),
+        format!("return (function(...) return ... end)({exprs}\n)"),
+    ]
 }
 /// How many blocks are open at the end of `code`: a hint for the next line's indent.
 pub(super) fn open_blocks(code: &str) -> usize {
@@ -46,7 +51,7 @@ mod tests {
 
     #[test]
     fn returning_keeps_a_trailing_comment_from_swallowing_the_call() {
-        assert_eq!(returning("1, 2 -- two"), "return (function(...) return ... end)(1, 2 -- two\n)");
+        assert_eq!(returning("1, 2 -- two")[1], "return (function(...) return ... end)(1, 2 -- two\n)");
     }
 
     #[test]

@@ -176,6 +176,17 @@ fn completion_knows_what_the_code_being_typed_declares_and_hides_metamethods() {
 }
 
 #[test]
+fn an_error_in_an_expression_cell_names_the_line_it_is_on() {
+    let (mut i, _) = interpreter();
+    for (code, line) in [("nosuch.x", 1), ("1 + nil", 1), ("x = 1\nnosuch.y", 2), ("1 + {} -- a comment", 1)]
+    {
+        let e = i.execute(code).error.unwrap_or_else(|| panic!("{code}: no error"));
+        assert!(e.evalue.starts_with(&format!("[cell]:{line}:")), "{code}: {}", e.evalue);
+    }
+    assert_eq!(shown(&i.execute("1, 2 -- two")).as_deref(), Some("1\t2"));
+}
+
+#[test]
 fn state_round_trips_values_and_refuses_what_would_not_come_back() {
     let (mut i, _) = interpreter();
     let o = i.execute("state.set('k', {1, 2, {a = 'b'}, 1.5}) return state.get('k')[3].a, state.get('k')[4]");
