@@ -126,5 +126,6 @@ USAGE:
       The script runs in this process in a fresh Lua state (not through the kernel); its output,
       and its child processes' output, arrive as output events; io.read sees end of input.
       Breakpoints (conditions, hit counts, logpoints) in the script and the modules it requires,
-      stepping, variables, evaluate, break on uncaught errors; the exit code in the exited event.
+      stepping, variables, evaluate, break on uncaught errors (and on errors pcall or xpcall
+      catch: the \"raised\" filter); the exit code in the exited event.
 ";

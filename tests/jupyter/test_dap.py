@@ -155,3 +155,31 @@ def test_launch_without_a_program_is_an_error_response(tmp_path):
         if c.proc.poll() is None:
             c.proc.kill()
             c.proc.wait()
+
+
+def test_errors_caught_by_pcall_stop_only_with_the_raised_filter(tmp_path):
+    script = tmp_path / "caught.lua"
+    script.write_text("local function check(n)\n  if n > 2 then error('too big: ' .. n, 0) end\n  return n\nend\n"
+                      "local ok, why = pcall(check, 5)\nprint(ok, why)\n")
+    for filters, stops in [(["uncaught"], False), (["raised"], True)]:
+        c = DapClient(tmp_path)
+        try:
+            caps = c.request("initialize", {"adapterID": "llmspell"})
+            assert "raised" in [f["filter"] for f in caps["exceptionBreakpointFilters"]]
+            c.request("launch", {"program": str(script)})
+            c.request("setExceptionBreakpoints", {"filters": filters})
+            c.request("configurationDone")
+            if stops:
+                body = c.event("stopped")
+                assert body["reason"] == "exception" and "too big: 5" in body.get("text", ""), body
+                assert c.top()["line"] == 2 and c.locals()["n"] == "5"
+                c.request("continue", {"threadId": 1})
+            assert c.event("exited")["exitCode"] == 0
+            assert "false\ttoo big: 5\n" in c.outputs()
+            assert not any(m["type"] == "event" and m["event"] == "stopped" for m in c.pending)
+            c.request("disconnect")
+            assert c.proc.wait(timeout=WAIT) == 0
+        finally:
+            if c.proc.poll() is None:
+                c.proc.kill()
+                c.proc.wait()
