@@ -24,6 +24,12 @@ pub fn set_break_on_caught(on: bool) {
     BREAK_ON_CAUGHT.store(on, Ordering::SeqCst);
 }
 
+/// Whether the debugger still asks to stop on caught errors (it may have changed its mind since the
+/// pcall started).
+pub(super) fn break_on_caught() -> bool {
+    BREAK_ON_CAUGHT.load(Ordering::SeqCst)
+}
+
 /// Calls the debugger's stop (if one is registered) with the error value at index 1.
 unsafe fn notify(l: *mut lua_State) {
     if ffi::lua_getfield(l, ffi::LUA_REGISTRYINDEX, ON_CAUGHT_KEY.as_ptr()) == ffi::LUA_TFUNCTION {

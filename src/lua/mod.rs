@@ -449,10 +449,8 @@ impl Interpreter {
                 let Some(port) = debug_hook::port() else { return Ok(()) };
                 // Not for the interrupt's error, and not again for an error inside the stop (an
                 // expression evaluated there).
-                if interrupt.is_set()
-                    || stopped_at_error.get()
-                    || !(caught || port.config().break_on_uncaught)
-                {
+                let wanted = if caught { caught::break_on_caught() } else { port.config().break_on_uncaught };
+                if interrupt.is_set() || stopped_at_error.get() || !wanted {
                     return Ok(());
                 }
                 let text = match &err {
