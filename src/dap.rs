@@ -3,10 +3,13 @@
 //!
 //! Decision: the script runs in this process, in a fresh interpreter (the session's, so the debugger's
 //! hook and Lua side are the same code), not through the kernel's zygote: a forked runner would need
-//! the debugger's channel carried over the runner socket, which is later work. Differences from
-//! `llmspell run` this brings: `io.read` sees end of input (stdin is the DAP stream), and print and
-//! io.write become `output` events. Child processes' output (os.execute) is forwarded as output too:
-//! fd 1 is a pipe here, and the DAP stream goes to a duplicate of the original stdout.
+//! the debugger's channel carried over the runner socket, which is later work. By default (the
+//! editor's debug console) `io.read` sees end of input, and print and io.write become `output` events;
+//! child processes' output (os.execute) is forwarded as output too: fd 1 is a pipe here, and the DAP
+//! stream uses duplicates of the original stdin and stdout (fd 0 becomes /dev/null, so no child reads
+//! the DAP stream). With `"console": "integratedTerminal"` (or `externalTerminal`) and a client that
+//! runs commands in a terminal (`runInTerminal`), the script gets that terminal instead: the editor
+//! runs `llmspell dap --terminal SOCKET` there, which hands its fds 0-2 over and waits.
 //!
 //! Threads: the reader (stdin) answers what needs no Lua and forwards the rest, as the kernel's
 //! control thread does; the main thread runs the script; a third forwards fd 1's pipe.
@@ -17,7 +20,9 @@ use crate::wire::Message;
 use serde_json::{json, Value};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -51,14 +56,34 @@ impl Transport for DapTransport {
     fn flush_output(&self) {}
 }
 
-/// The script's print and io.write, as output events.
+/// The script's print, io.write and io.read: output events and end of input, or the terminal the
+/// client lent (fds 0-2).
 struct DapHost {
     out: Out,
     debugger: Arc<Debugger>,
+    terminal: bool,
+}
+
+/// Writes all of `bytes` to one of this process's fds (the lent terminal).
+fn write_fd(fd: i32, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: a write from a live slice to an fd this process owns.
+        let n = unsafe { libc::write(fd, bytes.as_ptr() as *const libc::c_void, bytes.len()) };
+        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        if n <= 0 {
+            return;
+        }
+        bytes = &bytes[n as usize..];
+    }
 }
 
 impl Host for DapHost {
     fn write(&mut self, stream: Stream, bytes: &[u8]) {
+        if self.terminal {
+            return write_fd(if stream == Stream::Stderr { 2 } else { 1 }, bytes);
+        }
         let category = if stream == Stream::Stderr { "stderr" } else { "stdout" };
         let body = json!({ "category": category, "output": String::from_utf8_lossy(bytes) });
         self.out.send(&self.debugger.event_content("output", body));
@@ -67,12 +92,35 @@ impl Host for DapHost {
         false
     }
     fn publish(&mut self, _msg_type: &str, _content: Value) {}
-    fn input(&mut self, _prompt: &str, _password: bool) -> Result<Input, InputError> {
-        // stdin is the DAP stream.
-        Ok(Input::Eof)
+    fn input(&mut self, prompt: &str, _password: bool) -> Result<Input, InputError> {
+        if !self.terminal {
+            // No terminal: the debug console has no stdin to give.
+            return Ok(Input::Eof);
+        }
+        write_fd(1, prompt.as_bytes());
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            // SAFETY: a one-byte read into a local from fd 0 (the lent terminal).
+            let n = unsafe { libc::read(0, byte.as_mut_ptr() as *mut libc::c_void, 1) };
+            if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            if n <= 0 {
+                return Ok(if line.is_empty() {
+                    Input::Eof
+                } else {
+                    Input::Line(String::from_utf8_lossy(&line).into())
+                });
+            }
+            if byte[0] == b'\n' {
+                return Ok(Input::Line(String::from_utf8_lossy(&line).into()));
+            }
+            line.push(byte[0]);
+        }
     }
     fn line_input(&self) -> bool {
-        false
+        self.terminal
     }
     fn sync_output(&mut self) {}
 }
@@ -85,6 +133,8 @@ struct Launch {
     cwd: Option<String>,
     env: Vec<(String, Option<String>)>,
     stop_on_entry: bool,
+    /// `runInTerminal`'s kind ("integrated" or "external") when the script asked for a terminal.
+    terminal: Option<&'static str>,
 }
 
 impl Launch {
@@ -103,6 +153,11 @@ impl Launch {
             cwd: args["cwd"].as_str().filter(|c| !c.is_empty()).map(String::from),
             env,
             stop_on_entry: args["stopOnEntry"].as_bool().unwrap_or(false),
+            terminal: match args["console"].as_str() {
+                Some("integratedTerminal") => Some("integrated"),
+                Some("externalTerminal") => Some("external"),
+                _ => None,
+            },
         })
     }
 }
@@ -127,15 +182,30 @@ pub fn serve() -> Result<u8, String> {
         }
         Out(Arc::new(Mutex::new(File::from_raw_fd(fd))))
     };
+    // The DAP stream's input is a duplicate of stdin too; fd 0 becomes /dev/null (or the lent terminal).
+    // SAFETY: dup of an fd this process owns; the new fd is owned by the File.
+    let input = unsafe {
+        let fd = libc::dup(0);
+        if fd < 0 {
+            return Err("cannot duplicate stdin".into());
+        }
+        File::from_raw_fd(fd)
+    };
+    if let Ok(null) = File::open("/dev/null") {
+        // SAFETY: dup2 of /dev/null onto fd 0, which this process owns.
+        unsafe { libc::dup2(null.as_raw_fd(), 0) };
+    }
     let debugger = Arc::new(Debugger::new());
     let stdout_done = forward_stdout(out.clone(), debugger.clone())?;
     let interrupter: Arc<lua::Interrupter> = Arc::default();
+    let terminals = Arc::new(AtomicBool::new(false));
     let (start_tx, start_rx) = crossbeam_channel::unbounded::<Start>();
     {
-        let (out, debugger, interrupter) = (out.clone(), debugger.clone(), interrupter.clone());
+        let (out, debugger, interrupter, terminals) =
+            (out.clone(), debugger.clone(), interrupter.clone(), terminals.clone());
         std::thread::Builder::new()
             .name("dap-reader".into())
-            .spawn(move || read_requests(out, &debugger, &interrupter, start_tx))
+            .spawn(move || read_requests(input, out, &debugger, &interrupter, &terminals, start_tx))
             .map_err(|e| e.to_string())?;
     }
     // Wait for launch and configurationDone (in either order), as DAP clients send them.
@@ -149,7 +219,24 @@ pub fn serve() -> Result<u8, String> {
         }
     }
     let launch = launch.unwrap_or_default();
-    let code = run_program(&launch, &out, &debugger, interrupter);
+    let lent = match launch.terminal {
+        Some(kind) if terminals.load(Ordering::SeqCst) => {
+            match borrow_terminal(kind, &launch, &out, &debugger, interrupter.clone()) {
+                Ok(stream) => Some(stream),
+                Err(e) => {
+                    let body = json!({ "category": "stderr", "output": format!("llmspell dap: {e}; using the debug console\n") });
+                    out.send(&debugger.event_content("output", body));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let code = run_program(&launch, &out, &debugger, interrupter, lent.is_some());
+    // The terminal's command ends when we let go of it.
+    if let Some(stream) = lent {
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+    }
     // What children wrote goes out before `exited`: close our end of fd 1's pipe and let the
     // forwarder read to its end (a child still running keeps it open: not waited for long).
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
@@ -171,6 +258,7 @@ fn run_program(
     out: &Out,
     debugger: &Arc<Debugger>,
     interrupter: Arc<lua::Interrupter>,
+    terminal: bool,
 ) -> i32 {
     let say = |text: String| {
         let body = json!({ "category": "stderr", "output": format!("{text}\n") });
@@ -198,7 +286,7 @@ fn run_program(
     };
     // A `#!` line is a comment to Lua's own loader, which the interpreter's `load` is not.
     let source = if source.starts_with("#!") { format!("--{source}") } else { source };
-    let host = DapHost { out: out.clone(), debugger: debugger.clone() };
+    let host = DapHost { out: out.clone(), debugger: debugger.clone(), terminal };
     let opts = lua::Options { memory_limit: None, state_path: crate::connection::home().join("state.json") };
     let mut interp = match Interpreter::new(Box::new(host), interrupter, opts) {
         Ok(i) => i,
@@ -228,10 +316,119 @@ fn run_program(
             if let Some(code) = e.evalue.strip_prefix("llmspell dap: os.exit ") {
                 return code.trim().parse().unwrap_or(0);
             }
-            say(e.traceback.join("\n"));
+            // The script's own error goes where its stderr goes: the terminal, or the debug console.
+            let text = e.traceback.join("\n");
+            if terminal {
+                write_fd(2, format!("{text}\n").as_bytes());
+            } else {
+                say(text);
+            }
             1
         }
     }
+}
+
+/// Asks the client to run `llmspell dap --terminal SOCKET` in a terminal (`runInTerminal`) and makes
+/// the fds that command hands over this process's 0, 1 and 2. The connection stays open while the
+/// script runs (a Ctrl-C in the terminal comes over it as an interrupt); closing it ends the command.
+fn borrow_terminal(
+    kind: &str,
+    launch: &Launch,
+    out: &Out,
+    debugger: &Debugger,
+    interrupter: Arc<lua::Interrupter>,
+) -> Result<UnixStream, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = std::env::temp_dir().join(format!("llmspell-dap-{}", crate::wire::random_hex(6)));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let socket = dir.join("terminal");
+    let got = UnixListener::bind(&socket)
+        .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))
+        .and_then(|listener| {
+            let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+            let cwd = match &launch.cwd {
+                Some(dir) => dir.clone(),
+                None => std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
+            };
+            let args = json!({
+                "kind": kind,
+                "title": format!("llmspell: {}", launch.program),
+                "cwd": cwd,
+                "args": [exe.display().to_string(), "dap", "--terminal", socket.display().to_string()],
+            });
+            out.send(&debugger.request_content("runInTerminal", args));
+            accept_terminal(&listener, Duration::from_secs(30))
+        });
+    let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_dir(&dir);
+    let stream = got?;
+    let watch = stream.try_clone().map_err(|e| e.to_string())?;
+    std::thread::Builder::new()
+        .name("dap-terminal".into())
+        .spawn(move || {
+            let mut byte = [0u8; 1];
+            while matches!((&watch).read(&mut byte), Ok(1)) {
+                interrupter.interrupt();
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// The terminal command's connection, once it has sent its fds 0-2 (which are now ours).
+fn accept_terminal(listener: &UnixListener, wait: Duration) -> Result<UnixStream, String> {
+    let deadline = std::time::Instant::now() + wait;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let stream = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(format!("the client ran no terminal command within {} s", wait.as_secs()));
+            }
+            Err(e) => return Err(format!("cannot accept the terminal: {e}")),
+        }
+    };
+    stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+    let mut ready = libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one pollfd on the stack.
+    unsafe { libc::poll(&mut ready, 1, 10_000) };
+    let mut buf = [0u8; 1];
+    let (_, fds) = crate::runner::zygote::recv_with_fds(stream.as_raw_fd(), &mut buf)
+        .map_err(|e| format!("cannot receive the terminal: {e}"))?;
+    if fds.len() != 3 {
+        return Err("the terminal command sent no terminal".into());
+    }
+    for (target, fd) in fds.iter().enumerate() {
+        // SAFETY: dup2 of a received fd onto one of ours (0, 1, 2).
+        unsafe { libc::dup2(fd.as_raw_fd(), target as i32) };
+    }
+    Ok(stream)
+}
+
+/// `llmspell dap --terminal SOCKET`, run by the editor in a terminal for a script launched with
+/// `"console": "integratedTerminal"`: hands this terminal (fds 0-2) to the adapter listening on
+/// SOCKET, sends Ctrl-C over as interrupts, and returns when the adapter lets go (the script ended).
+pub fn lend_terminal(socket: &str) -> Result<u8, String> {
+    let stream = UnixStream::connect(socket)
+        .map_err(|e| format!("cannot reach the debug adapter at {socket}: {e}"))?;
+    let signals = signal_hook::iterator::Signals::new([libc::SIGINT]).map_err(|e| e.to_string())?;
+    crate::runner::client::send_with_fds(&stream, b"t", [0, 1, 2])?;
+    let notify = stream.try_clone().map_err(|e| e.to_string())?;
+    std::thread::spawn(move || {
+        let mut signals = signals;
+        for _ in signals.forever() {
+            let _ = (&notify).write_all(b"i");
+        }
+    });
+    let mut rest = Vec::new();
+    let _ = (&stream).read_to_end(&mut rest);
+    Ok(0)
 }
 
 /// fd 1 (child processes, C modules) as output events. The receiver hears when the pipe has ended.
@@ -288,14 +485,16 @@ fn read_message(input: &mut impl BufRead) -> Option<Result<Value, String>> {
     Some(serde_json::from_slice(&body).map_err(|e| format!("a DAP message that is not JSON: {e}")))
 }
 
-/// The reader thread: requests from stdin, answered here or forwarded to the Lua side.
+/// The reader thread: requests from the DAP stream, answered here or forwarded to the Lua side.
 fn read_requests(
+    input: File,
     out: Out,
     debugger: &Debugger,
     interrupter: &lua::Interrupter,
+    terminals: &AtomicBool,
     start: crossbeam_channel::Sender<Start>,
 ) {
-    let mut input = BufReader::new(std::io::stdin().lock());
+    let mut input = BufReader::new(input);
     while let Some(message) = read_message(&mut input) {
         let request = match message {
             Ok(r) => r,
@@ -304,7 +503,15 @@ fn read_requests(
                 continue;
             }
         };
+        // The client's answer to runInTerminal: the terminal's command connects to us instead.
+        if request["type"] == "response" {
+            continue;
+        }
         let command = request["command"].as_str().unwrap_or("").to_string();
+        if command == "initialize" {
+            let can = request["arguments"]["supportsRunInTerminalRequest"].as_bool() == Some(true);
+            terminals.store(can, Ordering::SeqCst);
+        }
         let msg = Message { content: request.clone(), ..Message::default() };
         match command.as_str() {
             "launch" => match Launch::read(&request["arguments"]) {

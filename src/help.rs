@@ -124,7 +124,9 @@ USAGE:
       Speaks DAP (Content-Length framed JSON) on stdin and stdout, for VS Code, nvim-dap and other
       DAP clients. The client's `launch` names the script: {program, args, cwd, env, stopOnEntry}.
       The script runs in this process in a fresh Lua state (not through the kernel); its output,
-      and its child processes' output, arrive as output events; io.read sees end of input.
+      and its child processes' output, arrive as output events; io.read sees end of input. With
+      \"console\": \"integratedTerminal\" and a client that supports runInTerminal, the script gets
+      that terminal instead (the client runs `llmspell dap --terminal SOCKET` there).
       Breakpoints (conditions, hit counts, logpoints) in the script and the modules it requires,
       stepping, variables, evaluate, break on uncaught errors (and on errors pcall or xpcall
       catch: the \"raised\" filter); the exit code in the exited event.

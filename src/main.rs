@@ -177,6 +177,11 @@ fn run(raw: Vec<OsString>) -> Result<ExitCode, CommandError> {
                 print!("{}", llmspell::help::DAP_HELP);
                 return Ok(ExitCode::SUCCESS);
             }
+            if let Some(socket) = a.opt_value_from_str::<_, String>("--terminal")? {
+                no_more(a)?;
+                let code = llmspell::dap::lend_terminal(&socket).map_err(CommandError::Failed)?;
+                return Ok(ExitCode::from(code));
+            }
             no_more(a)?;
             let code = llmspell::dap::serve().map_err(CommandError::Failed)?;
             Ok(ExitCode::from(code))

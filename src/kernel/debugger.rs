@@ -207,6 +207,11 @@ impl Debugger {
         publisher.publish(&parent, "debug_event", self.event_content(event, body));
     }
 
+    /// A DAP request of ours to the client (a reverse request, such as `runInTerminal`).
+    pub(crate) fn request_content(&self, command: &str, arguments: Value) -> Value {
+        json!({ "seq": self.next_seq(), "type": "request", "command": command, "arguments": arguments })
+    }
+
     /// A DAP event message.
     pub(crate) fn event_content(&self, event: &str, body: Value) -> Value {
         json!({ "seq": self.next_seq(), "type": "event", "event": event, "body": body })

@@ -438,7 +438,7 @@ fn start_run(
     runs.push(Run { pid, conn: Some(conn) });
 }
 
-fn recv_with_fds(fd: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
+pub(crate) fn recv_with_fds(fd: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
     let mut cmsg = [0u64; 16]; // aligned space for a few fds
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
     // SAFETY: msghdr points at local buffers that outlive the call.

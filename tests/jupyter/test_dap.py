@@ -183,3 +183,84 @@ def test_errors_caught_by_pcall_stop_only_with_the_raised_filter(tmp_path):
             if c.proc.poll() is None:
                 c.proc.kill()
                 c.proc.wait()
+
+
+def _own_terminal() -> None:
+    """In the child, as a terminal emulator does: a session of its own whose terminal is the pty."""
+    import fcntl
+    import termios
+
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def test_a_script_launched_in_the_integrated_terminal_reads_and_writes_it(tmp_path):
+    import pty
+    import select
+
+    script = tmp_path / "ask.lua"
+    script.write_text("io.write('Name? ') io.stdout:flush()\nlocal name = io.read()\nprint('hi ' .. name)\n"
+                      "os.execute('echo child sees the terminal')\nprint('looping') while true do end\n")
+    c = DapClient(tmp_path)
+    leader = None
+    try:
+        c.request("initialize", {"adapterID": "llmspell", "supportsRunInTerminalRequest": True})
+        c.request("launch", {"program": str(script), "console": "integratedTerminal"})
+        c.request("configurationDone")
+        ask = c._next(lambda m: m["type"] == "request" and m["command"] == "runInTerminal", "runInTerminal")
+        assert ask["arguments"]["kind"] == "integrated"
+        # What an editor does: run the command in a terminal of its own, and answer with its pid.
+        leader, follower = pty.openpty()
+        term = subprocess.Popen(ask["arguments"]["args"], cwd=ask["arguments"]["cwd"], stdin=follower,
+                                stdout=follower, stderr=follower, preexec_fn=_own_terminal)
+        os.close(follower)
+        body = json.dumps({"seq": 100, "type": "response", "request_seq": ask["seq"], "command": "runInTerminal",
+                           "success": True, "body": {"processId": term.pid}}).encode()
+        c.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        c.proc.stdin.flush()
+        seen = b""
+        deadline = time.monotonic() + WAIT
+        while b"Name? " not in seen and time.monotonic() < deadline:
+            if select.select([leader], [], [], 0.2)[0]:
+                seen += os.read(leader, 4096)
+        os.write(leader, b"Ana\n")
+        while b"looping" not in seen and time.monotonic() < deadline:
+            if select.select([leader], [], [], 0.2)[0]:
+                seen += os.read(leader, 4096)
+        os.write(leader, b"\x03")  # Ctrl-C in the terminal interrupts the script
+        assert c.event("exited")["exitCode"] == 1
+        assert term.wait(timeout=WAIT) == 0, "the terminal's command ends with the script"
+        while select.select([leader], [], [], 0.2)[0]:
+            try:
+                seen += os.read(leader, 4096)
+            except OSError:
+                break
+        text = seen.decode(errors="replace")
+        assert "hi Ana" in text and "child sees the terminal" in text and "Interrupted" in text, text
+        assert "hi Ana" not in c.outputs(), "the output went to the terminal, not the debug console"
+        c.request("disconnect")
+        assert c.proc.wait(timeout=WAIT) == 0
+    finally:
+        if leader is not None:
+            os.close(leader)
+        if c.proc.poll() is None:
+            c.proc.kill()
+            c.proc.wait()
+
+
+def test_in_the_debug_console_the_script_and_its_children_read_no_stdin(tmp_path):
+    script = tmp_path / "read.lua"
+    script.write_text("print(io.read())\nos.execute('cat; echo cat done')\n")
+    c = DapClient(tmp_path)
+    try:
+        c.request("initialize", {"adapterID": "llmspell"})
+        c.request("launch", {"program": str(script)})
+        c.request("configurationDone")
+        assert c.event("exited")["exitCode"] == 0
+        assert "nil\n" in c.outputs() and "cat done\n" in c.outputs()
+        c.request("disconnect")  # the DAP stream was not read by `cat`: this is still understood
+        assert c.proc.wait(timeout=WAIT) == 0
+    finally:
+        if c.proc.poll() is None:
+            c.proc.kill()
+            c.proc.wait()
