@@ -75,6 +75,12 @@ pub fn home() -> PathBuf {
     base.join(".llmspell")
 }
 
+/// `$LLMSPELL_HOME/kernels` as it is, for commands that only look (a missing one has no kernels):
+/// they must not create the home directory.
+pub fn kernels_dir_to_look_in() -> PathBuf {
+    home().join("kernels")
+}
+
 /// `$LLMSPELL_HOME/kernels`, created 0700 if missing.
 pub fn kernels_dir() -> Result<PathBuf, String> {
     let dir = home().join("kernels");

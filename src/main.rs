@@ -316,7 +316,7 @@ fn kernel_stop(mut a: Arguments) -> Result<ExitCode, CommandError> {
     let all = a.contains("--all");
     let id: Option<String> = a.opt_free_from_str()?;
     no_more(a)?;
-    let dir = connection::kernels_dir()?;
+    let dir = connection::kernels_dir_to_look_in();
     let targets = if all {
         KernelFiles::all(&dir)
     } else {
@@ -366,7 +366,11 @@ fn named_live_kernel(mut a: Arguments) -> Result<Option<(String, PathBuf)>, Comm
     let id: String = a.opt_free_from_str()?.unwrap_or_else(|| "default".into());
     no_more(a)?;
     connection::valid_id(&id)?;
-    let conn = client::live_connection(&id)?;
+    // No kernels directory: nothing runs (and looking must not create the home directory).
+    let conn = match connection::kernels_dir_to_look_in().is_dir() {
+        true => client::live_connection(&id)?,
+        false => None,
+    };
     if conn.is_none() {
         eprintln!("kernel {id} is not running");
     }
@@ -385,7 +389,7 @@ fn kernel_interrupt(a: Arguments) -> Result<ExitCode, CommandError> {
 /// `kernel list`: live kernels in a table; a crashed kernel's leftovers are removed on the way.
 fn kernel_list(a: Arguments) -> Result<ExitCode, CommandError> {
     no_more(a)?;
-    let dir = connection::kernels_dir()?;
+    let dir = connection::kernels_dir_to_look_in();
     KernelFiles::sweep(&dir);
     let mut rows = Vec::new();
     for files in KernelFiles::all(&dir) {

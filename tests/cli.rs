@@ -1152,3 +1152,20 @@ fn a_name_followed_by_a_question_mark_shows_its_documentation() {
     assert!(doc.contains("string.format(formatstring, ...)"), "{doc}");
     assert_eq!(ok(&home, &["exec", "no_such_name?"]), "Object `no_such_name` not found.\n");
 }
+
+#[test]
+fn looking_at_kernels_creates_no_home_directory() {
+    let home = Home::new("lookonly");
+    std::fs::remove_dir_all(&home.dir).unwrap();
+    for (args, code) in [
+        (&["kernel", "list"][..], 0),
+        (&["kernel", "stop", "--all"][..], 0),
+        (&["kernel", "stop"][..], 1),
+        (&["kernel", "status", "k2"][..], 1),
+        (&["kernel", "interrupt"][..], 1),
+    ] {
+        let out = home.run(args, "");
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
+        assert!(!home.dir.exists(), "{args:?} created {}", home.dir.display());
+    }
+}
