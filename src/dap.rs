@@ -221,7 +221,7 @@ pub fn serve() -> Result<u8, String> {
     let launch = launch.unwrap_or_default();
     let lent = match launch.terminal {
         Some(kind) if terminals.load(Ordering::SeqCst) => {
-            match borrow_terminal(kind, &launch, &out, &debugger, interrupter.clone()) {
+            match borrow_terminal(kind, &launch, &out, &debugger, interrupter.clone(), &terminals) {
                 Ok(stream) => Some(stream),
                 Err(e) => {
                     let body = json!({ "category": "stderr", "output": format!("llmspell dap: {e}; using the debug console\n") });
@@ -337,6 +337,7 @@ fn borrow_terminal(
     out: &Out,
     debugger: &Debugger,
     interrupter: Arc<lua::Interrupter>,
+    terminals: &AtomicBool,
 ) -> Result<UnixStream, String> {
     use std::os::unix::fs::DirBuilderExt;
     let dir = std::env::temp_dir().join(format!("llmspell-dap-{}", crate::wire::random_hex(6)));
@@ -360,7 +361,7 @@ fn borrow_terminal(
                 "args": [exe.display().to_string(), "dap", "--terminal", socket.display().to_string()],
             });
             out.send(&debugger.request_content("runInTerminal", args));
-            accept_terminal(&listener, Duration::from_secs(30))
+            accept_terminal(&listener, Duration::from_secs(30), terminals)
         });
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_dir(&dir);
@@ -378,13 +379,21 @@ fn borrow_terminal(
     Ok(stream)
 }
 
-/// The terminal command's connection, once it has sent its fds 0-2 (which are now ours).
-fn accept_terminal(listener: &UnixListener, wait: Duration) -> Result<UnixStream, String> {
+/// The terminal command's connection, once it has sent its fds 0-2 (which are now ours); an error
+/// if the client says it could not run the command (`terminals` turns false) or `wait` passes.
+fn accept_terminal(
+    listener: &UnixListener,
+    wait: Duration,
+    terminals: &AtomicBool,
+) -> Result<UnixStream, String> {
     let deadline = std::time::Instant::now() + wait;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let stream = loop {
         match listener.accept() {
             Ok((stream, _)) => break stream,
+            Err(_) if !terminals.load(Ordering::SeqCst) => {
+                return Err("the client could not run the terminal command".into());
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -503,8 +512,12 @@ fn read_requests(
                 continue;
             }
         };
-        // The client's answer to runInTerminal: the terminal's command connects to us instead.
+        // The client's answer to runInTerminal: the terminal's command connects to us instead, unless
+        // the client could not run it (then the script gets the debug console at once).
         if request["type"] == "response" {
+            if request["command"] == "runInTerminal" && request["success"] == false {
+                terminals.store(false, Ordering::SeqCst);
+            }
             continue;
         }
         let command = request["command"].as_str().unwrap_or("").to_string();

@@ -264,3 +264,29 @@ def test_in_the_debug_console_the_script_and_its_children_read_no_stdin(tmp_path
         if c.proc.poll() is None:
             c.proc.kill()
             c.proc.wait()
+
+
+def test_a_terminal_the_client_cannot_open_falls_back_to_the_debug_console(tmp_path):
+    script = tmp_path / "hello.lua"
+    script.write_text("print('hello', io.read())\n")
+    c = DapClient(tmp_path)
+    try:
+        c.request("initialize", {"adapterID": "llmspell", "supportsRunInTerminalRequest": True})
+        c.request("launch", {"program": str(script), "console": "integratedTerminal"})
+        c.request("configurationDone")
+        ask = c._next(lambda m: m["type"] == "request" and m["command"] == "runInTerminal", "runInTerminal")
+        body = json.dumps({"seq": 100, "type": "response", "request_seq": ask["seq"], "command": "runInTerminal",
+                           "success": False, "message": "no terminal here"}).encode()
+        c.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        c.proc.stdin.flush()
+        assert c.event("exited")["exitCode"] == 0
+        text = c.outputs()
+        # The refusal is taken at its word (not waited out): the message says so.
+        assert "could not run the terminal command; using the debug console" in text, text
+        assert "hello\tnil\n" in text, text
+        c.request("disconnect")
+        assert c.proc.wait(timeout=WAIT) == 0
+    finally:
+        if c.proc.poll() is None:
+            c.proc.kill()
+            c.proc.wait()
