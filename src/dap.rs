@@ -64,19 +64,11 @@ struct DapHost {
     terminal: bool,
 }
 
-/// Writes all of `bytes` to one of this process's fds (the lent terminal).
-fn write_fd(fd: i32, mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        // SAFETY: a write from a live slice to an fd this process owns.
-        let n = unsafe { libc::write(fd, bytes.as_ptr() as *const libc::c_void, bytes.len()) };
-        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-            continue;
-        }
-        if n <= 0 {
-            return;
-        }
-        bytes = &bytes[n as usize..];
-    }
+/// Writes all of `bytes` to one of this process's fds (the lent terminal), leaving the fd open.
+fn write_fd(fd: i32, bytes: &[u8]) {
+    // SAFETY: fd 1 or 2, owned by this process; ManuallyDrop keeps the File from closing it.
+    let mut file = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
+    let _ = file.write_all(bytes);
 }
 
 impl Host for DapHost {

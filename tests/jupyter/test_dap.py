@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import LLMSPELL_BIN
+from test_repl_pty import read_until
 
 WAIT = 60.0
 
@@ -43,13 +44,29 @@ class DapClient:
                     length = int(line.split(b":")[1])
             self.messages.put(json.loads(out.read(length)))
 
-    def send(self, command: str, arguments: dict[str, Any] | None = None) -> int:
-        self.seq += 1
-        body = json.dumps({"seq": self.seq, "type": "request", "command": command,
-                           "arguments": arguments or {}}).encode()
+    def __enter__(self) -> DapClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def _write(self, message: dict[str, Any]) -> None:
+        body = json.dumps(message).encode()
         self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
         self.proc.stdin.flush()
+
+    def send(self, command: str, arguments: dict[str, Any] | None = None) -> int:
+        self.seq += 1
+        self._write({"seq": self.seq, "type": "request", "command": command, "arguments": arguments or {}})
         return self.seq
+
+    def respond(self, request: dict[str, Any], success: bool, **fields: Any) -> None:
+        """Answers one of the adapter's own requests (runInTerminal), as an editor does."""
+        self.seq += 1
+        self._write({"seq": self.seq, "type": "response", "request_seq": request["seq"],
+                     "command": request["command"], "success": success, **fields})
 
     def _next(self, pred, what: str) -> dict[str, Any]:
         for i, m in enumerate(self.pending):
@@ -101,8 +118,7 @@ def project(tmp_path):
 
 
 def test_a_script_and_its_module_under_a_dap_client(project):
-    c = DapClient(project)
-    try:
+    with DapClient(project) as c:
         caps = c.request("initialize", {"adapterID": "llmspell", "linesStartAt1": True, "pathFormat": "path"})
         assert caps["supportsConfigurationDoneRequest"]
         c.event("initialized")
@@ -136,25 +152,16 @@ def test_a_script_and_its_module_under_a_dap_client(project):
         assert "hello world\n" in text and "from a child\n" in text and "from env\n" in text
         c.request("disconnect")
         assert c.proc.wait(timeout=WAIT) == 0
-    finally:
-        if c.proc.poll() is None:
-            c.proc.kill()
-            c.proc.wait()
 
 
 def test_launch_without_a_program_is_an_error_response(tmp_path):
-    c = DapClient(tmp_path)
-    try:
+    with DapClient(tmp_path) as c:
         c.request("initialize", {"adapterID": "llmspell"})
         seq = c.send("launch", {})
         r = c._next(lambda m: m["type"] == "response" and m["request_seq"] == seq, "launch response")
         assert r["success"] is False and "program" in r["message"]
         c.request("disconnect")
         assert c.proc.wait(timeout=WAIT) == 0
-    finally:
-        if c.proc.poll() is None:
-            c.proc.kill()
-            c.proc.wait()
 
 
 def test_errors_caught_by_pcall_stop_only_with_the_raised_filter(tmp_path):
@@ -162,8 +169,7 @@ def test_errors_caught_by_pcall_stop_only_with_the_raised_filter(tmp_path):
     script.write_text("local function check(n)\n  if n > 2 then error('too big: ' .. n, 0) end\n  return n\nend\n"
                       "local ok, why = pcall(check, 5)\nprint(ok, why)\n")
     for filters, stops in [(["uncaught"], False), (["raised"], True)]:
-        c = DapClient(tmp_path)
-        try:
+        with DapClient(tmp_path) as c:
             caps = c.request("initialize", {"adapterID": "llmspell"})
             assert "raised" in [f["filter"] for f in caps["exceptionBreakpointFilters"]]
             c.request("launch", {"program": str(script)})
@@ -179,10 +185,6 @@ def test_errors_caught_by_pcall_stop_only_with_the_raised_filter(tmp_path):
             assert not any(m["type"] == "event" and m["event"] == "stopped" for m in c.pending)
             c.request("disconnect")
             assert c.proc.wait(timeout=WAIT) == 0
-        finally:
-            if c.proc.poll() is None:
-                c.proc.kill()
-                c.proc.wait()
 
 
 def _own_terminal() -> None:
@@ -196,14 +198,11 @@ def _own_terminal() -> None:
 
 def test_a_script_launched_in_the_integrated_terminal_reads_and_writes_it(tmp_path):
     import pty
-    import select
 
     script = tmp_path / "ask.lua"
     script.write_text("io.write('Name? ') io.stdout:flush()\nlocal name = io.read()\nprint('hi ' .. name)\n"
                       "os.execute('echo child sees the terminal')\nprint('looping') while true do end\n")
-    c = DapClient(tmp_path)
-    leader = None
-    try:
+    with DapClient(tmp_path) as c:
         c.request("initialize", {"adapterID": "llmspell", "supportsRunInTerminalRequest": True})
         c.request("launch", {"program": str(script), "console": "integratedTerminal"})
         c.request("configurationDone")
@@ -211,48 +210,30 @@ def test_a_script_launched_in_the_integrated_terminal_reads_and_writes_it(tmp_pa
         assert ask["arguments"]["kind"] == "integrated"
         # What an editor does: run the command in a terminal of its own, and answer with its pid.
         leader, follower = pty.openpty()
-        term = subprocess.Popen(ask["arguments"]["args"], cwd=ask["arguments"]["cwd"], stdin=follower,
-                                stdout=follower, stderr=follower, preexec_fn=_own_terminal)
-        os.close(follower)
-        body = json.dumps({"seq": 100, "type": "response", "request_seq": ask["seq"], "command": "runInTerminal",
-                           "success": True, "body": {"processId": term.pid}}).encode()
-        c.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        c.proc.stdin.flush()
-        seen = b""
-        deadline = time.monotonic() + WAIT
-        while b"Name? " not in seen and time.monotonic() < deadline:
-            if select.select([leader], [], [], 0.2)[0]:
-                seen += os.read(leader, 4096)
-        os.write(leader, b"Ana\n")
-        while b"looping" not in seen and time.monotonic() < deadline:
-            if select.select([leader], [], [], 0.2)[0]:
-                seen += os.read(leader, 4096)
-        os.write(leader, b"\x03")  # Ctrl-C in the terminal interrupts the script
-        assert c.event("exited")["exitCode"] == 1
-        assert term.wait(timeout=WAIT) == 0, "the terminal's command ends with the script"
-        while select.select([leader], [], [], 0.2)[0]:
-            try:
-                seen += os.read(leader, 4096)
-            except OSError:
-                break
-        text = seen.decode(errors="replace")
-        assert "hi Ana" in text and "child sees the terminal" in text and "Interrupted" in text, text
+        try:
+            term = subprocess.Popen(ask["arguments"]["args"], cwd=ask["arguments"]["cwd"], stdin=follower,
+                                    stdout=follower, stderr=follower, preexec_fn=_own_terminal)
+            os.close(follower)
+            c.respond(ask, True, body={"processId": term.pid})
+            seen = read_until(leader, "Name? ", WAIT)
+            os.write(leader, b"Ana\n")
+            seen += read_until(leader, "looping", WAIT)
+            os.write(leader, b"\x03")  # Ctrl-C in the terminal interrupts the script
+            assert c.event("exited")["exitCode"] == 1
+            assert term.wait(timeout=WAIT) == 0, "the terminal's command ends with the script"
+            seen += read_until(leader, "Interrupted", 10)
+        finally:
+            os.close(leader)
+        assert "hi Ana" in seen and "child sees the terminal" in seen and "Interrupted" in seen, seen
         assert "hi Ana" not in c.outputs(), "the output went to the terminal, not the debug console"
         c.request("disconnect")
         assert c.proc.wait(timeout=WAIT) == 0
-    finally:
-        if leader is not None:
-            os.close(leader)
-        if c.proc.poll() is None:
-            c.proc.kill()
-            c.proc.wait()
 
 
 def test_in_the_debug_console_the_script_and_its_children_read_no_stdin(tmp_path):
     script = tmp_path / "read.lua"
     script.write_text("print(io.read())\nos.execute('cat; echo cat done')\n")
-    c = DapClient(tmp_path)
-    try:
+    with DapClient(tmp_path) as c:
         c.request("initialize", {"adapterID": "llmspell"})
         c.request("launch", {"program": str(script)})
         c.request("configurationDone")
@@ -260,25 +241,17 @@ def test_in_the_debug_console_the_script_and_its_children_read_no_stdin(tmp_path
         assert "nil\n" in c.outputs() and "cat done\n" in c.outputs()
         c.request("disconnect")  # the DAP stream was not read by `cat`: this is still understood
         assert c.proc.wait(timeout=WAIT) == 0
-    finally:
-        if c.proc.poll() is None:
-            c.proc.kill()
-            c.proc.wait()
 
 
 def test_a_terminal_the_client_cannot_open_falls_back_to_the_debug_console(tmp_path):
     script = tmp_path / "hello.lua"
     script.write_text("print('hello', io.read())\n")
-    c = DapClient(tmp_path)
-    try:
+    with DapClient(tmp_path) as c:
         c.request("initialize", {"adapterID": "llmspell", "supportsRunInTerminalRequest": True})
         c.request("launch", {"program": str(script), "console": "integratedTerminal"})
         c.request("configurationDone")
         ask = c._next(lambda m: m["type"] == "request" and m["command"] == "runInTerminal", "runInTerminal")
-        body = json.dumps({"seq": 100, "type": "response", "request_seq": ask["seq"], "command": "runInTerminal",
-                           "success": False, "message": "no terminal here"}).encode()
-        c.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        c.proc.stdin.flush()
+        c.respond(ask, False, message="no terminal here")
         assert c.event("exited")["exitCode"] == 0
         text = c.outputs()
         # The refusal is taken at its word (not waited out): the message says so.
@@ -286,7 +259,3 @@ def test_a_terminal_the_client_cannot_open_falls_back_to_the_debug_console(tmp_p
         assert "hello\tnil\n" in text, text
         c.request("disconnect")
         assert c.proc.wait(timeout=WAIT) == 0
-    finally:
-        if c.proc.poll() is None:
-            c.proc.kill()
-            c.proc.wait()
