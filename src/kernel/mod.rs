@@ -25,6 +25,7 @@ mod gateway_comm;
 pub mod gateway_launch;
 mod gateway_payload;
 mod history;
+mod history_file;
 mod iopub;
 mod owner;
 mod remote_run;
