@@ -27,6 +27,7 @@ mod gateway_payload;
 mod history;
 mod history_file;
 mod iopub;
+mod memory;
 mod owner;
 mod remote_run;
 mod requests;

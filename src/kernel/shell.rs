@@ -143,6 +143,7 @@ impl Shell {
             self.abort_queued(&msg);
         }
         self.end(&msg);
+        self.frontend.borrow().publisher.iopub.output.trim_if_large();
         self.shared.touch();
         self.shared.busy.store(false, Ordering::Relaxed);
     }
