@@ -9,6 +9,9 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+/// The longest line read back: more than the largest message a kernel accepts by default.
+const MAX_LINE_BYTES: u64 = 128 << 20;
+
 /// One stored cell. `output` (a short preview of the result) lives only in memory: it is never
 /// written, as IPython does not log outputs by default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,6 +57,10 @@ impl HistoryFile {
         crate::private_files::make_private_dir(dir)?;
         let mut file = crate::private_files::open_append(path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        // A device or a pipe there (/dev/full, a FIFO) could be read forever.
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(format!("{} is not a regular file", path.display()));
+        }
         let needs_newline = ends_without_newline(&mut file, path)?;
         Ok(HistoryFile { path: path.to_path_buf(), file, needs_newline })
     }
@@ -99,15 +106,28 @@ pub(super) fn scan(path: &Path, mut each: impl FnMut(Entry)) -> Result<ScanSumma
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ScanSummary::default()),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
-    let mut reader = BufReader::new(file);
+    read_entries(BufReader::new(file), MAX_LINE_BYTES, &mut each)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// The entries of a history file's bytes; lines longer than `max_line` are skipped unread.
+fn read_entries(
+    mut reader: impl BufRead,
+    max_line: u64,
+    each: &mut impl FnMut(Entry),
+) -> std::io::Result<ScanSummary> {
     let mut summary = ScanSummary::default();
     let mut line = Vec::new();
     loop {
         line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) => return Ok(summary),
-            Ok(_) => {}
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        // A line longer than any cell could be (damage, not history) is skipped, not held.
+        if reader.by_ref().take(max_line).read_until(b'\n', &mut line)? == 0 {
+            return Ok(summary);
+        }
+        if line.len() as u64 == max_line && line.last() != Some(&b'\n') {
+            skip_line(&mut reader)?;
+            summary.skipped += 1;
+            continue;
         }
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
         if text.iter().all(u8::is_ascii_whitespace) {
@@ -119,6 +139,26 @@ pub(super) fn scan(path: &Path, mut each: impl FnMut(Entry)) -> Result<ScanSumma
                 each(entry);
             }
             Err(_) => summary.skipped += 1,
+        }
+    }
+}
+
+/// Reads past the rest of the current line.
+fn skip_line(reader: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(at) => {
+                reader.consume(at + 1);
+                return Ok(());
+            }
+            None => {
+                let n = buf.len();
+                reader.consume(n);
+            }
         }
     }
 }
@@ -164,6 +204,21 @@ mod tests {
         assert_eq!(entries.iter().map(|e| e.input.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!((summary.last_session, summary.skipped), (6, 3));
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn an_overlong_line_is_skipped_without_being_held() {
+        let bytes = format!("{}\n{{\"session\":1,\"line\":2,\"input\":\"b\"}}\n", "x".repeat(100));
+        let mut entries = Vec::new();
+        let summary = read_entries(bytes.as_bytes(), 40, &mut |e| entries.push(e)).unwrap();
+        assert_eq!((entries.len(), summary.skipped), (1, 1));
+        assert_eq!(entries[0].input, "b");
+    }
+
+    #[test]
+    fn a_device_is_not_a_history_file() {
+        let err = HistoryFile::open(Path::new("/dev/full")).err().unwrap();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 
     #[test]
