@@ -198,109 +198,146 @@ fn malformed(raw: &Raw, rng: &mut Rng, kind: usize) -> (Vec<Vec<u8>>, &'static s
     }
 }
 
+/// What the malformed-message flood sent and got back.
+#[derive(Default)]
+struct Flood {
+    /// Malformed messages sent, by channel and the log line that must name their drop.
+    sent_malformed: HashMap<(Chan, &'static str), usize>,
+    /// Well-signed requests that must get exactly one reply: msg_id -> (channel, reply type).
+    expected_replies: HashMap<String, (Chan, String)>,
+    odd_sent: usize,
+    received: Vec<(Chan, Message)>,
+}
+
+impl Flood {
+    /// The well-signed requests with wrong types, unknown types, and oversized messages (a frame
+    /// bigger than --max-message-mb 1, or many small frames adding up to more).
+    fn send_odd_and_oversized(&mut self, raw: &Raw, chan: Chan, round: usize) {
+        for (frames, id, t) in odd_but_signed(raw, chan) {
+            raw.send(chan, frames);
+            self.odd_sent += 1;
+            let replies = t.ends_with("_request") && chan != Chan::Stdin;
+            if replies {
+                self.expected_replies.insert(id, (chan, reply_type(&t)));
+            }
+        }
+        for t in ["foo_request", "foo", "", "_request", "execute_reply", "status", "ñ_request"] {
+            let (frames, id) = raw.request(t, json!({}));
+            raw.send(chan, frames);
+            self.odd_sent += 1;
+            if t.ends_with("_request") && chan != Chan::Stdin {
+                self.expected_replies.insert(id, (chan, reply_type(t)));
+            }
+        }
+        let (mut frames, _) = raw.request("execute_request", json!({"code": "huge = true"}));
+        if round.is_multiple_of(20) {
+            frames.push(vec![b'x'; 2 << 20]);
+        } else {
+            frames.extend((0..3000).map(|_| vec![b'y'; 400]));
+        }
+        assert!(frames_len(&frames) > 1 << 20);
+        raw.send(chan, frames);
+        *self.sent_malformed.entry((chan, LOG_TOO_BIG)).or_default() += 1;
+    }
+
+    /// Sentinels: once their replies are back, everything sent before them on that channel was read.
+    fn wait_for_sentinels(&mut self, k: &Kernel, raw: &Raw, chans: &[Chan]) {
+        for chan in [Chan::Shell, Chan::Control] {
+            let (frames, id) = raw.request("kernel_info_request", json!({}));
+            raw.send(chan, frames);
+            let mut seen = Vec::new();
+            let reply = raw.wait_reply(chan, &id, Duration::from_secs(60), &mut seen);
+            self.received.extend(seen.into_iter().map(|m| (chan, m)));
+            assert!(
+                reply.is_some(),
+                "no reply on {} after the flood; log tail:\n{}",
+                chan.name(),
+                tail(&k.log(), 30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        for &chan in chans {
+            self.received.extend(raw.drain(chan).into_iter().map(|m| (chan, m)));
+        }
+    }
+
+    /// Every well-signed request got exactly one reply, of the right type, on its own channel; the
+    /// unknown ones an error reply. Returns the requests that did not.
+    fn requests_without_one_reply(&self) -> Vec<String> {
+        let mut replies_by_parent: HashMap<String, Vec<(Chan, String, Value)>> = HashMap::new();
+        for (chan, m) in &self.received {
+            replies_by_parent.entry(m.parent_msg_id().to_string()).or_default().push((
+                *chan,
+                m.msg_type().to_string(),
+                m.content.clone(),
+            ));
+        }
+        let mut missing = Vec::new();
+        for (id, (chan, rtype)) in &self.expected_replies {
+            match replies_by_parent.get(id).map(|v| v.as_slice()) {
+                Some([(c, t, content)]) => {
+                    assert_eq!((c, t.as_str()), (chan, rtype.as_str()), "reply to {id}");
+                    if rtype == "foo_reply" || rtype == "ñ_reply" || rtype == "_reply" {
+                        assert_eq!(content["status"], "error", "{rtype}: {content}");
+                    }
+                    // The debugger answers a DAP response: a bad request is one that did not succeed.
+                    if rtype == "debug_reply" {
+                        assert_eq!(content["success"], false, "{rtype}: {content}");
+                    }
+                }
+                other => missing.push(format!("{id} ({rtype} on {}): {other:?}", chan.name())),
+            }
+        }
+        missing
+    }
+
+    /// The log names every kind of drop, on every channel.
+    fn assert_every_drop_logged(&self, log: &str) {
+        let mut counts = Vec::new();
+        for ((chan, label), n) in &self.sent_malformed {
+            let needle = format!("{}: ", chan.name());
+            let logged = log.lines().filter(|l| l.contains(&needle) && l.contains(label)).count();
+            counts.push(format!("{:7} {label:?}: sent {n}, logged {logged}", chan.name()));
+            assert!(logged >= *n, "{} {label:?}: sent {n}, logged {logged}", chan.name());
+        }
+        counts.sort();
+        println!("{}", counts.join("\n"));
+    }
+}
+
 #[test]
 fn malformed_messages_on_every_channel_are_dropped_and_logged() {
     let k = Kernel::start("malformed", &["--max-message-mb", "1"]);
     let raw = k.raw();
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     let chans = [Chan::Shell, Chan::Control, Chan::Stdin];
-    let mut sent_malformed: HashMap<(Chan, &'static str), usize> = HashMap::new();
-    let mut expected_replies: HashMap<String, (Chan, String)> = HashMap::new();
-    let mut received: Vec<(Chan, Message)> = Vec::new();
-    let mut odd_sent = 0;
+    let mut flood = Flood::default();
     let rounds = 250;
     for round in 0..rounds {
         for &chan in &chans {
             for kind in 0..5 {
                 let (frames, label) = malformed(&raw, &mut rng, kind);
                 raw.send(chan, frames);
-                *sent_malformed.entry((chan, label)).or_default() += 1;
+                *flood.sent_malformed.entry((chan, label)).or_default() += 1;
             }
-            // Every tenth round: the well-signed requests with wrong types, unknown types, and
-            // oversized messages.
+            // Every tenth round: the well-signed odd requests and oversized messages.
             if round % 10 == 0 {
-                for (frames, id, t) in odd_but_signed(&raw, chan) {
-                    raw.send(chan, frames);
-                    odd_sent += 1;
-                    let replies = t.ends_with("_request") && chan != Chan::Stdin;
-                    if replies {
-                        expected_replies.insert(id, (chan, reply_type(&t)));
-                    }
-                }
-                for t in ["foo_request", "foo", "", "_request", "execute_reply", "status", "ñ_request"] {
-                    let (frames, id) = raw.request(t, json!({}));
-                    raw.send(chan, frames);
-                    odd_sent += 1;
-                    if t.ends_with("_request") && chan != Chan::Stdin {
-                        expected_replies.insert(id, (chan, reply_type(t)));
-                    }
-                }
-                // A frame bigger than --max-message-mb 1, and many small frames adding up to more.
-                let (mut frames, _) = raw.request("execute_request", json!({"code": "huge = true"}));
-                if round % 20 == 0 {
-                    frames.push(vec![b'x'; 2 << 20]);
-                } else {
-                    frames.extend((0..3000).map(|_| vec![b'y'; 400]));
-                }
-                assert!(frames_len(&frames) > 1 << 20);
-                raw.send(chan, frames);
-                *sent_malformed.entry((chan, LOG_TOO_BIG)).or_default() += 1;
+                flood.send_odd_and_oversized(&raw, chan, round);
             }
         }
         for &chan in &chans {
-            received.extend(raw.drain(chan).into_iter().map(|m| (chan, m)));
+            flood.received.extend(raw.drain(chan).into_iter().map(|m| (chan, m)));
         }
     }
-    // Sentinels: once their replies are back, everything sent before them on that channel was read.
-    for chan in [Chan::Shell, Chan::Control] {
-        let (frames, id) = raw.request("kernel_info_request", json!({}));
-        raw.send(chan, frames);
-        let mut seen = Vec::new();
-        let reply = raw.wait_reply(chan, &id, Duration::from_secs(60), &mut seen);
-        received.extend(seen.into_iter().map(|m| (chan, m)));
-        assert!(
-            reply.is_some(),
-            "no reply on {} after the flood; log tail:\n{}",
-            chan.name(),
-            tail(&k.log(), 30)
-        );
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    for &chan in &chans {
-        received.extend(raw.drain(chan).into_iter().map(|m| (chan, m)));
-    }
+    flood.wait_for_sentinels(&k, &raw, &chans);
 
-    // Every well-signed request got exactly one reply, of the right type, on its own channel; the
-    // unknown ones an error reply.
-    let mut replies_by_parent: HashMap<String, Vec<(Chan, String, Value)>> = HashMap::new();
-    for (chan, m) in &received {
-        replies_by_parent.entry(m.parent_msg_id().to_string()).or_default().push((
-            *chan,
-            m.msg_type().to_string(),
-            m.content.clone(),
-        ));
-    }
-    let mut missing = Vec::new();
-    for (id, (chan, rtype)) in &expected_replies {
-        match replies_by_parent.get(id).map(|v| v.as_slice()) {
-            Some([(c, t, content)]) => {
-                assert_eq!((c, t.as_str()), (chan, rtype.as_str()), "reply to {id}");
-                if rtype == "foo_reply" || rtype == "ñ_reply" || rtype == "_reply" {
-                    assert_eq!(content["status"], "error", "{rtype}: {content}");
-                }
-                // The debugger answers a DAP response: a bad request is one that did not succeed.
-                if rtype == "debug_reply" {
-                    assert_eq!(content["success"], false, "{rtype}: {content}");
-                }
-            }
-            other => missing.push(format!("{id} ({rtype} on {}): {other:?}", chan.name())),
-        }
-    }
-    let total_malformed: usize = sent_malformed.values().sum();
+    let missing = flood.requests_without_one_reply();
+    let total_malformed: usize = flood.sent_malformed.values().sum();
     println!(
-        "sent {total_malformed} malformed messages and {odd_sent} well-signed odd ones; {} replies expected, {} received",
-        expected_replies.len(),
-        received.len()
+        "sent {total_malformed} malformed messages and {} well-signed odd ones; {} replies expected, {} received",
+        flood.odd_sent,
+        flood.expected_replies.len(),
+        flood.received.len()
     );
     assert!(
         missing.is_empty(),
@@ -316,17 +353,8 @@ fn malformed_messages_on_every_channel_are_dropped_and_logged() {
     assert_eq!(value_of(&mut c, "1 + 1"), "2");
     assert_eq!(value_of(&mut c, "huge"), "nil", "an oversized message must not have run");
 
-    // The log names every kind of drop, on every channel.
     let log = k.log();
-    let mut counts = Vec::new();
-    for ((chan, label), n) in &sent_malformed {
-        let needle = format!("{}: ", chan.name());
-        let logged = log.lines().filter(|l| l.contains(&needle) && l.contains(label)).count();
-        counts.push(format!("{:7} {label:?}: sent {n}, logged {logged}", chan.name()));
-        assert!(logged >= *n, "{} {label:?}: sent {n}, logged {logged}", chan.name());
-    }
-    counts.sort();
-    println!("{}", counts.join("\n"));
+    flood.assert_every_drop_logged(&log);
     assert!(log.contains("ignored a \"foo\" message"), "{}", tail(&log, 20));
     assert!(!log.contains("panicked"), "{}", tail(&log, 40));
 }

@@ -6,62 +6,82 @@ const LOAD_CLIENTS: usize = 16;
 const LOAD_REQUESTS: usize = 1000;
 const LOAD_WINDOW: usize = 4;
 
+/// The text request `parent` (`load-c-i`) prints: `tok-c-i` and a newline.
+fn expected_text(parent: &str) -> Option<String> {
+    let rest = parent.strip_prefix("load-")?;
+    let (pc, pi) = rest.split_once('-')?;
+    Some(format!("tok-{pc}-{pi}\n"))
+}
+
 /// One load client: its own context, DEALER (shell) and SUB (iopub). Request `i` of client `c` has
 /// msg_id `load-c-i` and prints `tok-c-i`, so any message can be checked against its parent.
-fn load_client(
-    info: Value,
+struct LoadClient {
     c: usize,
-    ready: std::sync::Arc<std::sync::Barrier>,
-) -> Result<(usize, usize), String> {
-    let ctx = zmq::Context::new();
-    let ip = info["ip"].as_str().unwrap().to_string();
-    let signer = Signer::new(info["key"].as_str().unwrap());
-    let session = format!("load-session-{c}");
-    let shell = ctx.socket(zmq::DEALER).unwrap();
-    shell.set_linger(0).unwrap();
-    shell.set_rcvhwm(0).unwrap();
-    shell.set_identity(session.as_bytes()).unwrap();
-    shell.connect(&format!("tcp://{ip}:{}", info["shell_port"])).unwrap();
-    let sub = ctx.socket(zmq::SUB).unwrap();
-    sub.set_linger(0).unwrap();
-    sub.set_rcvhwm(0).unwrap();
-    sub.set_subscribe(b"").unwrap();
-    sub.connect(&format!("tcp://{ip}:{}", info["iopub_port"])).unwrap();
-    // Wait for our iopub_welcome so no output is missed, then start together.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if Instant::now() > deadline {
-            return Err(format!("client {c}: no iopub_welcome"));
+    signer: Signer,
+    session: String,
+    shell: zmq::Socket,
+    sub: zmq::Socket,
+    _ctx: zmq::Context,
+    sent: usize,
+    replies: HashSet<usize>,
+    own_tokens: HashMap<usize, usize>,
+    stream_seen: usize,
+    idle_own: HashSet<usize>,
+}
+
+impl LoadClient {
+    fn connect(info: &Value, c: usize) -> LoadClient {
+        let ctx = zmq::Context::new();
+        let ip = info["ip"].as_str().unwrap().to_string();
+        let session = format!("load-session-{c}");
+        let shell = ctx.socket(zmq::DEALER).unwrap();
+        shell.set_linger(0).unwrap();
+        shell.set_rcvhwm(0).unwrap();
+        shell.set_identity(session.as_bytes()).unwrap();
+        shell.connect(&format!("tcp://{ip}:{}", info["shell_port"])).unwrap();
+        let sub = ctx.socket(zmq::SUB).unwrap();
+        sub.set_linger(0).unwrap();
+        sub.set_rcvhwm(0).unwrap();
+        sub.set_subscribe(b"").unwrap();
+        sub.connect(&format!("tcp://{ip}:{}", info["iopub_port"])).unwrap();
+        LoadClient {
+            c,
+            signer: Signer::new(info["key"].as_str().unwrap()),
+            session,
+            shell,
+            sub,
+            _ctx: ctx,
+            sent: 0,
+            replies: HashSet::new(),
+            own_tokens: HashMap::new(),
+            stream_seen: 0,
+            idle_own: HashSet::new(),
         }
-        if sub.poll(zmq::POLLIN, 100).unwrap() > 0 {
-            let m = wire::decode(sub.recv_multipart(0).unwrap(), &signer).map_err(|e| e.to_string())?;
-            if m.msg_type() == "iopub_welcome" {
-                break;
+    }
+
+    /// Waits for our iopub_welcome, so no output is missed.
+    fn wait_welcome(&self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if Instant::now() > deadline {
+                return Err(format!("client {}: no iopub_welcome", self.c));
+            }
+            if self.sub.poll(zmq::POLLIN, 100).unwrap() > 0 {
+                let m = wire::decode(self.sub.recv_multipart(0).unwrap(), &self.signer)
+                    .map_err(|e| e.to_string())?;
+                if m.msg_type() == "iopub_welcome" {
+                    return Ok(());
+                }
             }
         }
     }
-    ready.wait();
-    let expected_text = |parent: &str| -> Option<String> {
-        let rest = parent.strip_prefix("load-")?;
-        let (pc, pi) = rest.split_once('-')?;
-        Some(format!("tok-{pc}-{pi}\n"))
-    };
-    let mut sent = 0;
-    let mut replies: HashSet<usize> = HashSet::new();
-    let mut own_tokens: HashMap<usize, usize> = HashMap::new();
-    let mut stream_seen = 0usize;
-    let mut idle_own: HashSet<usize> = HashSet::new();
-    let started = Instant::now();
-    while replies.len() < LOAD_REQUESTS || idle_own.len() < LOAD_REQUESTS {
-        if started.elapsed() > Duration::from_secs(300) {
-            return Err(format!(
-                "client {c}: timed out with {} replies, {} idles",
-                replies.len(),
-                idle_own.len()
-            ));
-        }
-        while sent < LOAD_REQUESTS && sent < replies.len() + LOAD_WINDOW {
-            let mut h = wire::header("execute_request", &session);
+
+    /// Sends requests until LOAD_WINDOW of them await their replies (or all are sent).
+    fn send_window(&mut self) {
+        let c = self.c;
+        while self.sent < LOAD_REQUESTS && self.sent < self.replies.len() + LOAD_WINDOW {
+            let sent = self.sent;
+            let mut h = wire::header("execute_request", &self.session);
             h["msg_id"] = json!(format!("load-{c}-{sent}"));
             let msg = Message {
                 header: h,
@@ -71,82 +91,133 @@ fn load_client(
                     "store_history": false, "allow_stdin": false, "stop_on_error": false}),
                 ..Message::default()
             };
-            shell.send_multipart(wire::encode(&msg, &signer), 0).unwrap();
-            sent += 1;
+            self.shell.send_multipart(wire::encode(&msg, &self.signer), 0).unwrap();
+            self.sent += 1;
         }
-        let mut items = [shell.as_poll_item(zmq::POLLIN), sub.as_poll_item(zmq::POLLIN)];
-        zmq::poll(&mut items, 1000).unwrap();
-        let (shell_ready, sub_ready) = (items[0].is_readable(), items[1].is_readable());
-        if shell_ready {
-            while let Ok(frames) = shell.recv_multipart(zmq::DONTWAIT) {
-                let m = wire::decode(frames, &signer).map_err(|e| format!("client {c}: bad reply: {e}"))?;
-                let parent = m.parent_msg_id().to_string();
-                let i = parent
-                    .strip_prefix(&format!("load-{c}-"))
-                    .and_then(|i| i.parse::<usize>().ok())
-                    .ok_or(format!("client {c} got a reply to someone else's request {parent}"))?;
-                if m.msg_type() != "execute_reply" || m.content["status"] != "ok" {
-                    return Err(format!("client {c}: reply {} {}", m.msg_type(), m.content));
+    }
+
+    /// Every reply waiting on shell: each must be an ok execute_reply to one of our own requests, once.
+    fn read_replies(&mut self) -> Result<(), String> {
+        let c = self.c;
+        while let Ok(frames) = self.shell.recv_multipart(zmq::DONTWAIT) {
+            let m = wire::decode(frames, &self.signer).map_err(|e| format!("client {c}: bad reply: {e}"))?;
+            let parent = m.parent_msg_id().to_string();
+            let i = parent
+                .strip_prefix(&format!("load-{c}-"))
+                .and_then(|i| i.parse::<usize>().ok())
+                .ok_or(format!("client {c} got a reply to someone else's request {parent}"))?;
+            if m.msg_type() != "execute_reply" || m.content["status"] != "ok" {
+                return Err(format!("client {c}: reply {} {}", m.msg_type(), m.content));
+            }
+            if !self.replies.insert(i) {
+                return Err(format!("client {c}: two replies to request {i}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every message waiting on iopub: output (anyone's) must carry the text its parent printed; our
+    /// own requests' tokens and idles are counted.
+    fn read_iopub(&mut self) -> Result<(), String> {
+        let c = self.c;
+        while let Ok(frames) = self.sub.recv_multipart(zmq::DONTWAIT) {
+            let m = wire::decode(frames, &self.signer).map_err(|e| format!("client {c}: bad iopub: {e}"))?;
+            let parent = m.parent_msg_id();
+            let own = parent.strip_prefix(&format!("load-{c}-")).and_then(|i| i.parse::<usize>().ok());
+            match m.msg_type() {
+                "stream" => {
+                    self.stream_seen += 1;
+                    let text = m.content["text"].as_str().unwrap_or("");
+                    // Output is always parented to the request that printed it.
+                    if expected_text(parent).as_deref() != Some(text) {
+                        return Err(format!("client {c}: stream {text:?} parented to {parent}"));
+                    }
+                    if let Some(i) = own {
+                        *self.own_tokens.entry(i).or_default() += 1;
+                    }
                 }
-                if !replies.insert(i) {
-                    return Err(format!("client {c}: two replies to request {i}"));
+                "status" if m.content["execution_state"] == "idle" => {
+                    if let Some(i) = own {
+                        self.idle_own.insert(i);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps reading until this client has seen every client's output. It must not give up while
+    /// output is owed: silence is measured from the end of the last batch it read (on a loaded 2-core
+    /// machine one batch of thousands of messages takes this thread seconds to decode), and only a long
+    /// silence ends the wait. (It once ended after a 5 s "silence" that was this thread's own decoding
+    /// time.)
+    fn read_everyones_output(&mut self) -> Result<(), String> {
+        let c = self.c;
+        let total = LOAD_CLIENTS * LOAD_REQUESTS;
+        let mut last_read = Instant::now();
+        while self.stream_seen < total && last_read.elapsed() < Duration::from_secs(60) {
+            if self.sub.poll(zmq::POLLIN, 100).unwrap() == 0 {
+                continue;
+            }
+            while let Ok(frames) = self.sub.recv_multipart(zmq::DONTWAIT) {
+                let m =
+                    wire::decode(frames, &self.signer).map_err(|e| format!("client {c}: bad iopub: {e}"))?;
+                if m.msg_type() == "stream" {
+                    self.stream_seen += 1;
+                    let text = m.content["text"].as_str().unwrap_or("");
+                    if expected_text(m.parent_msg_id()).as_deref() != Some(text) {
+                        return Err(format!("client {c}: stream {text:?} parented to {}", m.parent_msg_id()));
+                    }
                 }
             }
+            last_read = Instant::now();
+        }
+        Ok(())
+    }
+}
+
+/// One load client's run: LOAD_REQUESTS executes, LOAD_WINDOW at a time, reading shell and iopub
+/// together; returns the replies and the stream messages it saw.
+fn load_client(
+    info: Value,
+    c: usize,
+    ready: std::sync::Arc<std::sync::Barrier>,
+) -> Result<(usize, usize), String> {
+    let mut client = LoadClient::connect(&info, c);
+    client.wait_welcome()?;
+    ready.wait(); // start together
+    let started = Instant::now();
+    while client.replies.len() < LOAD_REQUESTS || client.idle_own.len() < LOAD_REQUESTS {
+        if started.elapsed() > Duration::from_secs(300) {
+            return Err(format!(
+                "client {c}: timed out with {} replies, {} idles",
+                client.replies.len(),
+                client.idle_own.len()
+            ));
+        }
+        client.send_window();
+        let (shell_ready, sub_ready) = {
+            let mut items = [client.shell.as_poll_item(zmq::POLLIN), client.sub.as_poll_item(zmq::POLLIN)];
+            zmq::poll(&mut items, 1000).unwrap();
+            (items[0].is_readable(), items[1].is_readable())
+        };
+        if shell_ready {
+            client.read_replies()?;
         }
         if sub_ready {
-            while let Ok(frames) = sub.recv_multipart(zmq::DONTWAIT) {
-                let m = wire::decode(frames, &signer).map_err(|e| format!("client {c}: bad iopub: {e}"))?;
-                let parent = m.parent_msg_id();
-                let own = parent.strip_prefix(&format!("load-{c}-")).and_then(|i| i.parse::<usize>().ok());
-                match m.msg_type() {
-                    "stream" => {
-                        stream_seen += 1;
-                        let text = m.content["text"].as_str().unwrap_or("");
-                        // Output is always parented to the request that printed it.
-                        if expected_text(parent).as_deref() != Some(text) {
-                            return Err(format!("client {c}: stream {text:?} parented to {parent}"));
-                        }
-                        if let Some(i) = own {
-                            *own_tokens.entry(i).or_default() += 1;
-                        }
-                    }
-                    "status" if m.content["execution_state"] == "idle" => {
-                        if let Some(i) = own {
-                            idle_own.insert(i);
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            client.read_iopub()?;
         }
     }
-    // Keep reading until this client has seen every client's output. It must not give up while output
-    // is owed: silence is measured from the end of the last batch it read (on a loaded 2-core machine
-    // one batch of thousands of messages takes this thread seconds to decode), and only a long silence
-    // ends the wait. (It once ended after a 5 s "silence" that was this thread's own decoding time.)
-    let total = LOAD_CLIENTS * LOAD_REQUESTS;
-    let mut last_read = Instant::now();
-    while stream_seen < total && last_read.elapsed() < Duration::from_secs(60) {
-        if sub.poll(zmq::POLLIN, 100).unwrap() == 0 {
-            continue;
-        }
-        while let Ok(frames) = sub.recv_multipart(zmq::DONTWAIT) {
-            let m = wire::decode(frames, &signer).map_err(|e| format!("client {c}: bad iopub: {e}"))?;
-            if m.msg_type() == "stream" {
-                stream_seen += 1;
-                let text = m.content["text"].as_str().unwrap_or("");
-                if expected_text(m.parent_msg_id()).as_deref() != Some(text) {
-                    return Err(format!("client {c}: stream {text:?} parented to {}", m.parent_msg_id()));
-                }
-            }
-        }
-        last_read = Instant::now();
+    client.read_everyones_output()?;
+    let dup: Vec<_> = client.own_tokens.iter().filter(|(_, n)| **n != 1).collect();
+    if client.own_tokens.len() != LOAD_REQUESTS || !dup.is_empty() {
+        return Err(format!(
+            "client {c}: {} of its tokens arrived, duplicates {dup:?}",
+            client.own_tokens.len()
+        ));
     }
-    let dup: Vec<_> = own_tokens.iter().filter(|(_, n)| **n != 1).collect();
-    if own_tokens.len() != LOAD_REQUESTS || !dup.is_empty() {
-        return Err(format!("client {c}: {} of its tokens arrived, duplicates {dup:?}", own_tokens.len()));
-    }
-    Ok((replies.len(), stream_seen))
+    Ok((client.replies.len(), client.stream_seen))
 }
 
 #[test]

@@ -3,20 +3,16 @@
 
 use super::*;
 
-#[test]
-fn the_standard_library_and_the_callers_context_match_stock_lua() {
-    if !have_lua() {
-        return;
-    }
-    let home = Home::new("run-diff");
-    let cases = [
+/// Cases on what the caller gives a script: its directory, environment, arguments, paths and LUA_INIT.
+fn callers_context_cases() -> Vec<Case<'static>> {
+    vec![
         Case {
             files: &[("data.txt", "beside the caller\n"), ("mymod.lua", "return { name = 'mymod here' }")],
             ..Case::new(
                 "cwd",
                 "print(io.open('data.txt'):read('a'))\n\
-                 print(io.popen('pwd'):read('l'):match('[^/]*$'))\n\
-                 print(require('mymod').name)",
+             print(io.popen('pwd'):read('l'):match('[^/]*$'))\n\
+             print(require('mymod').name)",
             )
         },
         Case {
@@ -24,8 +20,8 @@ fn the_standard_library_and_the_callers_context_match_stock_lua() {
             ..Case::new(
                 "environment",
                 "print(os.getenv('FOO'), os.getenv('NOPE_NOT_SET'))\n\
-                 print(io.popen('echo child sees $FOO'):read('l'))\n\
-                 io.stdout:flush() os.execute('echo os.execute sees $FOO')",
+             print(io.popen('echo child sees $FOO'):read('l'))\n\
+             io.stdout:flush() os.execute('echo os.execute sees $FOO')",
             )
         },
         Case {
@@ -35,29 +31,66 @@ fn the_standard_library_and_the_callers_context_match_stock_lua() {
                 "print(#arg, arg[0], select('#', ...), ...)\nfor i = 1, #arg do print(i, arg[i]) end",
             )
         },
+        Case::new("default_paths", "print(package.path) print(package.cpath)"),
+        Case {
+            env: &[("LUA_PATH", "./lib/?.lua;;"), ("LUA_CPATH_5_4", ";;./clib/?.so")],
+            files: &[("lib/found.lua", "return 'found via LUA_PATH'")],
+            ..Case::new("lua_path", "print(package.path) print(package.cpath) print(require('found'))")
+        },
+        Case { env: &[("LUA_INIT", "x = 5 print('init ran')")], ..Case::new("lua_init_code", "print(x)") },
+        Case {
+            env: &[("LUA_INIT_5_4", "@init.lua"), ("LUA_INIT", "error('not this one')")],
+            files: &[("init.lua", "y = 'from init file'")],
+            ..Case::new("lua_init_file", "print(y)")
+        },
+        Case { env: &[("LUA_INIT", "error('init fails')")], ..Case::new("lua_init_error", "print('never')") },
+    ]
+}
+
+/// Cases on the io library: files, stdin, stdout and stderr, print.
+fn io_cases() -> Vec<Case<'static>> {
+    vec![
         Case::new(
             "io_output_creates_the_file",
             "io.output('f.txt') io.write('x', 1, '\\n') io.close() io.output(io.stdout)\n\
-             print(io.open('f.txt'):read('a'), io.type(io.stdout), io.output() == io.stdout)",
+         print(io.open('f.txt'):read('a'), io.type(io.stdout), io.output() == io.stdout)",
         ),
         Case {
             files: &[("in.txt", "first line\nsecond\n")],
             ..Case::new("io_input", "io.input('in.txt') print(io.read('l')) print(io.read('a'))")
         },
         Case::new("rawlen_of_a_file_handle", "print(pcall(rawlen, io.stdout))\nprint(rawlen(io.stderr))"),
+        Case {
+            stdin: "a\nbb\n\nlast without newline",
+            ..Case::new(
+                "stdin_lines_and_eof",
+                "for l in io.lines() do print(#l, l) end print(io.read('a'), io.read('l'))",
+            )
+        },
+        Case {
+            stdin: "40 2.5 tail\nmore",
+            ..Case::new("stdin_numbers", "print(io.read('n', 'n'), io.read('a'))")
+        },
         Case::new(
-            "debug_hooks",
-            "local n = 0\ndebug.sethook(function() n = n + 1 end, 'l')\nlocal x = 1\nx = x + 1\n\
-             debug.sethook()\nprint(n, debug.gethook())\n\
-             local f = function() end debug.sethook(f, 'c', 7) local h, m, c = debug.gethook()\n\
-             debug.sethook() print(h == f, m, c)",
+            "stderr_and_stdout",
+            "io.stderr:write('to stderr\\n') print('to stdout') io.stderr:write('again\\n')",
         ),
+        Case::new(
+            "print_uses_tostring",
+            "print(setmetatable({}, {__tostring = function() return 'T' end}), nil, 1.5, 2^63)",
+        ),
+    ]
+}
+
+/// Cases on how a script ends: os.exit, errors of every kind, closing and finalizers.
+fn exit_and_error_cases() -> Vec<Case<'static>> {
+    vec![
         Case::new("os_exit_code", "io.write('buffered') os.exit(3)"),
         Case::new("os_exit_true", "io.write('buffered') os.exit(true)"),
         Case::new(
             "os_exit_false_close",
             "setmetatable({}, {__gc = function() print('finalized') end}) io.write('buffered ') \
-             os.exit(false, true)",
+         os.exit(false, true)",
         ),
         Case::new("error_string", "local function f() error('boom') end\nf()"),
         Case::new("error_level_0", "error('no position', 0)"),
@@ -73,55 +106,46 @@ fn the_standard_library_and_the_callers_context_match_stock_lua() {
             "runtime_error_in_pcall",
             "local ok, e = pcall(error, { 1 }) print(ok, type(e), e[1])\nprint(select(2, pcall(error, 'm')))",
         ),
-        Case {
-            stdin: "a\nbb\n\nlast without newline",
-            ..Case::new(
-                "stdin_lines_and_eof",
-                "for l in io.lines() do print(#l, l) end print(io.read('a'), io.read('l'))",
-            )
-        },
-        Case {
-            stdin: "40 2.5 tail\nmore",
-            ..Case::new("stdin_numbers", "print(io.read('n', 'n'), io.read('a'))")
-        },
+        Case::new(
+            "to_be_closed_and_gc_at_normal_end",
+            "local x <close> = setmetatable({}, {__close = function() print('closed') end})\n\
+         setmetatable({}, {__gc = function() print('collected at close') end})",
+        ),
+    ]
+}
+
+/// Cases on the rest of the standard library: debug hooks, coroutines, metatables and globals.
+fn library_cases() -> Vec<Case<'static>> {
+    vec![
+        Case::new(
+            "debug_hooks",
+            "local n = 0\ndebug.sethook(function() n = n + 1 end, 'l')\nlocal x = 1\nx = x + 1\n\
+         debug.sethook()\nprint(n, debug.gethook())\n\
+         local f = function() end debug.sethook(f, 'c', 7) local h, m, c = debug.gethook()\n\
+         debug.sethook() print(h == f, m, c)",
+        ),
         Case::new(
             "coroutines_and_main_thread",
             "local co, main = coroutine.running() print(main, coroutine.isyieldable())\n\
-             local c = coroutine.wrap(function(a) local b = coroutine.yield(a + 1) return b * 2 end)\n\
-             print(c(1), c(10))",
+         local c = coroutine.wrap(function(a) local b = coroutine.yield(a + 1) return b * 2 end)\n\
+         print(c(1), c(10))",
         ),
         Case::new(
             "string_metatable_and_globals",
             "print(getmetatable('').__index == string, type(_G), _VERSION, #package.searchers)\n\
-             print(package.config:sub(1, 1), type(debug.getregistry()), collectgarbage('isrunning'))",
+         print(package.config:sub(1, 1), type(debug.getregistry()), collectgarbage('isrunning'))",
         ),
-        Case::new("default_paths", "print(package.path) print(package.cpath)"),
-        Case {
-            env: &[("LUA_PATH", "./lib/?.lua;;"), ("LUA_CPATH_5_4", ";;./clib/?.so")],
-            files: &[("lib/found.lua", "return 'found via LUA_PATH'")],
-            ..Case::new("lua_path", "print(package.path) print(package.cpath) print(require('found'))")
-        },
-        Case { env: &[("LUA_INIT", "x = 5 print('init ran')")], ..Case::new("lua_init_code", "print(x)") },
-        Case {
-            env: &[("LUA_INIT_5_4", "@init.lua"), ("LUA_INIT", "error('not this one')")],
-            files: &[("init.lua", "y = 'from init file'")],
-            ..Case::new("lua_init_file", "print(y)")
-        },
-        Case { env: &[("LUA_INIT", "error('init fails')")], ..Case::new("lua_init_error", "print('never')") },
-        Case::new(
-            "stderr_and_stdout",
-            "io.stderr:write('to stderr\\n') print('to stdout') io.stderr:write('again\\n')",
-        ),
-        Case::new(
-            "print_uses_tostring",
-            "print(setmetatable({}, {__tostring = function() return 'T' end}), nil, 1.5, 2^63)",
-        ),
-        Case::new(
-            "to_be_closed_and_gc_at_normal_end",
-            "local x <close> = setmetatable({}, {__close = function() print('closed') end})\n\
-             setmetatable({}, {__gc = function() print('collected at close') end})",
-        ),
-    ];
+    ]
+}
+
+#[test]
+fn the_standard_library_and_the_callers_context_match_stock_lua() {
+    if !have_lua() {
+        return;
+    }
+    let home = Home::new("run-diff");
+    let groups = [callers_context_cases(), io_cases(), exit_and_error_cases(), library_cases()];
+    let cases: Vec<Case> = groups.into_iter().flatten().collect();
     for case in &cases {
         differential(&home, case);
     }

@@ -87,10 +87,121 @@ fn read_version(home: &Home) -> Result<Option<u64>, String> {
     Ok(Some(n))
 }
 
+/// Polls the state file while `reading` holds: every read must be one whole committed version, never
+/// older than one seen before. Returns how many reads it made.
+fn watch_versions(home: &Home, reading: &AtomicBool, floor: u64) -> Result<usize, String> {
+    let (mut last, mut reads) = (floor, 0);
+    while reading.load(Ordering::SeqCst) {
+        if let Some(n) = read_version(home)? {
+            if n < last {
+                return Err(format!("the file went back from version {last} to {n}"));
+            }
+            last = n;
+        }
+        reads += 1;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(reads)
+}
+
+/// Workload 1: one `run` script; each state.update commits at once and is then printed. `acked`
+/// keeps the highest version printed. Returns when the run has ended (its kernel is killed).
+fn run_updater(home: &Home, updater: &Path, acked: &AtomicU64) {
+    let mut child = home
+        .cmd(&["run", updater.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    std::thread::scope(|s| {
+        let reader = s.spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(n) = line.trim().parse::<u64>() {
+                    acked.fetch_max(n, Ordering::SeqCst);
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("`llmspell run` did not end after its kernel was killed");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        reader.join().unwrap();
+    });
+}
+
+/// Workload 2: repeated cells, each a loop of 100 sets (committed once, before the reply), until
+/// `stop`. `acked` keeps the highest version a reply acknowledged.
+fn repeat_cells(home: &Home, cell_code: &str, acked: &AtomicU64, stop: &AtomicBool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+        let o = home.run(&["exec", cell_code], "");
+        if o.status.success() {
+            acked.fetch_max(stdout(&o).trim().parse().expect("exec returns n"), Ordering::SeqCst);
+        }
+    }
+}
+
+/// What one round saw: whether the workload committed before the kill, and the reader's verdict.
+struct Round {
+    progressed: bool,
+    observed: Result<usize, String>,
+}
+
+/// One round: a live kernel, a reader of the file and a workload (`run` script on even rounds,
+/// cells on odd ones); once the workload has committed past `floor`, waits `delay` and kills the
+/// kernel with SIGKILL.
+fn kill_9_round(
+    home: &Home,
+    round: u64,
+    floor: u64,
+    updater: &Path,
+    cell_code: &str,
+    acked: &AtomicU64,
+) -> Round {
+    ok(home, &["exec", "return 1"], ""); // a live kernel
+    let pid = home.kernel_pid("default").unwrap();
+    let delay = Duration::from_millis(round * 37 % 150);
+    let stop = AtomicBool::new(false);
+    let reading = AtomicBool::new(true);
+    std::thread::scope(|s| {
+        let observer = s.spawn(|| watch_versions(home, &reading, floor));
+        let worker = if round.is_multiple_of(2) {
+            s.spawn(|| run_updater(home, updater, acked))
+        } else {
+            s.spawn(|| repeat_cells(home, cell_code, acked, &stop))
+        };
+        // Wait for the workload to commit something, then kill at a varied moment.
+        let progressed =
+            wait_until(Duration::from_secs(60), || matches!(read_version(home), Ok(Some(n)) if n > floor));
+        if progressed {
+            std::thread::sleep(delay);
+        }
+        stop.store(true, Ordering::SeqCst);
+        let killed = kill9(home, "default");
+        let worker_result = worker.join();
+        reading.store(false, Ordering::SeqCst);
+        let observed = observer.join().unwrap();
+        assert_eq!(killed, pid, "the killed kernel is the one the workload used");
+        assert!(worker_result.is_ok(), "round {round}: the workload failed");
+        eprintln!("round {round}: killed {delay:?} after the first commit");
+        Round { progressed, observed }
+    })
+}
+
 #[test]
 fn kill_9_during_writes_leaves_a_committed_version() {
     let home = Home::new("state-kill9");
-    // Workload 1: one `run` script; each state.update commits at once and is then printed.
     let updater = write_file(
         &home.dir,
         "updater.lua",
@@ -104,7 +215,6 @@ fn kill_9_during_writes_leaves_a_committed_version() {
             version_lua()
         ),
     );
-    // Workload 2: repeated cells, each a loop of 100 sets (committed once, before the reply).
     let cell_code = format!(
         r#"{}
         local v = state.get("x"); local n = v and v.n or 0
@@ -115,104 +225,15 @@ fn kill_9_during_writes_leaves_a_committed_version() {
     );
     let mut floor = 0;
     for round in 0..16u64 {
-        ok(&home, &["exec", "return 1"], ""); // a live kernel
-        let pid = home.kernel_pid("default").unwrap();
-        let delay = Duration::from_millis(round * 37 % 150);
         let acked = AtomicU64::new(0);
-        let stop = AtomicBool::new(false);
-        let reading = AtomicBool::new(true);
-        let (progressed, observed) = std::thread::scope(|s| {
-            // A reader polls the file throughout: every read must be one whole committed version,
-            // never older than one seen before.
-            let observer = {
-                let (home, reading) = (&home, &reading);
-                s.spawn(move || -> Result<usize, String> {
-                    let (mut last, mut reads) = (floor, 0);
-                    while reading.load(Ordering::SeqCst) {
-                        if let Some(n) = read_version(home)? {
-                            if n < last {
-                                return Err(format!("the file went back from version {last} to {n}"));
-                            }
-                            last = n;
-                        }
-                        reads += 1;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Ok(reads)
-                })
-            };
-            let worker = if round % 2 == 0 {
-                let mut child = home
-                    .cmd(&["run", updater.to_str().unwrap()])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                let out = child.stdout.take().unwrap();
-                let acked = &acked;
-                let reader = s.spawn(move || {
-                    for line in BufReader::new(out).lines() {
-                        let Ok(line) = line else { break };
-                        if let Ok(n) = line.trim().parse::<u64>() {
-                            acked.fetch_max(n, Ordering::SeqCst);
-                        }
-                    }
-                });
-                s.spawn(move || {
-                    let deadline = Instant::now() + Duration::from_secs(120);
-                    loop {
-                        if child.try_wait().unwrap().is_some() {
-                            break;
-                        }
-                        if Instant::now() > deadline {
-                            let _ = child.kill();
-                            let _ = child.wait();
-                            panic!("`llmspell run` did not end after its kernel was killed");
-                        }
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    reader.join().unwrap();
-                })
-            } else {
-                let (home, acked, stop, cell_code) = (&home, &acked, &stop, &cell_code);
-                s.spawn(move || {
-                    let deadline = Instant::now() + Duration::from_secs(120);
-                    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                        let o = home.run(&["exec", cell_code], "");
-                        if o.status.success() {
-                            acked.fetch_max(
-                                stdout(&o).trim().parse().expect("exec returns n"),
-                                Ordering::SeqCst,
-                            );
-                        }
-                    }
-                })
-            };
-            // Wait for the workload to commit something, then kill at a varied moment.
-            let progressed = wait_until(
-                Duration::from_secs(60),
-                || matches!(read_version(&home), Ok(Some(n)) if n > floor),
-            );
-            if progressed {
-                std::thread::sleep(delay);
-            }
-            stop.store(true, Ordering::SeqCst);
-            let killed = kill9(&home, "default");
-            let worker_result = worker.join();
-            reading.store(false, Ordering::SeqCst);
-            let observed = observer.join().unwrap();
-            assert_eq!(killed, pid, "the killed kernel is the one the workload used");
-            assert!(worker_result.is_ok(), "round {round}: the workload failed");
-            (progressed, observed)
-        });
+        let Round { progressed, observed } = kill_9_round(&home, round, floor, &updater, &cell_code, &acked);
         let reads = observed.unwrap_or_else(|e| panic!("round {round}: a reader saw a bad state file: {e}"));
         assert!(progressed, "round {round}: the workload never committed");
         let n = read_version(&home)
             .unwrap_or_else(|e| panic!("round {round}: after kill -9: {e}"))
             .expect("a committed version");
         let acked = acked.load(Ordering::SeqCst);
-        eprintln!("round {round}: killed {delay:?} after the first commit; file n = {n}, acknowledged {acked}, {reads} reads");
+        eprintln!("round {round}: file n = {n}, acknowledged {acked}, {reads} reads");
         assert!(n >= acked, "round {round}: version {acked} was acknowledged but the file holds {n}");
         assert!(n > floor, "round {round}: nothing committed ({n} <= {floor})");
         // A new kernel sees exactly the committed version.
