@@ -81,6 +81,7 @@ import sys
 import tempfile
 import time
 import traceback
+import types
 from pathlib import Path
 
 from measure import ROOT, log
@@ -101,7 +102,7 @@ from report import build_report, print_table
 
 # ----------------------------------------------------------------------------------------------------
 
-def main():
+def parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "llmspell"))
     ap.add_argument("--quick", action="store_true", help="fewer samples (about 2 minutes)")
@@ -113,10 +114,12 @@ def main():
                     help="the stock lua the run section compares with (default: $LUA, else lua5.4)")
     ap.add_argument("--kernels", default="llmspell,xeus-python,ipykernel,ilua,floor",
                     help="floor: a do-nothing kernel (examples/bench_client.rs --mock-kernel), jupyter_client's floor")
-    a = ap.parse_args()
-    sections = set((a.only or a.sections).split(","))
-    quick = a.quick
-    cfg = {
+    return ap.parse_args()
+
+
+def config(quick):
+    """How many samples each section takes."""
+    return {
         "starts": 3 if quick else 7,
         "warmup": 20 if quick else 50,
         "rtt_n": 150 if quick else 500,
@@ -138,134 +141,116 @@ def main():
         "hello_blocks": 2 if quick else 5,
         "runs_n": 1000 if quick else 10000,
     }
-    bin_path = Path(a.bin).resolve()
-    if not bin_path.exists():
-        print(f"bench: {bin_path} does not exist (make build)", file=sys.stderr)
-        return 2
-    t_start = time.monotonic()
-    tmp = tempfile.mkdtemp(prefix="llmspell-bench-")
+
+
+def private_env(tmp):
+    """The environment every kernel and command runs in: a private LLMSPELL_HOME, Jupyter paths in `tmp`
+    (the llmspell kernelspec goes to a private prefix). Also set in this process, for jupyter_client."""
     home = Path(tmp) / "home"
     home.mkdir(mode=0o700)
     prefix = Path(tmp) / "prefix"
-    # The llmspell kernelspec in a private prefix; every kernel inherits a private LLMSPELL_HOME.
     env = dict(os.environ)
     env["LLMSPELL_HOME"] = str(home)
     env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(prefix / "share" / "jupyter"), env.get("JUPYTER_PATH")]))
     env["JUPYTER_RUNTIME_DIR"] = str(Path(tmp) / "runtime")
     env["IPYTHONDIR"] = str(Path(tmp) / "ipython")
     env["LLMSPELL_LOG"] = "warn"
-    logs = ROOT / "target" / "bench-logs"
-    logs.mkdir(parents=True, exist_ok=True)
     os.environ.update({k: env[k] for k in ("LLMSPELL_HOME", "JUPYTER_PATH", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR")})
     lua = shutil.which("lua5.4")
     if lua and not env.get("LUA_INTERPRETER") and not shutil.which("lua"):
         env["LUA_INTERPRETER"] = lua  # ILua runs `lua` unless told otherwise
-    R = {"meta": {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "loadavg_start": os.getloadavg(),
-        "host": platform.node(), "cpus": os.cpu_count(), "kernel": platform.release(),
-        "python": platform.python_version(), "quick": quick, "bin": str(bin_path), "config": cfg,
-        "lua5.4": lua, "notes": [],
-    }}
-    ref_lua = shutil.which(a.lua) if a.lua else lua
-    R["meta"]["run_lua"] = ref_lua
-    if sections & {"kernels", "state", "debug"}:
-        try:
-            import jupyter_client
-            R["meta"]["jupyter_client"] = jupyter_client.__version__
-        except ImportError:
-            print("bench: jupyter_client is not installed (make venv)", file=sys.stderr)
-            return 2
+    return env, home, prefix
+
+
+def runnable_kernels(order, bin_path, prefix, env, client_exe, notes):
+    """Installs the llmspell and floor kernelspecs into `prefix`; returns (label, spec, language) of each
+    kernel in `order` that can run here, noting why the others cannot."""
+    if client_exe:
+        spec_dir = prefix / "share" / "jupyter" / "kernels" / KERNELS["floor"][0]
+        spec_dir.mkdir(parents=True, exist_ok=True)
+        (spec_dir / "kernel.json").write_text(json.dumps({
+            "argv": [str(client_exe), "--mock-kernel", "{connection_file}"],
+            "display_name": "do-nothing kernel (bench floor)", "language": "lua"}))
+    inst = subprocess.run([str(bin_path), "kernel", "install", "--prefix", str(prefix)], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if inst.returncode != 0:
+        notes.append("llmspell kernel install failed: " + inst.stderr.strip())
+    from jupyter_client.kernelspec import KernelSpecManager
+    specs = KernelSpecManager().find_kernel_specs()
+    runnable = []
+    for label in order:
+        spec, lang = KERNELS[label]
+        if spec not in specs:
+            if label != "floor":
+                notes.append(f"{label}: kernelspec {spec!r} not installed (pip install -r bench/requirements.txt); skipped")
+            continue
+        if label == "ilua" and "ilua" not in " ".join(KernelSpecManager().get_kernel_spec(spec).argv):
+            notes.append(f"ilua: kernelspec {spec!r} is not ILua's; skipped")
+            continue
+        if label == "ilua" and not shutil.which(env.get("LUA_INTERPRETER", "lua")):
+            notes.append("ilua: no `lua` interpreter (apt-get install lua5.4); skipped")
+            continue
+        runnable.append((label, spec, lang))
+    return runnable
+
+
+def run_sections(R, sections, cfg, where, cli, lua, ref_lua, lua_arg):
+    """Runs the asked sections into R; a failure is noted and the next section still runs. `where` holds
+    the binary, the environment, the kernelspec prefix, the scratch directory and the kernels' order."""
+    bin_path, env, prefix, tmp = where.bin_path, where.env, where.prefix, where.tmp
     notes = R["meta"]["notes"]
-    cli = Cli(bin_path, home, env)
-    order = [k for k in a.kernels.split(",") if k in KERNELS]
     client_exe, client_err = (None, "not asked for")
     if sections & {"kernels", "client"}:
         log("building examples/bench_client.rs ...")
         client_exe, client_err = build_bench_client()
         if client_err:
             notes.append(client_err)
-    try:
-        if "kernels" in sections:
-            if client_exe:
-                spec_dir = prefix / "share" / "jupyter" / "kernels" / KERNELS["floor"][0]
-                spec_dir.mkdir(parents=True, exist_ok=True)
-                (spec_dir / "kernel.json").write_text(json.dumps({
-                    "argv": [str(client_exe), "--mock-kernel", "{connection_file}"],
-                    "display_name": "do-nothing kernel (bench floor)", "language": "lua"}))
-            inst = subprocess.run([str(bin_path), "kernel", "install", "--prefix", str(prefix)], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            if inst.returncode != 0:
-                notes.append("llmspell kernel install failed: " + inst.stderr.strip())
-            from jupyter_client.kernelspec import KernelSpecManager
-            specs = KernelSpecManager().find_kernel_specs()
-            runnable = []
-            for label in order:
-                spec, lang = KERNELS[label]
-                if spec not in specs:
-                    if label != "floor":
-                        notes.append(f"{label}: kernelspec {spec!r} not installed (pip install -r bench/requirements.txt); skipped")
-                    continue
-                if label == "ilua" and "ilua" not in " ".join(KernelSpecManager().get_kernel_spec(spec).argv):
-                    notes.append(f"ilua: kernelspec {spec!r} is not ILua's; skipped")
-                    continue
-                if label == "ilua" and not shutil.which(env.get("LUA_INTERPRETER", "lua")):
-                    notes.append("ilua: no `lua` interpreter (apt-get install lua5.4); skipped")
-                    continue
-                runnable.append((label, spec, lang))
-            log(f"kernels {', '.join(e[0] for e in runnable)} ...")
-            R["kernels"] = bench_jupyter_kernels(runnable, cfg, env, logs)
-        def section(name, fn):
-            """Runs one section; a failure is noted and the next section still runs."""
-            if name not in sections:
-                return
-            log(f"{name} ...")
-            try:
-                R[{"client": "own_client"}.get(name, name)] = fn()
-            except Exception as e:
-                notes.append(f"{name}: aborted: {type(e).__name__}: {e}")
-                log(traceback.format_exc())
+    if "kernels" in sections:
+        runnable = runnable_kernels(where.order, bin_path, prefix, env, client_exe, notes)
+        log(f"kernels {', '.join(e[0] for e in runnable)} ...")
+        R["kernels"] = bench_jupyter_kernels(runnable, cfg, env, ROOT / "target" / "bench-logs")
 
-        if "cli" in sections and not lua:
-            notes.append("lua5.4 not installed: no `lua5.4 hello.lua` baseline (apt-get install lua5.4)")
-        section("client", lambda: bench_own_client(cli, cfg, client_exe) if client_exe else {"error": client_err})
-        section("cli", lambda: bench_cli(cli, lua, cfg, tmp))
-        section("scale", lambda: bench_scale(cli, cfg, tmp))
-        section("state", lambda: bench_state(bin_path, env, cfg, tmp))
-        section("binary", lambda: binary_size(bin_path, tmp))
-
-        def gateway():
-            from gateway import bench_gateway  # bench/gateway.py
-            subprocess.run([str(bin_path), "kernel", "install", "--prefix", str(prefix)], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            return bench_gateway(bin_path, env, cfg, tmp, log)
-        section("gateway", gateway)
-        section("debug", lambda: bench_debug(cli, cfg))
-        if "run" in sections and not ref_lua:
-            notes.append(f"run: no stock lua ({a.lua or 'lua5.4'}): section skipped (apt-get install lua5.4, or $LUA)")
-        elif "run" in sections:
-            section("run", lambda: bench_run(cli, ref_lua, cfg, tmp))
-            RN = R.get("run", {})
-            for k, v in RN.get("suite_failures", {}).items():
-                notes.append(f"run: suite by {k}: {len(v)} runs failed or printed something else: {v[0]}")
-            for k in ("hello_idle", "hello_busy", "concurrent"):
-                if RN.get(k, {}).get("failures"):
-                    notes.append(f"run: {k}: {RN[k]['failures']} commands failed")
-    except Exception as e:
-        notes.append(f"aborted: {type(e).__name__}: {e}")
-        log(traceback.format_exc())
-    finally:
+    def section(name, fn):
+        """Runs one section; a failure is noted and the next section still runs."""
+        if name not in sections:
+            return
+        log(f"{name} ...")
         try:
-            cli.stop()
-        except Exception:
-            pass
-        shutil.rmtree(tmp, ignore_errors=True)
-    R["meta"]["seconds"] = round(time.monotonic() - t_start, 1)
-    R["meta"]["loadavg_end"] = os.getloadavg()
-    cols, rows = build_report(R, order)
-    R["targets"] = [{k: rw[k] for k in ("figure", "target", "ratio", "holds", "measured")} | {"llmspell": rw["values"].get("llmspell")}
-                    for rw in rows if rw["target"]]
-    R["table"] = {"columns": ["figure"] + cols + ["target", "ratio", "holds"], "rows": rows}
+            R[{"client": "own_client"}.get(name, name)] = fn()
+        except Exception as e:
+            notes.append(f"{name}: aborted: {type(e).__name__}: {e}")
+            log(traceback.format_exc())
+
+    if "cli" in sections and not lua:
+        notes.append("lua5.4 not installed: no `lua5.4 hello.lua` baseline (apt-get install lua5.4)")
+    section("client", lambda: bench_own_client(cli, cfg, client_exe) if client_exe else {"error": client_err})
+    section("cli", lambda: bench_cli(cli, lua, cfg, tmp))
+    section("scale", lambda: bench_scale(cli, cfg, tmp))
+    section("state", lambda: bench_state(bin_path, env, cfg, tmp))
+    section("binary", lambda: binary_size(bin_path, tmp))
+
+    def gateway():
+        from gateway import bench_gateway  # bench/gateway.py
+        subprocess.run([str(bin_path), "kernel", "install", "--prefix", str(prefix)], env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return bench_gateway(bin_path, env, cfg, tmp, log)
+    section("gateway", gateway)
+    section("debug", lambda: bench_debug(cli, cfg))
+    if "run" in sections and not ref_lua:
+        notes.append(f"run: no stock lua ({lua_arg or 'lua5.4'}): section skipped (apt-get install lua5.4, or $LUA)")
+    elif "run" in sections:
+        section("run", lambda: bench_run(cli, ref_lua, cfg, tmp))
+        RN = R.get("run", {})
+        for k, v in RN.get("suite_failures", {}).items():
+            notes.append(f"run: suite by {k}: {len(v)} runs failed or printed something else: {v[0]}")
+        for k in ("hello_idle", "hello_busy", "concurrent"):
+            if RN.get(k, {}).get("failures"):
+                notes.append(f"run: {k}: {RN[k]['failures']} commands failed")
+
+
+def print_summary(R, cols, rows, sections, cfg):
+    """The table, with a heading line, load warnings and the notes."""
+    quick = R["meta"]["quick"]
     print()
     jc = R["meta"].get("jupyter_client")
     print(f"llmspell bench — {R['meta']['when']}, {os.cpu_count()} CPUs"
@@ -294,8 +279,62 @@ def main():
         for extra in ("error", "flood10k_notes"):
             if v.get(extra):
                 print(f"note: {k}: {extra}: {v[extra]}")
-    for n in notes:
+    for n in R["meta"]["notes"]:
         print(f"note: {n}")
+
+
+def main():
+    a = parse_args()
+    sections = set((a.only or a.sections).split(","))
+    quick = a.quick
+    cfg = config(quick)
+    bin_path = Path(a.bin).resolve()
+    if not bin_path.exists():
+        print(f"bench: {bin_path} does not exist (make build)", file=sys.stderr)
+        return 2
+    t_start = time.monotonic()
+    tmp = tempfile.mkdtemp(prefix="llmspell-bench-")
+    env, home, prefix = private_env(tmp)
+    (ROOT / "target" / "bench-logs").mkdir(parents=True, exist_ok=True)
+    lua = shutil.which("lua5.4")
+    order = [k for k in a.kernels.split(",") if k in KERNELS]
+    R = {"meta": {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "loadavg_start": os.getloadavg(),
+        "host": platform.node(), "cpus": os.cpu_count(), "kernel": platform.release(),
+        "python": platform.python_version(), "quick": quick, "bin": str(bin_path), "config": cfg,
+        "lua5.4": lua, "notes": [],
+    }}
+    ref_lua = shutil.which(a.lua) if a.lua else lua
+    R["meta"]["run_lua"] = ref_lua
+    if sections & {"kernels", "state", "debug"}:
+        try:
+            import jupyter_client
+            R["meta"]["jupyter_client"] = jupyter_client.__version__
+        except ImportError:
+            print("bench: jupyter_client is not installed (make venv)", file=sys.stderr)
+            return 2
+    notes = R["meta"]["notes"]
+    cli = Cli(bin_path, home, env)
+    where = types.SimpleNamespace(bin_path=bin_path, env=env, prefix=prefix, tmp=tmp, order=order)
+    try:
+        run_sections(R, sections, cfg, where, cli, lua, ref_lua, a.lua)
+    except Exception as e:
+        notes.append(f"aborted: {type(e).__name__}: {e}")
+        log(traceback.format_exc())
+    finally:
+        try:
+            cli.stop()
+        except Exception:
+            pass
+        shutil.rmtree(tmp, ignore_errors=True)
+    R["meta"]["seconds"] = round(time.monotonic() - t_start, 1)
+    R["meta"]["loadavg_end"] = os.getloadavg()
+    cols, rows = build_report(R, order)
+    R["targets"] = [{k: rw[k] for k in ("figure", "target", "ratio", "holds", "measured")} | {"llmspell": rw["values"].get("llmspell")}
+                    for rw in rows if rw["target"]]
+    R["table"] = {"columns": ["figure"] + cols + ["target", "ratio", "holds"], "rows": rows}
+    print_summary(R, cols, rows, sections, cfg)
     out = Path(a.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(R, indent=1, default=str))
