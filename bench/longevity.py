@@ -1,30 +1,30 @@
-"""Longevity: does a kernel's memory grow with what it has run? (issue 24)
+"""longevity: does a kernel's memory grow with what it has run? (issue 24) llmspell beside ipykernel.
 
-Three scenarios, each on a fresh kernel through stock jupyter_client, the kernel's RSS read from
-/proc (its whole process tree):
+Three scenarios, each on a fresh kernel through stock jupyter_client, RSS of the kernel's process tree
+read from /proc:
 
-small     N small cells, each changing a global, iopub read by the client: RSS growth from after a
-          warm-up to the end (target for llmspell: <= 2 MB over 20 000 cells)
+small     N small cells (20 000; --quick 2 000), each changing a global, iopub read by the client: RSS
+          growth from after a 200-cell warm-up to the end (target for llmspell: <= 2 MB over 20 000)
 results   100 cells each returning a 5 MB string, then a full GC: RSS above the idle baseline
           (target <= 32 MB)
-stalled   an iopub subscriber that connects and never reads while 30 cells each print 5 MB (150 MB);
-          a reading client checks it got every byte. Peak RSS above baseline while printing (target
-          <= 64 MB), and RSS once the stalled subscriber has left and one more cell ran (target
-          within 32 MB of the baseline)
+stalled   an iopub subscriber that connects and never reads (its ZeroMQ takes one message and then
+          nothing, like a suspended front end) while 30 cells each print 5 MB (150 MB); the reading
+          client checks it got every byte. Peak RSS above the baseline while printing (target <= 64 MB),
+          and RSS once the stalled subscriber has left and one more cell ran (target within 32 MB)
 
-Usable alone: python bench/longevity.py [--kernels llmspell,python3] [--small 20000]
-(with the llmspell kernelspec installed where jupyter_client finds it).
+Alone: python bench/longevity.py [--kernels llmspell,python3] [--small 20000] (with the llmspell
+kernelspec installed where jupyter_client finds it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import threading
 import time
 
 import zmq
+
+from measure import RssSampler, log, tree_rss_kb
 
 CODE = {
     # kernel language -> (small cell, big result, gc, big print, warm-up)
@@ -34,47 +34,6 @@ CODE = {
                "import sys; sys.stdout.write('z' * 5_000_000)", "x = 0"),
 }
 BIG = 5_000_000
-
-
-def rss_kb(pid: int) -> int:
-    """VmRSS of pid and its children (a kernel may run helpers), in kB."""
-    total = 0
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                todo.extend(int(c) for c in f.read().split())
-        except OSError:
-            pass
-    return total
-
-
-class PeakRss:
-    """Samples a process tree's RSS every few ms in a thread; .peak_kb once stopped."""
-
-    def __init__(self, pid: int, interval: float = 0.02):
-        self.pid, self.interval, self.peak_kb = pid, interval, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak_kb = max(self.peak_kb, rss_kb(self.pid))
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak_kb = max(self.peak_kb, rss_kb(self.pid))
 
 
 def run_cell(kc, code: str, timeout: float = 120.0) -> dict:
@@ -116,7 +75,7 @@ class Kernel:
         self.pid = self.km.provisioner.process.pid
 
     def rss(self) -> int:
-        return rss_kb(self.pid)
+        return tree_rss_kb(self.pid)
 
     def settle(self):
         """Lets the kernel finish what follows a reply (freeing, trimming) before a reading."""
@@ -151,7 +110,7 @@ def big_results(name: str, cells: int = 100) -> dict:
         run_cell(k.kc, warm)
         k.settle()
         baseline = k.rss()
-        with PeakRss(k.pid) as peak:
+        with RssSampler(k.pid, interval=0.02) as peak:
             for _ in range(cells):
                 got = run_cell(k.kc, result)
                 assert got["result"] >= BIG, got
@@ -182,7 +141,7 @@ def stalled_subscriber(name: str, cells: int = 30) -> dict:
         stalled.connect(f"{info['transport']}://{info['ip']}:{info['iopub_port']}")
         time.sleep(0.5)  # the subscription reaches the kernel; nothing is ever read
         received = 0
-        with PeakRss(k.pid) as peak:
+        with RssSampler(k.pid, interval=0.02) as peak:
             for _ in range(cells):
                 received += run_cell(k.kc, big_print, timeout=300)["stream"]
         stalled.close(linger=0)
@@ -198,15 +157,19 @@ def stalled_subscriber(name: str, cells: int = 30) -> dict:
         ctx.destroy(linger=0)
 
 
-def longevity(kernels: list[str], small: int) -> dict:
+def bench_longevity(kernels: list[tuple[str, str]], cells: int) -> dict:
+    """{label: {small, results, stalled}} for each (label, kernelspec name); a scenario that fails is
+    noted in its place and the others still run."""
     out = {}
-    for name in kernels:
-        out[name] = {
-            "small": small_cells(name, small),
-            "results": big_results(name),
-            "stalled": stalled_subscriber(name),
-        }
-        print(name, json.dumps(out[name]), flush=True)
+    for label, spec in kernels:
+        out[label] = {}
+        for what, fn in (("small", lambda: small_cells(spec, cells)), ("results", lambda: big_results(spec)),
+                         ("stalled", lambda: stalled_subscriber(spec))):
+            log(f"longevity: {label} {what} ...")
+            try:
+                out[label][what] = fn()
+            except Exception as e:
+                out[label][what] = {"error": f"{type(e).__name__}: {e}"}
     return out
 
 
@@ -224,5 +187,4 @@ def main():
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     main()
