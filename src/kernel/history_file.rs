@@ -1,5 +1,6 @@
 //! The history file: every cell a kernel stored in history, one JSON line each, appended with a
-//! single write (a crash loses at most the line being written). `$LLMSPELL_HOME/history/<name>.jsonl`,
+//! single write (a crash loses at most the line being written).
+//! `$LLMSPELL_HOME/kernel-history/<name>.jsonl` (`history` there is the REPL's line-editing file),
 //! named for the kernel, so a kernel restarted under the same name (Jupyter's restart keeps the
 //! connection file) finds its past again. Reading skips what it cannot parse: a line torn by a
 //! crash, or damage from elsewhere.
@@ -39,14 +40,14 @@ pub(super) struct ScanSummary {
     pub(super) skipped: u64,
 }
 
-/// `$LLMSPELL_HOME/history/<name>.jsonl`; a name that is not a plain file name is made one.
+/// `$LLMSPELL_HOME/kernel-history/<name>.jsonl`; a name that is not a plain file name is made one.
 pub(super) fn path_for(home: &Path, name: &str) -> PathBuf {
     let safe: String = name
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
         .collect();
     let safe = if safe.is_empty() || safe.starts_with('.') { format!("_{safe}") } else { safe };
-    home.join("history").join(format!("{safe}.jsonl"))
+    home.join("kernel-history").join(format!("{safe}.jsonl"))
 }
 
 impl HistoryFile {
@@ -224,9 +225,9 @@ mod tests {
     #[test]
     fn names_become_plain_file_names() {
         let home = Path::new("/h");
-        assert_eq!(path_for(home, "kernel-ab12"), Path::new("/h/history/kernel-ab12.jsonl"));
-        assert_eq!(path_for(home, "../x"), Path::new("/h/history/_.._x.jsonl"));
-        assert_eq!(path_for(home, ""), Path::new("/h/history/_.jsonl"));
+        assert_eq!(path_for(home, "kernel-ab12"), Path::new("/h/kernel-history/kernel-ab12.jsonl"));
+        assert_eq!(path_for(home, "../x"), Path::new("/h/kernel-history/_.._x.jsonl"));
+        assert_eq!(path_for(home, ""), Path::new("/h/kernel-history/_.jsonl"));
     }
 
     fn tempdir() -> PathBuf {

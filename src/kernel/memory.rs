@@ -34,6 +34,22 @@ impl OutputSinceTrim {
     }
 }
 
+/// Blocks at least this large get pages of their own, returned to the system when freed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const OWN_PAGES_FROM_BYTES: i32 = 256 << 10;
+
+/// At start: a large block (a 5 MB result, a big string the session dropped) goes back to the
+/// system as soon as it is freed. glibc's default raises that threshold to the largest block freed
+/// so far (up to 32 MiB), after which such blocks stay in the heap until a trim.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub(super) fn tune_allocator() {
+    // SAFETY: mallopt only changes the allocator's parameters; called before other threads start.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, OWN_PAGES_FROM_BYTES) };
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub(super) fn tune_allocator() {}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn give_back_freed_memory() {
     // SAFETY: malloc_trim only releases free pages of the allocator's own arenas.

@@ -140,7 +140,7 @@ def start(open_kernels, tmp_path, **kw) -> Kernel:
 
 
 def history_file(k: Kernel) -> Path:
-    return k.home / "history" / (Path(k.km.connection_file).stem + ".jsonl")
+    return k.home / "kernel-history" / (Path(k.km.connection_file).stem + ".jsonl")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -218,6 +218,9 @@ def test_a_stalled_subscriber_costs_bounded_memory_and_readers_get_every_byte(op
 
 @pytest.mark.timeout(180)
 def test_history_survives_a_restart_under_a_new_session_number(open_kernels, tmp_path):
+    repl_history = tmp_path / "home" / "history"  # the REPL's line-editing file, left as it is
+    repl_history.parent.mkdir()
+    repl_history.write_text("print('from the repl')\n")
     k = start(open_kernels, tmp_path)
     execute_ok(k.kc, "first = 1")
     execute_ok(k.kc, "first + 1")
@@ -234,11 +237,12 @@ def test_history_survives_a_restart_under_a_new_session_number(open_kernels, tmp
     # One JSON line per cell on disk, named for the kernel's connection file.
     lines = history_file(k).read_text().splitlines()
     assert [json.loads(line)["input"] for line in lines] == ["first = 1", "first + 1", "second = 2"]
+    assert repl_history.read_text() == "print('from the repl')\n"
 
 
 @pytest.mark.timeout(180)
 def test_a_damaged_history_file_is_skipped_once_and_history_goes_on(open_kernels, tmp_path):
-    path = tmp_path / "home" / "history" / "kernel-memory.jsonl"
+    path = tmp_path / "home" / "kernel-history" / "kernel-memory.jsonl"
     path.parent.mkdir(parents=True)
     good = json.dumps({"session": 3, "line": 7, "input": "kept = true"})
     path.write_text(f"{good}\n\x00garbage\xff\n{{\"session\": 3, \"li")  # and a torn last line
@@ -258,7 +262,7 @@ def test_an_unwritable_history_never_stops_the_kernel(open_kernels, tmp_path, ho
         old, limit = [], None
     else:  # the file cannot grow (EFBIG, as a full disk's ENOSPC): the first append fails
         old = [f"old{i}" for i in range(1, 101)]  # 5 kB: room for the kernel's stderr lines
-        limit = home / "history" / "kernel-memory.jsonl"
+        limit = home / "kernel-history" / "kernel-memory.jsonl"
         limit.parent.mkdir(parents=True)
         limit.write_text("".join(json.dumps({"session": 1, "line": i, "input": c}) + "\n"
                                  for i, c in enumerate(old, 1)))
