@@ -7,6 +7,7 @@ pub mod dap;
 pub mod kernel;
 pub mod lua;
 pub mod private_files;
+pub mod request_owner;
 pub mod runner;
 pub mod state;
 pub mod wire;

@@ -3,7 +3,7 @@
 
 use super::help::RUN_HELP;
 use super::{CommandError, Target};
-use crate::runner;
+use crate::{client, runner};
 use std::ffi::OsString;
 use std::process::ExitCode;
 
@@ -19,9 +19,11 @@ pub fn exec(t: &Target, args: Vec<OsString>) -> Result<ExitCode, CommandError> {
     // lua's options (-e, -l, -i, -v, -E, -W) from the words after `run`.
     let argv: Vec<OsString> = std::env::args_os().collect();
     let first_arg = argv.len() - args.len();
+    // The ZeroMQ client find_or_spawn returns is not needed: the run goes to the kernel's runner.
+    let start = || client::find_or_spawn(&t.kernel, t.idle_timeout).map(drop).map_err(|e| e.to_string());
     let target = match &t.connect {
         Some(path) => runner::client::Target::ConnectionFile(path),
-        None => runner::client::Target::Kernel { id: &t.kernel, idle_timeout: t.idle_timeout },
+        None => runner::client::Target::Kernel { id: &t.kernel, start: &start },
     };
     let outcome = runner::client::run(&target, argv, first_arg)?;
     runner::client::exit_like(outcome)

@@ -229,8 +229,11 @@ impl Interpreter {
         // SAFETY: our own live main state, on its own thread.
         unsafe { interrupt::clear(self.main) };
         // The debugger's hook, only if breakpoints exist (or a pause is pending).
-        // SAFETY: as above.
-        unsafe { debug_hook::arm_for_cell(self.main) };
+        let mask = debug_hook::arm_for_cell();
+        if mask != 0 {
+            // SAFETY: as above.
+            unsafe { interrupt::set_everywhere(self.main, mask, debug_hook::ALL_EVENTS, 0) };
+        }
         let name = path.map(|p| format!("@{p}")).unwrap_or_else(|| "=[cell]".into());
         let _ = self.k.call_function::<()>("reset_stdin", ());
         let mut outcome = Outcome::default();
