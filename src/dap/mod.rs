@@ -1,5 +1,5 @@
 //! `llmspell dap`: a Debug Adapter Protocol server on stdio (Content-Length framing) that launches one
-//! Lua script and debugs it with the kernel's debugger (`kernel/debugger.rs`, `lua/debug_hook.rs`).
+//! Lua script and debugs it with the kernel's debugger (`kernel/debugger/`, `lua/debug_hook.rs`).
 //!
 //! Decision: the script runs in this process, in a fresh interpreter (the session's, so the debugger's
 //! hook and Lua side are the same code), not through the kernel's zygote: a forked runner would need
