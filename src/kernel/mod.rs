@@ -29,7 +29,6 @@ mod history_file;
 mod iopub;
 mod memory;
 mod owner;
-mod recent_cells;
 mod remote_run;
 mod requests;
 mod shell;

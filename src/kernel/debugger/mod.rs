@@ -10,6 +10,7 @@
 //! last answer the Lua thread gave, and requests that need a stopped program get an error.
 
 mod lua_side;
+mod recent_cells;
 
 pub(super) use lua_side::KernelTransport;
 pub(crate) use lua_side::{LuaSide, Transport};
@@ -19,7 +20,7 @@ use crate::lua::{self, Breakpoint, DebugConfig, DebugFlags};
 use crate::wire::Message;
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,7 +65,7 @@ struct State {
     last_variables: Option<Value>,
     /// The latest cells by their file path (dumped or run while debugging), for `source`; older
     /// ones are read back from their files.
-    sources: super::recent_cells::RecentCells,
+    sources: recent_cells::RecentCells,
     /// The cells run while debugging that define functions, and the cell running now: a breakpoint
     /// in any other cell file cannot be hit (no function of it exists), so it costs no hook. (Only
     /// those: the set grows with what the session's code keeps, not with every cell.)
