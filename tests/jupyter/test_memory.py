@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -275,3 +276,33 @@ def test_an_unwritable_history_never_stops_the_kernel(open_kernels, tmp_path, ho
     warnings = [line for line in k.stderr().splitlines() if "history:" in line]
     assert len(warnings) == 1, k.stderr()
     assert execute_ok(k.kc, "return 40 + 2").result_text == "42"
+
+
+@pytest.mark.timeout(180)
+def test_jupyter_console_up_arrow_recalls_a_cell_from_before_the_restart(open_kernels, tmp_path):
+    import pty
+    import subprocess
+
+    from test_console import jupyter_console_cmd
+    from test_repl_pty import read_until
+
+    k = start(open_kernels, tmp_path)
+    execute_ok(k.kc, "print('up' .. 'arrow')")
+    k.restart()
+    leader, follower = pty.openpty()
+    env = dict(os.environ, TERM="xterm", COLUMNS="100", LINES="30")
+    proc = subprocess.Popen(jupyter_console_cmd() + ["--existing", k.km.connection_file],
+                            stdin=follower, stdout=follower, stderr=follower, env=env, start_new_session=True)
+    os.close(follower)
+    try:
+        assert "In [" in read_until(leader, "In [", timeout=60)
+        os.write(leader, b"\x1b[A")  # Up: the console's history comes from the kernel's history_request
+        recalled = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", read_until(leader, "'arrow'", timeout=20))
+        assert "print('up' .. 'arrow')" in recalled, recalled
+        os.write(leader, b"\r")
+        seen = read_until(leader, "uparrow", timeout=30)
+        assert "uparrow" in seen, seen[-2000:]
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        os.close(leader)
