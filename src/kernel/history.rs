@@ -11,6 +11,8 @@ use std::path::PathBuf;
 /// Cells kept in memory, and the bytes of text they may hold together.
 const WINDOW_CELLS: usize = 1000;
 const WINDOW_BYTES: usize = 1 << 20;
+/// What a kernel start reads of the file: enough for the window.
+const START_READS_BYTES: u64 = 2 * WINDOW_BYTES as u64;
 /// A result is kept as its first characters only.
 const OUTPUT_PREVIEW_CHARS: usize = 200;
 
@@ -61,7 +63,7 @@ impl History {
         let mut history = History { session: 1, window: VecDeque::new(), window_bytes: 0, file: None };
         let Some(path) = path else { return history };
         let file = HistoryFile::open(&path).and_then(|file| {
-            let summary = history_file::scan(&path, |entry| history.remember(entry))?;
+            let summary = history_file::scan_last(&path, START_READS_BYTES, |entry| history.remember(entry))?;
             if summary.skipped > 0 {
                 log::warn!(
                     "history: {} unreadable line(s) in {} skipped (a crash cut one short, or the file was damaged)",
@@ -74,7 +76,9 @@ impl History {
         });
         match file {
             Ok(file) => history.file = Some(file),
-            Err(e) => log::warn!("history: {e}; this kernel keeps only its last {WINDOW_CELLS} cells in memory"),
+            Err(e) => {
+                log::warn!("history: {e}; this kernel keeps only its last {WINDOW_CELLS} cells in memory")
+            }
         }
         history
     }
@@ -84,7 +88,9 @@ impl History {
         let entry = Entry { session: self.session, line, input: input.to_string(), output: None };
         if let Some(file) = &mut self.file {
             if let Err(e) = file.append(&entry) {
-                log::warn!("history: {e}; from now on only the last {WINDOW_CELLS} cells are kept, in memory");
+                log::warn!(
+                    "history: {e}; from now on only the last {WINDOW_CELLS} cells are kept, in memory"
+                );
                 self.file = None;
             }
         }
@@ -110,7 +116,8 @@ impl History {
     }
 
     fn trim_window(&mut self) {
-        while self.window.len() > WINDOW_CELLS || (self.window_bytes > WINDOW_BYTES && self.window.len() > 1) {
+        while self.window.len() > WINDOW_CELLS || (self.window_bytes > WINDOW_BYTES && self.window.len() > 1)
+        {
             if let Some(old) = self.window.pop_front() {
                 self.window_bytes -= old.input.len() + old.output.as_ref().map_or(0, String::len);
             }
@@ -332,7 +339,8 @@ mod tests {
         assert_eq!(inputs(&all[..2]), ["x = 1", "x = 2"]);
         let early = h.query(&request(json!({"hist_access_type": "range", "start": 5, "stop": 7})));
         assert_eq!(inputs(&early), ["x = 5", "x = 6"]);
-        let found = h.query(&request(json!({"hist_access_type": "search", "pattern": "x = 1?", "unique": true})));
+        let found =
+            h.query(&request(json!({"hist_access_type": "search", "pattern": "x = 1?", "unique": true})));
         assert_eq!(found.len(), 10);
         let last = h.query(&request(json!({"n": 1, "output": true})));
         let preview = last[0][2][1].as_str().unwrap();
@@ -342,7 +350,8 @@ mod tests {
 
     #[test]
     fn a_file_that_cannot_be_written_leaves_the_window() {
-        let blocker = std::env::temp_dir().join(format!("llmspell-history-file-{}", crate::wire::random_hex(8)));
+        let blocker =
+            std::env::temp_dir().join(format!("llmspell-history-file-{}", crate::wire::random_hex(8)));
         std::fs::write(&blocker, "a file where the home directory should be").unwrap();
         let mut h = History::open(Some(history_file::path_for(&blocker, "k")));
         assert!(h.file.is_none());

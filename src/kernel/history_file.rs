@@ -101,14 +101,27 @@ fn ends_without_newline(file: &mut File, path: &Path) -> Result<bool, String> {
 
 /// Reads every entry in file order, handing each to `each`; lines that do not parse are skipped
 /// (and counted). A missing file is an empty history.
-pub(super) fn scan(path: &Path, mut each: impl FnMut(Entry)) -> Result<ScanSummary, String> {
-    let file = match File::open(path) {
+pub(super) fn scan(path: &Path, each: impl FnMut(Entry)) -> Result<ScanSummary, String> {
+    scan_last(path, u64::MAX, each)
+}
+
+/// Like `scan`, over the file's last `bytes` only (from the first whole line in them): what a
+/// kernel start reads, so a history of years costs it no more than one of days. Sessions only grow
+/// along the file, so the last ones hold the highest.
+pub(super) fn scan_last(path: &Path, bytes: u64, mut each: impl FnMut(Entry)) -> Result<ScanSummary, String> {
+    let err = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ScanSummary::default()),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => return Err(err(e)),
     };
-    read_entries(BufReader::new(file), MAX_LINE_BYTES, &mut each)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+    let start = file.metadata().map_err(err)?.len().saturating_sub(bytes);
+    file.seek(SeekFrom::Start(start)).map_err(err)?;
+    let mut reader = BufReader::new(file);
+    if start > 0 {
+        skip_line(&mut reader).map_err(err)?; // the rest of a line that began before
+    }
+    read_entries(reader, MAX_LINE_BYTES, &mut each).map_err(err)
 }
 
 /// The entries of a history file's bytes; lines longer than `max_line` are skipped unread.
@@ -198,7 +211,11 @@ mod tests {
         let dir = tempdir();
         let path = path_for(&dir, "k");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, "{\"session\":4,\"line\":1,\"input\":\"a\"}\nnot json\n\u{0}\u{1}\n{\"session\":5,\"li").unwrap();
+        std::fs::write(
+            &path,
+            "{\"session\":4,\"line\":1,\"input\":\"a\"}\nnot json\n\u{0}\u{1}\n{\"session\":5,\"li",
+        )
+        .unwrap();
         let mut file = HistoryFile::open(&path).unwrap();
         file.append(&entry(6, 1, "b")).unwrap();
         let (entries, summary) = read_all(&path);
@@ -214,6 +231,22 @@ mod tests {
         let summary = read_entries(bytes.as_bytes(), 40, &mut |e| entries.push(e)).unwrap();
         assert_eq!((entries.len(), summary.skipped), (1, 1));
         assert_eq!(entries[0].input, "b");
+    }
+
+    #[test]
+    fn a_start_reads_only_the_end_of_the_file() {
+        let dir = tempdir();
+        let path = path_for(&dir, "k");
+        let mut file = HistoryFile::open(&path).unwrap();
+        for line in 1..=100 {
+            file.append(&entry(line / 10 + 1, line, &format!("cell {line:03}"))).unwrap();
+        }
+        let mut entries = Vec::new();
+        let summary = scan_last(&path, 200, |e| entries.push(e)).unwrap();
+        assert!((3..=5).contains(&entries.len()), "{}", entries.len());
+        assert_eq!(entries.last().unwrap().input, "cell 100");
+        assert_eq!((summary.last_session, summary.skipped), (11, 0));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

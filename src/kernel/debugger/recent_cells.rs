@@ -45,7 +45,10 @@ fn write_out(path: &Path, code: &str) {
     let written = crate::private_files::create_private_dir(crate::private_files::parent_dir(path))
         .and_then(|()| crate::private_files::write_private_atomic(path, code.as_bytes()));
     if let Err(e) = written {
-        log::warn!("debugger: cannot keep the source of {} on disk ({e}); `source` will not find it", path.display());
+        log::warn!(
+            "debugger: cannot keep the source of {} on disk ({e}); `source` will not find it",
+            path.display()
+        );
     }
 }
 
