@@ -635,7 +635,7 @@ pub(crate) fn run(req: Request, fds: [c_int; 3], template: Template) -> ! {
         options: collect_options(&argv, first),
         argv,
         first,
-        progname: req.argv.first().filter(|a| !a.is_empty()).and_then(|a| CString::new(a.clone()).ok()),
+        progname: Some(&req.program).filter(|a| !a.is_empty()).and_then(|a| CString::new(a.clone()).ok()),
     };
     let code = main_lua(&ctx, template);
     // SAFETY: the normal end of a C program: atexit handlers (the store), stdio flushed.
