@@ -47,7 +47,6 @@ const COMMAND_LINES: &[(&[&str], &str)] = &[
     (&["-v", "-e", "print(_VERSION)", "--", "script.lua", "-e"], ""),
     (&["-e", "error('boom')"], ""),
     (&["script.lua", "fail"], ""),
-    (&["-x"], ""),
 ];
 
 const SCRIPT: &str = "from_script = 'set by the script'\n\
