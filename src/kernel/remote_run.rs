@@ -156,7 +156,8 @@ fn run_isolated(
     // script that starts its interpreter again starts llmspell on this host), then lua's command
     // line from the client. Clients before that sent their whole command line; the part before
     // lua's first option names the client's binary, which means nothing here.
-    let interpreter = std::env::current_exe().map(|p| p.into_os_string().into_vec()).unwrap_or(b"llmspell".into());
+    let interpreter =
+        std::env::current_exe().map(|p| p.into_os_string().into_vec()).unwrap_or(b"llmspell".into());
     let program = spec.argv[0].clone();
     let argv: Vec<Vec<u8>> = std::iter::once(interpreter).chain(spec.argv.drain(spec.first_arg..)).collect();
     let request = proto::Request {

@@ -331,8 +331,10 @@ impl Interpreter {
         if evalue == "not enough memory" {
             return self.memory_failure();
         }
-        let (message, with_traceback) =
-            self.k.call_function::<(String, bool)>("lua_message", err).unwrap_or_else(|_| (evalue.clone(), true));
+        let (message, with_traceback) = self
+            .k
+            .call_function::<(String, bool)>("lua_message", err)
+            .unwrap_or_else(|_| (evalue.clone(), true));
         runtime_failure(evalue, &message, if with_traceback { tb } else { "" })
     }
 

@@ -147,7 +147,8 @@ fn a_cells_traceback_is_what_lua_prints_for_the_same_uncaught_error() {
     let e = i.execute("error({code = 7})").error.unwrap();
     assert_eq!(e.traceback[0], "(error object is a table value)");
     assert!(e.evalue.contains("code = 7"), "{e:?}");
-    let e = i.execute("error(setmetatable({}, {__tostring = function() return 'custom' end}))").error.unwrap();
+    let e =
+        i.execute("error(setmetatable({}, {__tostring = function() return 'custom' end}))").error.unwrap();
     assert_eq!(e.traceback, ["custom"]);
     let e = i.execute("error('x', 0)").error.unwrap();
     assert_eq!(e.traceback[..2], ["x", "stack traceback:"]);
