@@ -1,6 +1,6 @@
 //! The runner socket's messages (a unix stream socket, 0600 in the 0700 kernels directory).
 //!
-//! client → zygote, once: `b"LSR2"`, u32 length, then the request body; the first `sendmsg` also
+//! client → zygote, once: `b"LSR3"`, u32 length, then the request body; the first `sendmsg` also
 //! carries the caller's fds 0, 1, 2 (SCM_RIGHTS). Body: list argv (the run's `arg` from its most
 //! negative entry: the interpreter, then lua's command line), u32 index in argv of lua's first
 //! option or the script (may be argv's length), bytes cwd, list environment ("K=V"), u32 umask,
