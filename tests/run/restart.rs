@@ -30,6 +30,7 @@ io.write(how, " ", code, "\n--- stdout\n", read("inner.out"), "--- stderr\n", re
 
 /// lua's command lines: the words, and the inner run's stdin.
 const COMMAND_LINES: &[(&[&str], &str)] = &[
+    (&[], "print('stdin is the script', ...)"),
     (&["-v"], ""),
     (&["-e", "print(1 + 1, outer)"], ""),
     (&["-eprint(2)"], ""),
@@ -153,4 +154,26 @@ fn arg_names_the_llmspell_binary_and_lua_options_only() {
         let out = run_with_stdin(c, "");
         assert_eq!(stdout(&out), want, "llmspell {words:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
+}
+
+#[test]
+fn command_names_come_before_scripts_of_the_same_name() {
+    let home = Home::new("run-names");
+    let dir = home.dir.join("names");
+    std::fs::create_dir_all(&dir).unwrap();
+    write_file(&dir, "exec", "print('the script called exec', ...)");
+    write_file(&dir, "job", "print('the script called job', ...)");
+    let run = |words: &[&str]| {
+        let mut c = base_command(BIN, &home, &dir);
+        c.args(words);
+        run_with_stdin(c, "")
+    };
+    assert_eq!(stdout(&run(&["./exec", "a"])), "the script called exec\ta\n");
+    assert_eq!(stdout(&run(&["exec", "print('the session')"])), "the session\n");
+    assert_eq!(stdout(&run(&["job", "b"])), "the script called job\tb\n", "an existing file is a script");
+    let unknown = run(&["frobnicate"]);
+    assert_eq!(unknown.status.code(), Some(2), "neither a command nor a file: {unknown:?}");
+    let missing = run(&["missing.lua"]);
+    assert_eq!(missing.status.code(), Some(1), "a .lua name is a script, missing as in lua: {missing:?}");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot open missing.lua"), "{missing:?}");
 }
