@@ -57,6 +57,9 @@ state     state.set / state.get cost with 1k / 10k / 100k keys held; a cell sett
 binary    size of the stripped release binary
 debug     the CPU suite as session cells with the Jupyter debugger attached, without and with one breakpoint
           that is never hit, against no debugger (CPU time of each cell; issue 14)
+longevity memory over a kernel's life, llmspell beside ipykernel (issue 24; see longevity.py): RSS growth
+          over 20 000 small cells, after 100 cells returning 5 MB and a GC, and with an iopub subscriber
+          that never reads while 150 MB is printed
 run       `llmspell run` against a stock lua (issue 12; see bench_run): the CPU-bound suite in bench/suite/
           by `lua`, `llmspell run` and in the session (`llmspell exec "dofile(...)"`), per item and in
           total; 4 concurrent CPU-bound runs vs 4 concurrent lua; warm `run hello.lua` vs `lua hello.lua`
@@ -67,7 +70,8 @@ Nothing is asserted: the run prints one table (figures side by side, targets wit
 writes everything as JSON. Kernels or tools that are missing are skipped with a note.
 
 The sections live beside this file: jupyter_kernels.py (kernels), llmspell_cli.py (client, cli, scale,
-state, binary), run_vs_lua.py (run), gateway.py (gateway), debugger_cost.py (debug); measure.py takes
+state, binary), run_vs_lua.py (run), gateway.py (gateway), debugger_cost.py (debug), longevity.py
+(longevity); measure.py takes
 the figures, report.py prints the table.
 """
 
@@ -97,6 +101,7 @@ from llmspell_cli import (
 )
 from run_vs_lua import bench_run
 from debugger_cost import bench_debug
+from longevity import bench_longevity
 from report import build_report, print_table
 
 
@@ -107,7 +112,7 @@ def parse_args():
     ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "llmspell"))
     ap.add_argument("--quick", action="store_true", help="fewer samples (about 2 minutes)")
     ap.add_argument("--json", default=str(ROOT / "target" / "bench.json"))
-    ap.add_argument("--sections", default="kernels,client,cli,scale,state,binary,run,gateway,debug")
+    ap.add_argument("--sections", default="kernels,client,cli,scale,state,binary,run,gateway,debug,longevity")
     ap.add_argument("--only", metavar="SECTIONS", help="the same as --sections (e.g. --only run: `llmspell run` "
                     "against a stock lua, no Jupyter kernels, no Python packages needed)")
     ap.add_argument("--lua", default=os.environ.get("LUA"),
@@ -140,6 +145,7 @@ def config(quick):
         "hello_n": 12 if quick else 40,
         "hello_blocks": 2 if quick else 5,
         "runs_n": 1000 if quick else 10000,
+        "longevity_cells": 2_000 if quick else 20_000,
     }
 
 
@@ -236,6 +242,15 @@ def run_sections(R, sections, cfg, where, cli, lua, ref_lua, lua_arg):
         return bench_gateway(bin_path, env, cfg, tmp, log)
     section("gateway", gateway)
     section("debug", lambda: bench_debug(cli, cfg))
+
+    def longevity():
+        subprocess.run([str(bin_path), "kernel", "install", "--prefix", str(prefix)], env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        from jupyter_client.kernelspec import KernelSpecManager
+        specs = KernelSpecManager().find_kernel_specs()
+        pairs = [(label, KERNELS[label][0]) for label in ("llmspell", "ipykernel") if KERNELS[label][0] in specs]
+        return bench_longevity(pairs, cfg["longevity_cells"])
+    section("longevity", longevity)
     if "run" in sections and not ref_lua:
         notes.append(f"run: no stock lua ({lua_arg or 'lua5.4'}): section skipped (apt-get install lua5.4, or $LUA)")
     elif "run" in sections:
@@ -307,7 +322,7 @@ def main():
     }}
     ref_lua = shutil.which(a.lua) if a.lua else lua
     R["meta"]["run_lua"] = ref_lua
-    if sections & {"kernels", "state", "debug"}:
+    if sections & {"kernels", "state", "debug", "longevity"}:
         try:
             import jupyter_client
             R["meta"]["jupyter_client"] = jupyter_client.__version__

@@ -275,11 +275,44 @@ def build_report(R, order):
             + ", ".join(f"{n} {fmt(DB['suite'][n]['ratio_breakpoint'], nd=2)}" for n in SUITE if n in DB["suite"]),
             f"{fmt(t['breakpoint'], nd=0)} / {fmt(t['off'], nd=0)} = {fmt(t['ratio_breakpoint'], nd=2)} ×")
 
+    longevity_rows(R.get("longevity", {}), row)
+
     B = R.get("binary", {})
     if B:
         size = B.get("stripped_bytes", B.get("bytes"))
         row("release binary, stripped (MB)", fmt(size / 1e6, nd=2), "≤ 5 MB", size / 5e6, size <= 5e6)
     return cols, rows
+
+
+def longevity_rows(LG, row):
+    """Memory over a kernel's life (issue 24): llmspell's figure with its target, ipykernel's beside it."""
+    if not LG:
+        return
+
+    def both(scenario, key, note=None):
+        def one(label):
+            v = LG.get(label, {}).get(scenario, {})
+            return "error" if "error" in v else fmt(mb(v.get(key)), nd=1)
+        text = one("llmspell") + (f" (ipykernel {one('ipykernel')})" if "ipykernel" in LG else "")
+        value = LG.get("llmspell", {}).get(scenario, {}).get(key)
+        return text, None if value is None else value / 1024
+
+    def target_row(figure, scenario, key, limit_mb):
+        text, value = both(scenario, key)
+        row(figure, text, f"≤ {limit_mb} MB", None if value is None else value / limit_mb,
+            None if value is None else value <= limit_mb)
+
+    small = LG.get("llmspell", {}).get("small", {}).get("cells", 20_000)
+    target_row(f"longevity: RSS growth over {small:,} small cells (MB)", "small", "growth_kb", 2)
+    target_row("longevity: after 100 cells returning 5 MB and a GC, RSS above idle (MB)", "results",
+               "above_baseline_kb", 32)
+    target_row("longevity: iopub subscriber that never reads, 150 MB printed: peak RSS above idle (MB)",
+               "stalled", "peak_above_kb", 64)
+    target_row("  once it has left (and one more cell ran): RSS above idle (MB)", "stalled", "after_above_kb", 32)
+    got = {k: v.get("stalled", {}) for k, v in LG.items()}
+    row("  bytes the reading client received of 150 MB printed",
+        "; ".join(f"{k} {v.get('received', '—'):,}" if isinstance(v.get("received"), int) else f"{k} —"
+                  for k, v in got.items()))
 
 
 def print_table(cols, rows):

@@ -38,7 +38,7 @@ fn hundred_thousand_executes_keep_the_kernel_rss_flat() {
     let pid = home.kernel_pid("soak").unwrap();
     let mut c = Client::connect_file(&home.kernels_dir().join("soak.json"), Duration::from_secs(10)).unwrap();
     // A cell that does a little of everything a cell does: globals, a table, a string, output and
-    // a value to show. Not stored in history (history grows by design; measured separately below).
+    // a value to show. Not stored in history (measured separately below).
     let opts = ExecOptions { silent: false, store_history: false, stdin: StdinMode::None };
     let mut samples: Vec<(usize, u64)> = vec![(0, vm_rss_kb(pid))];
     let t = Instant::now();
@@ -75,8 +75,7 @@ fn hundred_thousand_executes_keep_the_kernel_rss_flat() {
     );
     assert!(last <= first + 10 * 1024, "the kernel's RSS grew from {first} kB to {last} kB: {samples:?}");
 
-    // History: cells stored in history are kept for history_request, so RSS grows with them. Report
-    // the cost per stored cell (not asserted: it is the documented behaviour).
+    // History: stored cells go to the history file, memory keeps a bounded window (issue 24).
     let opts = ExecOptions { store_history: true, ..opts };
     let before = vm_rss_kb(pid);
     for i in 0..EVERY {

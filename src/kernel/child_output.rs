@@ -83,7 +83,7 @@ impl ChildOutput {
         flush_requests: Receiver<Sender<()>>,
         publisher: Publisher,
     ) {
-        let mut buf = vec![0u8; 64 << 10];
+        let mut buf = vec![0u8; super::iopub::STREAM_MESSAGE_BYTES];
         loop {
             let mut fds = [
                 libc::pollfd { fd: pipes[0], events: libc::POLLIN, revents: 0 },

@@ -3,7 +3,7 @@
 
 use super::channels::InputEvent;
 use super::child_output::ChildOutput;
-use super::iopub::Publisher;
+use super::iopub::{Publisher, STREAM_MESSAGE_BYTES};
 use super::requests::send_frames;
 use crate::lua::{Host, Input, InputError, Interrupter, Stream};
 use crate::wire::{self, Message};
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const STREAM_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
-const STREAM_FLUSH_BYTES: usize = 64 << 10;
+const STREAM_FLUSH_BYTES: usize = STREAM_MESSAGE_BYTES;
 
 /// The Lua thread's view of the outside world while a request runs: iopub publishing with coalesced
 /// stream output, and stdin. `lua.rs` reaches it through the [`Host`] trait.
@@ -68,24 +68,40 @@ impl Frontend {
         }
     }
 
-    /// Publishes the pending output. Unless `all`, a character cut by a write boundary waits for
-    /// its rest; with `all` (end of a request, another message follows) it goes as it is.
+    /// Publishes the pending output, in messages of at most STREAM_MESSAGE_BYTES. Unless `all`, a
+    /// character cut by a write boundary waits for its rest; with `all` (end of a request, another
+    /// message follows) it goes as it is.
     fn flush_output(&mut self, all: bool) {
-        let cut = match std::str::from_utf8(&self.pending) {
-            Err(e) if !all && e.error_len().is_none() => e.valid_up_to(),
-            _ => self.pending.len(),
-        };
-        if cut == 0 {
-            return;
+        let mut sent = 0;
+        while sent < self.pending.len() {
+            let rest = &self.pending[sent..];
+            let mut end = char_boundary_before(rest, STREAM_MESSAGE_BYTES);
+            if end == rest.len() && !all {
+                if let Err(e) = std::str::from_utf8(rest) {
+                    if e.error_len().is_none() {
+                        end = e.valid_up_to();
+                    }
+                }
+            }
+            if end == 0 {
+                break;
+            }
+            let text = String::from_utf8_lossy(&rest[..end]).into_owned();
+            let name = match self.pending_stream {
+                Stream::Stdout => "stdout",
+                Stream::Stderr => "stderr",
+            };
+            self.publisher.publish(&self.parent, "stream", json!({ "name": name, "text": text }));
+            sent += end;
         }
-        let rest = self.pending.split_off(cut);
-        let text = String::from_utf8_lossy(&std::mem::replace(&mut self.pending, rest)).into_owned();
-        let name = match self.pending_stream {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        };
-        self.publisher.publish(&self.parent, "stream", json!({ "name": name, "text": text }));
-        self.last_flush = Instant::now();
+        if sent > 0 {
+            self.pending.drain(..sent);
+            self.last_flush = Instant::now();
+        }
+        // One huge write must not leave a buffer of its size behind.
+        if self.pending.capacity() > 4 * STREAM_FLUSH_BYTES {
+            self.pending.shrink_to(STREAM_FLUSH_BYTES);
+        }
     }
 
     fn flush_streams(&mut self) {
@@ -113,7 +129,7 @@ impl Host for Frontend {
         }
         self.pending.extend_from_slice(bytes);
         // The first output after a quiet spell goes out at once (live output); a burst is
-        // coalesced into messages of up to 64 KiB or 20 ms.
+        // coalesced into messages of up to STREAM_FLUSH_BYTES or 20 ms.
         if self.pending.len() >= STREAM_FLUSH_BYTES || self.last_flush.elapsed() >= STREAM_FLUSH_INTERVAL {
             self.flush_streams();
         }
@@ -209,6 +225,16 @@ impl Frontend {
     }
 }
 
+/// Where to cut `bytes` into a piece of at most `max`: not inside a UTF-8 character (unless the
+/// bytes are not UTF-8 there).
+fn char_boundary_before(bytes: &[u8], max: usize) -> usize {
+    if bytes.len() <= max {
+        return bytes.len();
+    }
+    let is_continuation = |b: u8| b & 0xC0 == 0x80;
+    (max.saturating_sub(3)..=max).rev().find(|&end| end > 0 && !is_continuation(bytes[end])).unwrap_or(max)
+}
+
 /// A `Host` handle the interpreter keeps; the core keeps another to the same frontend.
 pub(super) struct FrontendHandle(pub(super) std::rc::Rc<std::cell::RefCell<Frontend>>);
 
@@ -230,5 +256,21 @@ impl Host for FrontendHandle {
     }
     fn sync_output(&mut self) {
         self.0.borrow_mut().sync_output()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::char_boundary_before;
+
+    #[test]
+    fn pieces_end_between_characters() {
+        let text = "aé€😀".as_bytes(); // 1 + 2 + 3 + 4 bytes
+        assert_eq!(char_boundary_before(text, 64), text.len());
+        assert_eq!(char_boundary_before(text, 2), 1);
+        assert_eq!(char_boundary_before(text, 3), 3);
+        assert_eq!(char_boundary_before(text, 5), 3);
+        assert_eq!(char_boundary_before(text, 8), 6);
+        assert_eq!(char_boundary_before(&[0x80; 10], 5), 5);
     }
 }

@@ -9,7 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Messages queued per iopub subscriber before the kernel waits for it (and then drops for it).
+/// libzmq counts messages, not bytes: with stream output cut into messages of at most
+/// STREAM_MESSAGE_BYTES, a subscriber that stops reading holds at most about IOPUB_HWM × that
+/// (16 MiB) of the kernel's memory, whatever is printed.
 const IOPUB_HWM: i32 = 1000;
+/// The most text one `stream` message carries (see IOPUB_HWM).
+pub(super) const STREAM_MESSAGE_BYTES: usize = 16 << 10;
 /// How long a send waits for a subscriber whose queue is full before that subscriber is set aside.
 /// Long enough for a reader that keeps reading (libzmq hands a reader's progress back in batches of
 /// half its high-water mark: 0.5 s for a pyzmq client reading 1 000 messages/s), short enough that
@@ -20,6 +25,9 @@ const IOPUB_STALL_MS: i32 = 1000;
 pub(super) fn configure(socket: &mut zmq::Socket) -> Result<(), String> {
     // Every subscription, even a repeated topic, must reach us so each subscriber gets a welcome.
     socket.set_xpub_verbose(true).map_err(|e| e.to_string())?;
+    // And every unsubscription, which a subscriber's leaving makes: the memory its queue held can
+    // then go back to the system (`memory.rs`).
+    set_int_option(socket, zmq_sys::ZMQ_XPUB_VERBOSER, 1)?;
     socket.set_sndhwm(IOPUB_HWM).map_err(|e| e.to_string())?;
     // Without XPUB_NODROP a PUB socket silently drops messages for a subscriber that is behind;
     // with it the send waits (bounded by SNDTIMEO) so a flood of output arrives complete.
@@ -103,6 +111,8 @@ const IOPUB_QUEUE: usize = 1000;
 pub(super) struct IopubSocket {
     state: std::sync::Mutex<IopubState>,
     counts: IopubCounts,
+    /// Bytes handed to ZeroMQ since freed memory was last given back (`memory.rs`).
+    pub(super) output: super::memory::OutputSinceTrim,
     queue: (Sender<Frames>, Receiver<Frames>),
     /// A timerfd: armed while messages are held or queued; the iopub thread sends them when it fires.
     timer: std::os::unix::io::RawFd,
@@ -157,6 +167,7 @@ impl IopubSocket {
         Ok(IopubSocket {
             state: std::sync::Mutex::new(state),
             counts: IopubCounts::default(),
+            output: Default::default(),
             queue: crossbeam_channel::bounded(IOPUB_QUEUE),
             timer,
             signer,
@@ -270,6 +281,7 @@ impl IopubSocket {
         match sent {
             Ok(()) => {
                 IopubCounts::add(&self.counts.sent);
+                self.output.add(frames.iter().map(Vec::len).sum());
                 true
             }
             Err(zmq::Error::ETERM) => false,
@@ -320,6 +332,7 @@ impl IopubSocket {
                         return false;
                     }
                 }
+                Ok(unsub) if unsub.first() == Some(&0) => self.output.subscriber_left(),
                 Ok(_) => {}
                 Err(zmq::Error::ETERM) => return false,
                 Err(_) => return true,

@@ -25,7 +25,9 @@ mod gateway_comm;
 pub mod gateway_launch;
 mod gateway_payload;
 mod history;
+mod history_file;
 mod iopub;
+mod memory;
 mod owner;
 mod remote_run;
 mod requests;
@@ -133,6 +135,7 @@ fn now_millis() -> u64 {
 
 /// Runs a kernel until it is shut down. Errors are one line for the user.
 pub fn start(opts: Options) -> Result<(), String> {
+    memory::tune_allocator();
     let Claimed { info_in, own_files, lock: _lock } = claim_files(&opts)?;
     // The address we bind: the launcher's connection file has the last word.
     let ip = info_in.as_ref().map_or(opts.ip.as_str(), |i| i.ip.as_str());

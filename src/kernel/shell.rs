@@ -72,7 +72,7 @@ impl Shell {
             shared: shared.clone(),
             ownership,
             execution_count: 0,
-            history: History::default(),
+            history: History::open(Some(history_path(opts))),
         })
     }
 
@@ -143,6 +143,7 @@ impl Shell {
             self.abort_queued(&msg);
         }
         self.end(&msg);
+        self.frontend.borrow().publisher.iopub.output.trim_if_large();
         self.shared.touch();
         self.shared.busy.store(false, Ordering::Relaxed);
     }
@@ -398,6 +399,13 @@ impl Shell {
             self.publish("error", json!({ "ename": e.ename, "evalue": e.evalue, "traceback": e.traceback }));
         }
     }
+}
+
+/// The kernel's history file, named for it: its id (a Jupyter-launched kernel's is its connection
+/// file's name, which Jupyter keeps across restarts), or Enterprise Gateway's kernel id.
+fn history_path(opts: &Options) -> std::path::PathBuf {
+    let name = opts.gateway.as_ref().map_or(opts.id.as_str(), |g| g.kernel_id.as_str());
+    super::history_file::path_for(&connection::home(), name)
 }
 
 /// `name?` (a name, dotted or with `:`) alone in a cell: the name.

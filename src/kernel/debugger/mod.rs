@@ -10,6 +10,7 @@
 //! last answer the Lua thread gave, and requests that need a stopped program get an error.
 
 mod lua_side;
+mod recent_cells;
 
 pub(super) use lua_side::KernelTransport;
 pub(crate) use lua_side::{LuaSide, Transport};
@@ -19,7 +20,7 @@ use crate::lua::{self, Breakpoint, DebugConfig, DebugFlags};
 use crate::wire::Message;
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,11 +63,14 @@ struct State {
     phase: Option<Phase>,
     /// The last inspectVariables body: the answer while a cell runs.
     last_variables: Option<Value>,
-    /// Cells by their file path (dumped or run while debugging), for `source`.
-    sources: HashMap<String, String>,
-    /// The cells run while debugging: a breakpoint in any other cell file cannot be hit (no function
-    /// of it exists), so it costs no hook.
+    /// The latest cells by their file path (dumped or run while debugging), for `source`; older
+    /// ones are read back from their files.
+    sources: recent_cells::RecentCells,
+    /// The cells run while debugging that define functions, and the cell running now: a breakpoint
+    /// in any other cell file cannot be hit (no function of it exists), so it costs no hook. (Only
+    /// those: the set grows with what the session's code keeps, not with every cell.)
     executed: HashSet<String>,
+    running_cell: Option<String>,
     /// The last debug request: parent of the events.
     parent: Option<Message>,
     next_id: u64,
@@ -162,14 +166,19 @@ impl Debugger {
             return None;
         }
         let path = self.path_for(code);
-        state.sources.insert(path.clone(), code.to_string());
+        state.sources.insert(&path, code);
         let key = canonical(&path);
-        if state.breakpoints.contains_key(&key) && state.executed.insert(key) {
+        let new = !state.executed.contains(&key) && state.running_cell.as_ref() != Some(&key);
+        if state.breakpoints.contains_key(&key) && new {
             // Its breakpoints count from now on.
             self.bump();
         }
-        let key = canonical(&path);
-        state.executed.insert(key);
+        if code.contains("function") {
+            state.executed.insert(key);
+            state.running_cell = None;
+        } else {
+            state.running_cell = Some(key);
+        }
         Some(path)
     }
 
@@ -234,7 +243,7 @@ impl Debugger {
             for (path, bps) in &state.breakpoints {
                 let a_cell =
                     path.starts_with(&self.tmp_prefix) || path.starts_with(&canonical(&self.tmp_prefix));
-                if a_cell && !state.executed.contains(path) {
+                if a_cell && !state.executed.contains(path) && state.running_cell.as_ref() != Some(path) {
                     continue;
                 }
                 let list = bps
@@ -414,7 +423,7 @@ impl Debugger {
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         crate::private_files::write_private_atomic(Path::new(&path), code.as_bytes())
             .map_err(|e| format!("cannot write {path}: {e}"))?;
-        self.lock().sources.insert(path.clone(), code.to_string());
+        self.lock().sources.insert(&path, code);
         Ok(json!({ "sourcePath": path }))
     }
 
@@ -447,6 +456,7 @@ impl Debugger {
         if let Some(code) = self.lock().sources.get(path) {
             return Ok(json!({ "content": code }));
         }
+        // An older cell was written to its file when it left memory.
         std::fs::read_to_string(path)
             .map(|content| json!({ "content": content }))
             .map_err(|e| format!("no source for {path:?}: {e}"))
