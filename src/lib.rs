@@ -1,4 +1,5 @@
 //! llmspell: a Lua 5.4 kernel speaking the Jupyter messaging protocol, and the client that drives it.
+pub mod analysis;
 pub mod cli;
 pub mod client;
 pub mod connection;
