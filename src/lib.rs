@@ -1,5 +1,6 @@
 //! llmspell: a Lua 5.4 kernel speaking the Jupyter messaging protocol, and the client that drives it.
 //! The layering (which module may use which) is in ARCHITECTURE.md.
+pub mod analysis;
 pub mod client;
 pub mod commands;
 pub mod connection;
