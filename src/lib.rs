@@ -1,10 +1,12 @@
 //! llmspell: a Lua 5.4 kernel speaking the Jupyter messaging protocol, and the client that drives it.
+pub mod analysis;
 pub mod cli;
 pub mod client;
 pub mod connection;
 pub mod dap;
 pub mod help;
 pub mod kernel;
+pub mod lsp;
 pub mod lua;
 pub mod private_files;
 pub mod remote_cli;

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
 }
 
 /// The commands, for dispatch and for "did you mean".
-const COMMANDS: [&str; 7] = ["run", "exec", "repl", "kernel", "state", "dap", "help"];
+const COMMANDS: [&str; 8] = ["run", "exec", "repl", "kernel", "state", "dap", "lsp", "help"];
 /// Options that apply to every command, and take a value.
 const GLOBAL_OPTIONS: [&str; 3] = ["--kernel", "--connect", "--idle-timeout"];
 /// The options of `--remote` (a Jupyter Server): global even after `kernel`, which has none of these.
@@ -186,6 +186,7 @@ fn run(raw: Vec<OsString>) -> Result<ExitCode, CommandError> {
             let code = llmspell::dap::serve().map_err(CommandError::Failed)?;
             Ok(ExitCode::from(code))
         }
+        "lsp" => cmd_lsp(&target, args),
         "help" => {
             print!("{HELP}");
             Ok(ExitCode::SUCCESS)
@@ -218,6 +219,33 @@ fn no_more(a: Arguments) -> Result<(), CommandError> {
         Some(x) => Err(CommandError::Usage(format!("unexpected argument {x:?}"))),
         None => Ok(()),
     }
+}
+
+/// `lsp`: the language server on stdio; the live part follows the kernel the global options name,
+/// never starting one.
+fn cmd_lsp(t: &Target, args: Vec<OsString>) -> Result<ExitCode, CommandError> {
+    let mut a = Arguments::from_vec(args);
+    if a.contains(["-h", "--help"]) {
+        print!("{}", llmspell::help::LSP_HELP);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let _ = a.contains("--stdio"); // what VS Code's clients pass; stdio is the only transport
+    no_more(a)?;
+    let live = match (&t.remote, &t.connect) {
+        (Some(r), _) => llmspell::lsp::live::Target::Remote(r.clone(), t.kernel.clone()),
+        (None, Some(path)) => llmspell::lsp::live::Target::ConnectionFile(path.clone()),
+        (None, None) => llmspell::lsp::live::Target::Local(t.kernel.clone()),
+    };
+    init_lsp_logging();
+    Ok(ExitCode::from(llmspell::lsp::serve(live)))
+}
+
+/// The language server's log goes to stderr (editors show or keep it): warnings unless LLMSPELL_LOG.
+fn init_lsp_logging() {
+    let mut b = env_logger::Builder::new();
+    b.parse_filters(&std::env::var("LLMSPELL_LOG").unwrap_or_else(|_| "warn".into()));
+    b.target(env_logger::Target::Stderr);
+    let _ = b.try_init();
 }
 
 fn cmd_run(t: &Target, args: Vec<OsString>) -> Result<ExitCode, CommandError> {

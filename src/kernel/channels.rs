@@ -60,8 +60,19 @@ pub(super) fn control_loop(
             Received::Dropped => continue,
             Received::Request(m) => m,
         };
-        shared.touch();
-        let answer = match Request::parse(&msg) {
+        let parsed = Request::parse(&msg);
+        if !matches!(parsed, Ok(Request::Snapshot(_))) {
+            shared.touch();
+        }
+        let answer = match parsed {
+            // An editor's language server asks every few seconds: no busy/idle for the other
+            // clients to see, and no activity that would keep an idle kernel from timing out.
+            Ok(req @ Request::Snapshot(_)) => {
+                if let Some(Answer::Reply(content)) = answer_anywhere(&req, shared, ownership, json!({})) {
+                    reply(&control, signer, publisher.session(), &msg, content);
+                }
+                continue;
+            }
             Err(problem) => Some(Answer::Reply(bad_request(&problem))),
             Ok(Request::Stray(other)) => {
                 log::warn!("control: ignored a {other:?} message");

@@ -87,6 +87,17 @@ struct Shared {
     /// An eventfd counted up on every interrupt: what a wait outside Lua polls (an isolated remote
     /// run, `remote_run.rs`), where the wake channel above cannot be polled with fds.
     interrupt_fd: Option<std::os::fd::OwnedFd>,
+    /// The session's names for editors (`llmspell_snapshot_request`), replaced by the Lua thread
+    /// between cells and read by control at any time: control never waits on Lua.
+    live: std::sync::Mutex<LiveSnapshot>,
+}
+
+/// The last snapshot of the session's globals and state keys (`lua::Interpreter::live_snapshot`),
+/// numbered: the generation grows each time the snapshot changes.
+#[derive(Default)]
+struct LiveSnapshot {
+    generation: u64,
+    snapshot: Arc<serde_json::Value>,
 }
 
 impl Shared {
@@ -100,6 +111,15 @@ impl Shared {
             debugger: Arc::new(debugger::Debugger::new()),
             run_socket: None,
             interrupt_fd: eventfd(),
+            live: std::sync::Mutex::default(),
+        }
+    }
+    /// Keeps a new snapshot of the session (a new generation only if it differs from the last).
+    fn set_live(&self, snapshot: serde_json::Value) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if live.generation == 0 || *live.snapshot != snapshot {
+            live.generation += 1;
+            live.snapshot = Arc::new(snapshot);
         }
     }
     fn touch(&self) {

@@ -60,6 +60,7 @@ impl Shell {
         let transport = KernelTransport::new(ctx, frontend.clone())?;
         let debug = Rc::new(LuaSide::new(shared.debugger.clone(), Box::new(transport)));
         interp.attach_debugger(debug.clone())?;
+        shared.set_live(interp.live_snapshot());
         Ok(Shell {
             interp,
             debug,
@@ -257,6 +258,7 @@ impl Shell {
             Request::KernelInfo
             | Request::Interrupt { .. }
             | Request::Shutdown(_)
+            | Request::Snapshot(_)
             | Request::Unsupported(_) => {}
         }
         false
@@ -320,6 +322,8 @@ impl Shell {
             self.frontend.borrow().publisher.publish_held(msg, "execute_input", content);
         }
         let outcome = self.run_cell(&req.code);
+        // Between cells, on this thread: what editors see of the session (`llmspell_snapshot_request`).
+        self.shared.set_live(self.interp.live_snapshot());
         let user_expressions = match outcome.error {
             None => self.user_expressions(&req.user_expressions),
             Some(_) => Map::new(),
