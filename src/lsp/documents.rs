@@ -125,14 +125,16 @@ mod tests {
     #[test]
     fn utf16_and_utf8_columns_map_to_bytes_and_back() {
         let d = Document::new("a = '😀é'\nb", 1);
-        // 😀 is 2 UTF-16 units and 4 bytes; é 1 unit and 2 bytes.
-        assert_eq!(d.offset(&pos(0, 7), Encoding::Utf16), 5 + 4 + 2);
+        // 😀 is 2 UTF-16 units and 4 bytes (5..9); é 1 unit and 2 bytes (9..11).
+        assert_eq!(d.offset(&pos(0, 7), Encoding::Utf16), 9);
+        assert_eq!(d.offset(&pos(0, 8), Encoding::Utf16), 11);
         assert_eq!(d.offset(&pos(0, 11), Encoding::Utf8), 11);
-        assert_eq!(d.position(11, Encoding::Utf16), pos(0, 7));
+        assert_eq!(d.position(11, Encoding::Utf16), pos(0, 8));
         assert_eq!(d.position(11, Encoding::Utf8), pos(0, 11));
-        assert_eq!(d.offset(&pos(1, 0), Encoding::Utf16), 14);
-        assert_eq!(d.offset(&pos(0, 99), Encoding::Utf16), 13, "clamped to the line's end");
-        assert_eq!(d.offset(&pos(9, 0), Encoding::Utf16), 15, "past the end: the end");
+        assert_eq!(d.position(7, Encoding::Utf16), pos(0, 5), "inside a character: its start");
+        assert_eq!(d.offset(&pos(1, 0), Encoding::Utf16), 13);
+        assert_eq!(d.offset(&pos(0, 99), Encoding::Utf16), 12, "clamped to the line's end");
+        assert_eq!(d.offset(&pos(9, 0), Encoding::Utf16), 14, "past the end: the end");
     }
 
     #[test]
