@@ -273,6 +273,7 @@ pub(super) fn answer_anywhere(
 
 /// The last snapshot of the session's names, or `unchanged` when the asker has its generation.
 fn snapshot_reply(shared: &Shared, since: Option<u64>) -> Value {
+    shared.live_asked_now();
     let live = shared.live.lock().unwrap_or_else(|e| e.into_inner());
     if since == Some(live.generation) {
         return json!({ "status": "ok", "generation": live.generation, "unchanged": true });

@@ -83,68 +83,56 @@ impl Walk<'_> {
             Value::LightUserData(_) | Value::UserData(_) => "userdata",
             other => other.type_name(),
         };
-        let mut d = json!({ "type_name": type_name, "summary": self.summary(v) });
-        match v {
-            Value::Table(t) if depth <= MAX_DEPTH && !self.builtin_tables.contains(&t.to_pointer()) => {
-                d["fields"] = Json::Object(self.fields(t, depth));
+        let mut d = Map::new();
+        d.insert("type_name".into(), Json::from(type_name));
+        let summary = match v {
+            Value::Table(t) => {
+                let described = depth <= MAX_DEPTH && !self.builtin_tables.contains(&t.to_pointer());
+                let (summary, fields) = self.table(t, described.then_some(depth));
+                if let Some(fields) = fields {
+                    d.insert("fields".into(), Json::Object(fields));
+                }
+                summary
             }
             Value::Function(f) => {
                 if let Some(params) = self.params(f) {
-                    d["params"] = json!(params);
+                    d.insert("params".into(), json!(params));
                 }
+                "function".into()
             }
-            _ => {}
-        }
-        self.bytes += d["summary"].as_str().map_or(0, str::len) + 30;
-        d
+            other => summary(other),
+        };
+        self.bytes += summary.len() + 30;
+        d.insert("summary".into(), Json::from(summary));
+        Json::Object(d)
     }
 
-    fn fields(&mut self, t: &Table, depth: usize) -> Map<String, Json> {
-        let mut fields = Map::new();
-        for (k, v) in t.pairs::<Value, Value>().flatten() {
-            let Value::String(name) = &k else { continue };
+    /// A table's summary ("table (3 fields)") and, at `depth` if given, its fields: one raw walk.
+    fn table(&mut self, t: &Table, depth: Option<usize>) -> (String, Option<Map<String, Json>>) {
+        const COUNTED: usize = 1000;
+        let mut fields = depth.map(|_| Map::new());
+        let mut count = 0usize;
+        for (k, v) in t.pairs::<Value, Value>().take(COUNTED).flatten() {
+            count += 1;
+            let (Some(depth), Value::String(name)) = (depth, &k) else { continue };
             let Ok(name) = name.to_str().map(|s| s.to_string()) else { continue };
-            if fields.len() >= MAX_FIELDS || self.bytes >= MAX_BYTES {
+            if fields.as_ref().is_some_and(|f| f.len() >= MAX_FIELDS) || self.bytes >= MAX_BYTES {
                 self.truncated = true;
-                break;
+                continue;
             }
             self.bytes += name.len() + 10;
             let described = self.describe(&v, depth + 1);
-            fields.insert(name, described);
-        }
-        fields
-    }
-
-    /// A short text for the value, as a hover shows it; never through a metamethod.
-    fn summary(&self, v: &Value) -> String {
-        match v {
-            Value::Nil => "nil".into(),
-            Value::Boolean(b) => b.to_string(),
-            Value::Integer(i) => i.to_string(),
-            Value::Number(n) => format!("{n}"),
-            Value::String(s) => {
-                let text = s.to_string_lossy();
-                let mut shown: String = text.chars().take(STRING_CHARS).collect();
-                if shown.len() < text.len() {
-                    shown.push('…');
-                }
-                format!("{shown:?}")
+            if let Some(out) = fields.as_mut() {
+                out.insert(name, described);
             }
-            Value::Table(t) => {
-                let (len, mut count) = (t.raw_len(), 0usize);
-                for _ in t.pairs::<Value, Value>().take(1000) {
-                    count += 1;
-                }
-                let more = if count >= 1000 { "+" } else { "" };
-                match len {
-                    0 => format!("table ({count}{more} fields)"),
-                    n if n == count => format!("table (list of {n})"),
-                    n => format!("table (list of {n}, {count}{more} entries)"),
-                }
-            }
-            Value::Function(_) => "function".into(),
-            other => other.type_name().to_string(),
         }
+        let more = if count >= COUNTED { "+" } else { "" };
+        let summary = match t.raw_len() {
+            0 => format!("table ({count}{more} fields)"),
+            n if n == count => format!("table (list of {n})"),
+            n => format!("table (list of {n}, {count}{more} entries)"),
+        };
+        (summary, fields)
     }
 
     /// A Lua function's parameter names (`...` for a vararg); None for a C function.
@@ -161,5 +149,24 @@ impl Walk<'_> {
             names.push("...".into());
         }
         Some(names)
+    }
+}
+
+/// A short text for a value that is neither a table nor a function; never through a metamethod.
+fn summary(v: &Value) -> String {
+    match v {
+        Value::Nil => "nil".into(),
+        Value::Boolean(b) => b.to_string(),
+        Value::Integer(i) => i.to_string(),
+        Value::Number(n) => format!("{n}"),
+        Value::String(s) => {
+            let text = s.to_string_lossy();
+            let mut shown: String = text.chars().take(STRING_CHARS).collect();
+            if shown.len() < text.len() {
+                shown.push('…');
+            }
+            format!("{shown:?}")
+        }
+        other => other.type_name().to_string(),
     }
 }
