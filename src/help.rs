@@ -62,7 +62,9 @@ USAGE:
   llmspell kernel status [ID]           running and busy or idle: exit 0; not running or not answering: exit 1
   llmspell kernel interrupt [ID]        interrupt whatever the kernel runs (as Jupyter's interrupt button)
   llmspell kernel install [--user | --prefix DIR] [--name NAME]
-      Write a Jupyter kernelspec for this binary (default: --user, name llmspell).
+      Write a Jupyter kernelspec for this binary (default: --user, name llmspell), and register
+      `llmspell lsp` with jupyter-lsp (jupyter_server_config.d/llmspell-lsp.json in DIR/etc/jupyter,
+      else $JUPYTER_CONFIG_DIR or ~/.jupyter) for diagnostics and completion in JupyterLab.
 
 With --remote URL, start|stop|list|status|interrupt [NAME] act on the server's kernels through its REST
 API (stop deletes the kernel; the server ends its process); install always writes the kernelspec here.

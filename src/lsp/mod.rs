@@ -7,6 +7,7 @@
 
 mod documents;
 mod handlers;
+pub mod jupyter_lsp;
 pub mod live;
 mod transport;
 mod workspace;
