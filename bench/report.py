@@ -3,6 +3,7 @@ that have one."""
 
 from measure import CLK_TCK, ratio
 from run_vs_lua import SUITE
+from lsp_servers import lsp_rows
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -275,6 +276,7 @@ def build_report(R, order):
             + ", ".join(f"{n} {fmt(DB['suite'][n]['ratio_breakpoint'], nd=2)}" for n in SUITE if n in DB["suite"]),
             f"{fmt(t['breakpoint'], nd=0)} / {fmt(t['off'], nd=0)} = {fmt(t['ratio_breakpoint'], nd=2)} ×")
 
+    lsp_rows(R, row, fmt)  # lsp_servers.py
     B = R.get("binary", {})
     if B:
         size = B.get("stripped_bytes", B.get("bytes"))

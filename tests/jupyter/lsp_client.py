@@ -25,11 +25,14 @@ def uri(path: Path) -> str:
 
 
 class LspClient:
-    """`llmspell [GLOBAL...] lsp` under our control: requests, notifications and what comes back."""
+    """`llmspell [GLOBAL...] lsp` under our control: requests, notifications and what comes back.
+    Messages the server sends us as requests (`client/registerCapability`, ...) get a null result."""
 
-    def __init__(self, global_args: tuple[str, ...] = (), env: dict | None = None, cwd=None):
+    def __init__(self, global_args: tuple[str, ...] = (), env: dict | None = None, cwd=None,
+                 cmd: list[str] | None = None):
+        """`cmd` runs another server instead (the bench compares with EmmyLua's)."""
         self.proc = subprocess.Popen(
-            [LLMSPELL_BIN, *global_args, "lsp"],
+            cmd or [LLMSPELL_BIN, *global_args, "lsp"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -42,6 +45,7 @@ class LspClient:
         self._next_id = 0
         self._cond = threading.Condition()
         self._responses: dict[Any, dict] = {}
+        self._answer_later: list = []
         threading.Thread(target=self._read, daemon=True).start()
 
     def __enter__(self) -> "LspClient":
@@ -71,6 +75,11 @@ class LspClient:
             with self._cond:
                 if "id" in body and "method" not in body:
                     self._responses[json.dumps(body["id"])] = body
+                elif "id" in body:
+                    self.notes.append(body)
+                    items = (body.get("params") or {}).get("items") or []
+                    answer = [None] * len(items) if body.get("method") == "workspace/configuration" else None
+                    self._answer_later.append((body["id"], answer))
                 elif body.get("method") == "textDocument/publishDiagnostics":
                     self.diagnostics[body["params"]["uri"]] = body["params"]["diagnostics"]
                     self.notes.append(body)
@@ -83,6 +92,13 @@ class LspClient:
         self.proc.stdin.flush()
 
     def send(self, message: dict) -> None:
+        with self._cond:
+            pending, self._answer_later = self._answer_later, []
+        for rid, answer in pending:  # the server's own requests: answered before what we send next
+            self._send({"jsonrpc": "2.0", "id": rid, "result": answer})
+        self._send(message)
+
+    def _send(self, message: dict) -> None:
         body = json.dumps(message).encode()
         self.raw(b"Content-Length: %d\r\n\r\n" % len(body) + body)
 
