@@ -479,8 +479,9 @@ fn kernel_install(mut a: Arguments) -> Result<ExitCode, CommandError> {
     println!("installed kernelspec {name} in {}", dir.display());
     // JupyterLab with jupyterlab-lsp: diagnostics and completion in llmspell notebook cells.
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-    let registered = llmspell::lsp::jupyter_lsp::install(prefix.as_deref(), &exe.canonicalize().unwrap_or(exe))
-        .map_err(CommandError::Failed)?;
+    let registered =
+        llmspell::lsp::jupyter_lsp::install(prefix.as_deref(), &exe.canonicalize().unwrap_or(exe))
+            .map_err(CommandError::Failed)?;
     println!("registered the language server (llmspell lsp) with jupyter-lsp in {}", registered.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,9 @@
 
 use super::iopub::Publisher;
 use super::owner::Ownership;
-use super::requests::{answer_anywhere, bad_request, receive, reply, send_frames, Answer, Received, Request};
+use super::requests::{
+    answer_anywhere, bad_request, receive, reply, send_frames, snapshot_reply, Answer, Received, Request,
+};
 use super::{Exit, Shared};
 use crate::wire::{self, Message, ReplayGuard, Signer};
 use crossbeam_channel::Sender;
@@ -61,18 +63,14 @@ pub(super) fn control_loop(
             Received::Request(m) => m,
         };
         let parsed = Request::parse(&msg);
-        if !matches!(parsed, Ok(Request::Snapshot(_))) {
-            shared.touch();
+        // An editor's language server asks every few seconds: no busy/idle for the other clients
+        // to see, and no activity that would keep an idle kernel from timing out.
+        if let Ok(Request::Snapshot(s)) = &parsed {
+            reply(&control, signer, publisher.session(), &msg, snapshot_reply(shared, s.since));
+            continue;
         }
+        shared.touch();
         let answer = match parsed {
-            // An editor's language server asks every few seconds: no busy/idle for the other
-            // clients to see, and no activity that would keep an idle kernel from timing out.
-            Ok(req @ Request::Snapshot(_)) => {
-                if let Some(Answer::Reply(content)) = answer_anywhere(&req, shared, ownership, json!({})) {
-                    reply(&control, signer, publisher.session(), &msg, content);
-                }
-                continue;
-            }
             Err(problem) => Some(Answer::Reply(bad_request(&problem))),
             Ok(Request::Stray(other)) => {
                 log::warn!("control: ignored a {other:?} message");

@@ -272,7 +272,7 @@ pub(super) fn answer_anywhere(
 }
 
 /// The last snapshot of the session's names, or `unchanged` when the asker has its generation.
-fn snapshot_reply(shared: &Shared, since: Option<u64>) -> Value {
+pub(super) fn snapshot_reply(shared: &Shared, since: Option<u64>) -> Value {
     shared.live_asked_now();
     let live = shared.live.lock().unwrap_or_else(|e| e.into_inner());
     if since == Some(live.generation) {

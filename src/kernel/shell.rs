@@ -101,7 +101,8 @@ impl Shell {
             if let Err(zmq::Error::ETERM) = zmq::poll(&mut items, -1) {
                 return None;
             }
-            let (request, debug, live) = (items[0].is_readable(), items[1].is_readable(), items[2].is_readable());
+            let (request, debug, live) =
+                (items[0].is_readable(), items[1].is_readable(), items[2].is_readable());
             if debug {
                 self.debug.serve_queued(&mut self.interp);
             }

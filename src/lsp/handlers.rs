@@ -124,7 +124,9 @@ impl<W: Write> Server<W> {
                 }),
                 None => Value::Null,
             },
-            "textDocument/signatureHelp" => signature_help(analysis::signature_help(file, offset, &view), enc),
+            "textDocument/signatureHelp" => {
+                signature_help(analysis::signature_help(file, offset, &view), enc)
+            }
             "textDocument/definition" => {
                 let found = analysis::definition(file, offset, &view);
                 Value::Array(found.iter().filter_map(|l| self.location(uri, doc, l)).collect())
@@ -142,7 +144,9 @@ impl<W: Write> Server<W> {
 
     /// A definition's place as an LSP Location (in this document, or in a module on disk or open).
     fn location(&self, uri: &str, doc: &Document, l: &analysis::Location) -> Option<Value> {
-        let Some(path) = &l.path else { return Some(json!({ "uri": uri, "range": doc.range(&l.range, self.enc) })) };
+        let Some(path) = &l.path else {
+            return Some(json!({ "uri": uri, "range": doc.range(&l.range, self.enc) }));
+        };
         let target_uri = workspace::uri_of(path);
         let range = match self.docs.open.get(&target_uri) {
             Some(d) => d.range(&l.range, self.enc),
@@ -208,10 +212,13 @@ fn diagnostics(doc: &Document, view: &View, enc: Encoding) -> Vec<Value> {
     }
     if let Some((line, message)) = syntax {
         let range = syntax_error_range(doc, line.saturating_sub(1), &message);
-        out.insert(0, json!({
-            "range": doc.range(&range, enc), "severity": 1, "code": "syntax",
-            "source": "lua", "message": message,
-        }));
+        out.insert(
+            0,
+            json!({
+                "range": doc.range(&range, enc), "severity": 1, "code": "syntax",
+                "source": "lua", "message": message,
+            }),
+        );
     }
     out
 }
@@ -272,7 +279,8 @@ fn signature_help(help: Option<analysis::SignatureHelp>, enc: Encoding) -> Value
         Encoding::Utf16 => h.label.get(..byte).map_or(0, |s| s.encode_utf16().count()),
         Encoding::Utf8 => byte,
     };
-    let params: Vec<Value> = h.params.iter().map(|r| json!({ "label": [units(r.start), units(r.end)] })).collect();
+    let params: Vec<Value> =
+        h.params.iter().map(|r| json!({ "label": [units(r.start), units(r.end)] })).collect();
     let mut signature = json!({ "label": h.label, "parameters": params });
     if let Some(d) = &h.documentation {
         signature["documentation"] = json!({ "kind": "markdown", "value": d });
@@ -285,9 +293,13 @@ fn rename(uri: &str, doc: &Document, offset: usize, new_name: Option<&str>, enc:
         return Err((INVALID_PARAMS, format!("{:?} is not a Lua name", new_name.unwrap_or(""))));
     };
     let Some(ranges) = analysis::rename(&doc.file, offset) else {
-        return Err((REQUEST_FAILED, "only a local variable, parameter or local function can be renamed".into()));
+        return Err((
+            REQUEST_FAILED,
+            "only a local variable, parameter or local function can be renamed".into(),
+        ));
     };
-    let edits: Vec<Value> = ranges.iter().map(|r| json!({ "range": doc.range(r, enc), "newText": name })).collect();
+    let edits: Vec<Value> =
+        ranges.iter().map(|r| json!({ "range": doc.range(r, enc), "newText": name })).collect();
     Ok(json!({ "changes": { uri: edits } }))
 }
 

@@ -88,7 +88,9 @@ pub fn serve(target: live::Target) -> u8 {
             }
             Event::Client(Incoming::Malformed(why)) => {
                 log::warn!("lsp: a malformed message: {why}");
-                server.send(json!({ "jsonrpc": "2.0", "id": null, "error": { "code": PARSE_ERROR, "message": why } }));
+                server.send(
+                    json!({ "jsonrpc": "2.0", "id": null, "error": { "code": PARSE_ERROR, "message": why } }),
+                );
             }
             // The editor has gone: end as `exit` without `shutdown` does.
             Event::Client(Incoming::End) => return if server.shutdown { 0 } else { 1 },

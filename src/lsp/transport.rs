@@ -52,9 +52,12 @@ pub fn read<R: BufRead>(input: &mut R) -> Incoming {
     }
     let Some(length) = length else { return Incoming::Malformed("no valid Content-Length header".into()) };
     if length > MAX_BODY {
-        let skipped = std::io::copy(&mut <&mut R as Read>::take(&mut *input, length as u64), &mut std::io::sink());
+        let skipped =
+            std::io::copy(&mut <&mut R as Read>::take(&mut *input, length as u64), &mut std::io::sink());
         return match skipped {
-            Ok(n) if n == length as u64 => Incoming::Malformed(format!("a message of {length} bytes is too big")),
+            Ok(n) if n == length as u64 => {
+                Incoming::Malformed(format!("a message of {length} bytes is too big"))
+            }
             _ => Incoming::End,
         };
     }
@@ -99,8 +102,12 @@ mod tests {
 
     #[test]
     fn reads_frames_and_survives_bad_ones() {
-        let stream = frame("{\"a\":1}") + &frame("{not json") + "X-Other: 1\r\n\r\n" + &frame("[1]")
-            + "Content-Type: utf-8\r\n" + &frame("{\"b\":2}");
+        let stream = frame("{\"a\":1}")
+            + &frame("{not json")
+            + "X-Other: 1\r\n\r\n"
+            + &frame("[1]")
+            + "Content-Type: utf-8\r\n"
+            + &frame("{\"b\":2}");
         let mut input = std::io::Cursor::new(stream.into_bytes());
         assert!(matches!(read(&mut input), Incoming::Message(v) if v["a"] == 1));
         assert!(matches!(read(&mut input), Incoming::Malformed(m) if m.starts_with("not JSON")));

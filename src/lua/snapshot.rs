@@ -143,8 +143,9 @@ impl Walk<'_> {
             return None;
         }
         let count: usize = info.raw_get("nparams").unwrap_or(0);
-        let mut names: Vec<String> =
-            (1..=count.min(50)).filter_map(|i| getlocal.call::<Option<String>>((f, i)).ok().flatten()).collect();
+        let mut names: Vec<String> = (1..=count.min(50))
+            .filter_map(|i| getlocal.call::<Option<String>>((f, i)).ok().flatten())
+            .collect();
         if info.raw_get::<bool>("isvararg").unwrap_or(false) {
             names.push("...".into());
         }

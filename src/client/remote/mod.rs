@@ -98,7 +98,12 @@ impl RemoteClient {
     }
 
     /// A request on the control channel (the server forwards it to the kernel): its reply's content.
-    pub fn control_request(&self, msg_type: &str, content: Value, timeout: Duration) -> Result<Value, ClientError> {
+    pub fn control_request(
+        &self,
+        msg_type: &str,
+        content: Value,
+        timeout: Duration,
+    ) -> Result<Value, ClientError> {
         let ask = self.frame("control", msg_type, content, json!({}), json!({}));
         self.send(&ask)?;
         let deadline = Instant::now() + timeout;
