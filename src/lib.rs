@@ -1,17 +1,15 @@
 //! llmspell: a Lua 5.4 kernel speaking the Jupyter messaging protocol, and the client that drives it.
+//! The layering (which module may use which) is in ARCHITECTURE.md.
 pub mod analysis;
-pub mod cli;
 pub mod client;
+pub mod commands;
 pub mod connection;
 pub mod dap;
-pub mod help;
 pub mod kernel;
 pub mod lsp;
 pub mod lua;
 pub mod private_files;
-pub mod remote_cli;
-pub mod repl;
+pub mod request_owner;
 pub mod runner;
 pub mod state;
-pub mod state_cli;
 pub mod wire;

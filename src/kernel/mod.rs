@@ -31,7 +31,6 @@ mod remote_run;
 mod requests;
 mod shell;
 
-pub use owner::Owner;
 pub use requests::kernel_info_content;
 
 use crate::connection::{self, ConnectionInfo, KernelFiles};

@@ -14,6 +14,7 @@
 //! pidfd, readable when it ends).
 
 use super::Shared;
+use crate::request_owner::Owner;
 use crate::wire::Message;
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -25,45 +26,6 @@ use std::time::Duration;
 const OWNER_WATCH_AFTER: Duration = Duration::from_millis(50);
 /// Withdrawn requests remembered (a client withdraws what it queued; this bounds a hostile one).
 const WITHDRAWN_KEPT: usize = 1000;
-
-/// The client process that sent a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Owner {
-    pid: i32,
-    /// Its start time (field 22 of /proc/PID/stat): a pid reused by another process does not match.
-    start: u64,
-}
-
-impl Owner {
-    /// The owner a request names in its metadata, if any.
-    pub(super) fn of(msg: &Message) -> Option<Owner> {
-        let o = &msg.metadata["llmspell"]["owner"];
-        let pid = i32::try_from(o["pid"].as_u64()?).ok()?;
-        Some(Owner { pid, start: o["start"].as_u64()? })
-    }
-
-    /// This process, as a client names itself.
-    pub fn current() -> Value {
-        let pid = std::process::id();
-        serde_json::json!({ "pid": pid, "start": start_time(pid as i32).unwrap_or(0) })
-    }
-
-    pub(super) fn alive(&self) -> bool {
-        start_time(self.pid) == Some(self.start)
-    }
-}
-
-/// A process's start time in clock ticks since boot; None if it does not exist or has ended (a
-/// zombie not yet reaped by its parent).
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    let mut fields = stat[stat.rfind(')')? + 2..].split(' ');
-    if matches!(fields.next(), Some("Z" | "X")) {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
-}
 
 /// The request on the Lua thread and those withdrawn before they ran, under one lock so an
 /// interrupt and the start of the request it names cannot cross.
@@ -275,6 +237,7 @@ fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request_owner::start_time;
     use serde_json::json;
 
     fn request(id: &str, owner: Value) -> Message {
@@ -287,15 +250,6 @@ mod tests {
         let (exit, _) = crossbeam_channel::unbounded();
         let (wake, _) = crossbeam_channel::bounded(1);
         Shared::new(exit, wake)
-    }
-
-    #[test]
-    fn this_process_is_alive_and_a_reused_pid_is_not_the_same_owner() {
-        let me = request("a", Owner::current());
-        let owner = Owner::of(&me).expect("the metadata names an owner");
-        assert!(owner.alive());
-        assert!(!Owner { start: owner.start + 1, ..owner }.alive());
-        assert!(Owner::of(&request("b", json!(null))).is_none());
     }
 
     #[test]

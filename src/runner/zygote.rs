@@ -12,7 +12,7 @@
 //!
 //! Per connection: read the request and the caller's fds 0-2 as they arrive, then `fork`. The child becomes the run
 //! ([`super::child`]); the zygote keeps the connection and the pid. A forwarded SIGINT goes to the
-//! run's process group (as a terminal's Ctrl-C would) and, as [`super::child::interrupt_signal`], to
+//! run's process group (as a terminal's Ctrl-C would) and, as [`super::lua_call::interrupt_signal`], to
 //! the runner itself, which `system()` does not ignore; other forwarded signals go to the group. A
 //! connection that hangs up before its run ended (client killed, terminal closed) gets its run's
 //! group SIGKILLed at once. When the run ends, its status goes back and the connection is closed.
@@ -263,7 +263,7 @@ fn forward(pid: libc::pid_t, sig: i32) {
                 // Like a terminal's Ctrl-C: the whole group (a child in os.execute stops too). The
                 // runner ignores SIGINT while system() waits, so it also gets a signal that is not.
                 libc::kill(-pid, libc::SIGINT);
-                libc::kill(pid, super::child::interrupt_signal());
+                libc::kill(pid, super::lua_call::interrupt_signal());
             }
             libc::SIGTERM | libc::SIGHUP | libc::SIGQUIT => {
                 libc::kill(-pid, sig);
