@@ -1,132 +1,88 @@
-//! PLACEHOLDER of branch `analysis` (ANALYSIS_API.md), only so the language server compiles before
-//! that branch is merged; the merge replaces this file with the real analysis.
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::ops::Range;
-use std::path::PathBuf;
-use std::sync::Arc;
+//! Static analysis of Lua 5.4 source for the language server and the kernel's completion: a
+//! tolerant parser that resolves scopes, and one module per feature. Knows nothing of LSP, Jupyter,
+//! sockets or mlua. All positions are byte offsets into the UTF-8 text.
 
+mod complete;
+mod diagnostics;
+mod expr;
+mod hover;
+mod lexer;
+pub mod model;
+mod navigate;
+mod parser;
+mod signature;
+pub mod stdlib;
+mod symbols;
+mod world;
+
+#[cfg(test)]
+mod tests;
+
+pub use complete::{complete, Completion, CompletionKind};
+pub use diagnostics::{diagnostics, Diagnostic, Severity};
+pub use hover::{hover, Hover};
+pub use navigate::{definition, references, rename, Location};
+pub use signature::{signature_help, SignatureHelp};
+pub use symbols::{symbols, Symbol, SymbolKind};
+pub use world::{LiveSnapshot, LiveValue, Module, NoWorld, World};
+
+use model::{Access, Model, Target};
+use std::ops::Range;
+
+/// A parsed and resolved Lua file.
 pub struct SourceFile {
     text: String,
+    pub(crate) model: Model,
 }
+
 impl SourceFile {
+    /// Never panics; any input gives a result in bounded stack and memory. A file with a syntax
+    /// error still yields scopes for completion.
     pub fn parse(text: &str) -> SourceFile {
-        SourceFile { text: text.to_string() }
+        let (mut model, self_refs) = parser::parse(text);
+        count_accesses(&mut model, &self_refs);
+        SourceFile { text: text.to_string(), model }
     }
+
     pub fn text(&self) -> &str {
         &self.text
     }
+
+    /// Byte range of the first syntax error the parser met, if any.
     pub fn first_syntax_error(&self) -> Option<Range<usize>> {
-        None
+        self.model.first_error.clone()
     }
+
+    /// Global names this file assigns (for the workspace's "defined elsewhere" set).
     pub fn defined_globals(&self) -> Vec<String> {
-        Vec::new()
+        let mut names: Vec<String> = self.model.global_values.iter().map(|(n, _, _)| n.clone()).collect();
+        names.sort();
+        names.dedup();
+        names
     }
 }
-pub trait World {
-    fn module(&self, name: &str) -> Option<Arc<Module>>;
-    fn is_workspace_global(&self, name: &str) -> bool;
-    fn live(&self) -> Option<&LiveSnapshot>;
-}
-pub struct Module {
-    pub path: PathBuf,
-    pub file: SourceFile,
-}
-#[derive(Serialize, Deserialize, Clone, Default, Debug)]
-pub struct LiveSnapshot {
-    pub generation: u64,
-    pub globals: BTreeMap<String, LiveValue>,
-    pub state_keys: Vec<String>,
-    pub truncated: bool,
-}
-#[derive(Serialize, Deserialize, Clone, Default, Debug)]
-pub struct LiveValue {
-    pub type_name: String,
-    pub summary: String,
-    #[serde(default)]
-    pub fields: BTreeMap<String, LiveValue>,
-    #[serde(default)]
-    pub params: Option<Vec<String>>,
-}
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Severity {
-    Error,
-    Warning,
-    Hint,
-}
-pub struct Diagnostic {
-    pub range: Range<usize>,
-    pub severity: Severity,
-    pub code: &'static str,
-    pub message: String,
-}
-pub fn diagnostics(_file: &SourceFile, _world: &dyn World) -> Vec<Diagnostic> {
-    Vec::new()
-}
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CompletionKind {
-    Variable,
-    Function,
-    Field,
-    Method,
-    Keyword,
-    Module,
-    Constant,
-}
-pub struct Completion {
-    pub label: String,
-    pub kind: CompletionKind,
-    pub detail: Option<String>,
-    pub documentation: Option<String>,
-    pub replace: Range<usize>,
-}
-pub fn complete(_file: &SourceFile, _offset: usize, _world: &dyn World) -> Vec<Completion> {
-    Vec::new()
-}
-pub struct Hover {
-    pub range: Range<usize>,
-    pub markdown: String,
-}
-pub fn hover(_file: &SourceFile, _offset: usize, _world: &dyn World) -> Option<Hover> {
-    None
-}
-pub struct SignatureHelp {
-    pub label: String,
-    pub params: Vec<Range<usize>>,
-    pub active_param: usize,
-    pub documentation: Option<String>,
-}
-pub fn signature_help(_file: &SourceFile, _offset: usize, _world: &dyn World) -> Option<SignatureHelp> {
-    None
-}
-pub struct Location {
-    pub path: Option<PathBuf>,
-    pub range: Range<usize>,
-}
-pub fn definition(_file: &SourceFile, _offset: usize, _world: &dyn World) -> Vec<Location> {
-    Vec::new()
-}
-pub fn references(_file: &SourceFile, _offset: usize) -> Vec<Range<usize>> {
-    Vec::new()
-}
-pub fn rename(_file: &SourceFile, _offset: usize) -> Option<Vec<Range<usize>>> {
-    None
-}
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SymbolKind {
-    Function,
-    Method,
-    Variable,
-    Field,
-    Module,
-}
-pub struct Symbol {
-    pub name: String,
-    pub kind: SymbolKind,
-    pub range: Range<usize>,
-    pub selection: Range<usize>,
-    pub children: Vec<Symbol>,
-}
-pub fn symbols(_file: &SourceFile) -> Vec<Symbol> {
-    Vec::new()
+
+/// Fills each local's read and write counts from the uses; reads of a local function from inside
+/// its own body (`self_refs`) do not count, as in luacheck's "unused recursive function".
+fn count_accesses(model: &mut Model, self_refs: &[usize]) {
+    let mut skip = self_refs.iter().peekable();
+    for (i, u) in model.uses.iter().enumerate() {
+        if skip.peek() == Some(&&i) {
+            skip.next();
+            continue;
+        }
+        if let Target::Local(id) = u.target {
+            match u.access {
+                Access::Read => model.locals[id].reads += 1,
+                Access::Write => model.locals[id].writes += 1,
+                Access::Decl => {}
+            }
+        }
+    }
+    for s in &model.stores {
+        if let Target::Local(id) = s.base {
+            // The store's base name was recorded as a read of the base; a store is a mutation.
+            model.locals[id].writes += 1;
+        }
+    }
 }
