@@ -1,7 +1,8 @@
 //! Undefined globals (luacheck's W113) and unused locals (W211), following luacheck's rules with
 //! `--allow-defined`: a global assigned anywhere in the file is defined everywhere in it.
 
-use super::model::{Access, LocalKind, Target, Value};
+use super::inline_options::{InlineOptions, LineIndex};
+use super::model::{Access, Local, LocalKind, Target, Value};
 use super::stdlib;
 use super::{SourceFile, World};
 use std::collections::HashSet;
@@ -23,9 +24,23 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+/// W113 and W211 warnings. A file with a syntax error gets none (as with luacheck): its scopes are
+/// a guess past the error. luacheck's inline options (`-- luacheck: ignore`) are honoured.
 pub fn diagnostics(file: &SourceFile, world: &dyn World) -> Vec<Diagnostic> {
+    if file.model.first_error.is_some() {
+        return Vec::new();
+    }
     let mut out = undefined_globals(file, world);
     out.extend(unused_locals(file));
+    if file.model.comments.iter().any(|c| file.text()[c.clone()].contains("luacheck:")) {
+        let funcs: Vec<_> = file.model.functions.iter().map(|f| f.range.clone()).collect();
+        let opts = InlineOptions::read(file.text(), &file.model.comments, &funcs);
+        let lines = LineIndex::new(file.text());
+        out.retain(|d| {
+            let name = d.message.split('\'').nth(1).unwrap_or("");
+            !opts.ignores(lines.line(d.range.start), d.code, name)
+        });
+    }
     out.sort_by_key(|d| d.range.start);
     out
 }
@@ -58,25 +73,40 @@ fn undefined_globals(file: &SourceFile, world: &dyn World) -> Vec<Diagnostic> {
 fn unused_locals(file: &SourceFile) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for (id, l) in file.model.locals.iter().enumerate() {
-        if !matches!(l.kind, LocalKind::Local | LocalKind::LocalFunction) || l.name == "_" {
-            continue;
+        if let Some((range, what)) = unused_local(file, id, l) {
+            out.push(Diagnostic {
+                range,
+                severity: Severity::Warning,
+                code: "W211",
+                message: format!("unused {what} '{}'", l.name),
+            });
         }
-        if l.reads > 0 || l.writes > 0 {
-            continue;
-        }
+    }
+    out
+}
+
+/// luacheck's W211 for one local: never read, never mutated, and either never assigned after its
+/// declaration, or declared empty and then assigned one function (reported at that assignment).
+/// `_` is exempt unless it is declared with no value.
+fn unused_local(file: &SourceFile, id: usize, l: &Local) -> Option<(Range<usize>, &'static str)> {
+    if !matches!(l.kind, LocalKind::Local | LocalKind::LocalFunction) || (l.name == "_" && !l.empty) {
+        return None;
+    }
+    if l.reads > 0 || l.mutations > 0 {
+        return None;
+    }
+    if l.writes == 0 {
         let what = match (&l.value, l.kind) {
             (Value::Function(_), LocalKind::LocalFunction) if is_recursive(file, id) => "recursive function",
             (Value::Function(_), _) => "function",
             _ => "variable",
         };
-        out.push(Diagnostic {
-            range: l.decl.clone(),
-            severity: Severity::Warning,
-            code: "W211",
-            message: format!("unused {what} '{}'", l.name),
-        });
+        return Some((l.decl.clone(), what));
     }
-    out
+    match (&l.fn_assign, l.writes == 1 && l.empty) {
+        (Some(r), true) => Some((r.clone(), "function")),
+        _ => None,
+    }
 }
 
 /// A local function whose only uses are inside its own body.

@@ -13,6 +13,8 @@ pub(super) enum Shape {
     Name(usize),
     Field(Target, Vec<String>, Range<usize>),
     Call,
+    /// `x[k]`.
+    Index,
     Other,
 }
 
@@ -22,11 +24,18 @@ pub(super) struct Expr {
     pub shape: Shape,
     /// A call or `...`: may give several values.
     pub multi: bool,
+    /// The use of the name this expression indexes (`a` in `a.b[c].d`), when no call is between:
+    /// assigning to such an expression mutates that name rather than reading it.
+    pub base: Option<usize>,
 }
 
 impl Expr {
+    fn with_base(mut self, base: Option<usize>) -> Expr {
+        self.base = base;
+        self
+    }
     fn of(value: Value) -> Expr {
-        Expr { value, shape: Shape::Other, multi: false }
+        Expr { value, shape: Shape::Other, multi: false, base: None }
     }
 }
 
@@ -100,7 +109,9 @@ impl Parser<'_> {
             self.subexpr(r);
             left = Expr::of(match op {
                 Tok::Op("..") => Value::Str,
-                Tok::Op("+" | "-" | "*" | "/" | "//" | "%" | "^" | "&" | "|" | "~" | "<<" | ">>") => Value::Number,
+                Tok::Op("+" | "-" | "*" | "/" | "//" | "%" | "^" | "&" | "|" | "~" | "<<" | ">>") => {
+                    Value::Number
+                }
                 Tok::Op(_) => Value::Boolean,
                 _ => Value::Unknown,
             });
@@ -117,7 +128,7 @@ impl Parser<'_> {
             Tok::Keyword(Kw::True | Kw::False) => Value::Boolean,
             Tok::Op("...") => {
                 self.advance();
-                return Expr { value: Value::Unknown, shape: Shape::Other, multi: true };
+                return Expr { value: Value::Unknown, shape: Shape::Other, multi: true, base: None };
             }
             Tok::Op("{") => return Expr::of(Value::Table(self.constructor())),
             Tok::Keyword(Kw::Function) => {
@@ -138,7 +149,12 @@ impl Parser<'_> {
                 let (name, r) = (self.slice(), self.range());
                 self.advance();
                 let (target, idx) = self.use_name(name, r);
-                Expr { value: Value::Path(target, Vec::new()), shape: Shape::Name(idx), multi: false }
+                Expr {
+                    value: Value::Path(target, Vec::new()),
+                    shape: Shape::Name(idx),
+                    multi: false,
+                    base: Some(idx),
+                }
             }
             Tok::Op("(") => {
                 self.advance();
@@ -166,7 +182,7 @@ impl Parser<'_> {
                     self.advance();
                     self.expr();
                     self.expect_op("]");
-                    e = Expr::of(Value::Unknown);
+                    e = Expr { shape: Shape::Index, ..Expr::of(Value::Unknown) }.with_base(e.base);
                 }
                 Tok::Op(":") => {
                     self.advance();
@@ -187,10 +203,15 @@ impl Parser<'_> {
         match base.value {
             Value::Path(target, mut path) if !base.multi => {
                 path.push(name.to_string());
-                self.m.field_uses.push(FieldUse { base: target.clone(), path: path.clone(), range: r.clone() });
-                Expr { value: Value::Path(target.clone(), path.clone()), shape: Shape::Field(target, path, r), multi: false }
+                self.m.field_uses.push(FieldUse {
+                    base: target.clone(),
+                    path: path.clone(),
+                    range: r.clone(),
+                });
+                let shape = Shape::Field(target.clone(), path.clone(), r);
+                Expr { value: Value::Path(target, path), shape, multi: false, base: base.base }
             }
-            _ => Expr::of(Value::Unknown),
+            _ => Expr { shape: Shape::Index, ..Expr::of(Value::Unknown) }.with_base(base.base),
         }
     }
 
@@ -230,7 +251,7 @@ impl Parser<'_> {
         }
         let end = if self.is_op(")") || self.prev_end() > open { self.prev_end() } else { self.text.len() };
         self.m.calls.push(Call { callee, method, args: open..end, commas });
-        Expr { value, shape: Shape::Call, multi: true }
+        Expr { value, shape: Shape::Call, multi: true, base: None }
     }
 
     /// `{ ... }`: records the table's named fields; returns its id.
@@ -294,6 +315,7 @@ impl Parser<'_> {
         let full = self.text[r.start..last.end].to_string();
         let f = self.function_body(Some(full), last.clone(), start, is_method, None);
         if let Some(field) = path.pop() {
+            self.m.uses[idx].access = Access::Mutate;
             let field = Field { name: field, range: last, value: Value::Function(f) };
             self.m.stores.push(FieldStore { base: target, path, field, is_method });
         } else {
@@ -301,7 +323,11 @@ impl Parser<'_> {
             if let Target::Global(_) = target {
                 self.m.global_values.push((name.to_string(), r, Value::Function(f)));
             } else if let Target::Local(id) = target {
-                self.m.locals[id].value = Value::Function(f);
+                let local = &mut self.m.locals[id];
+                local.fn_assign = Some(r);
+                if matches!(local.value, Value::Unknown | Value::Nil) {
+                    local.value = Value::Function(f);
+                }
             }
         }
         if self.depth == 0 {
@@ -331,21 +357,34 @@ impl Parser<'_> {
     }
 
     fn assign(&mut self, target: Expr, value: Value) {
+        if let (Some(idx), false) = (target.base, matches!(target.shape, Shape::Name(_))) {
+            // `g.x = v` and `g[k] = v` mutate g (luacheck's W112/W241), they do not read it.
+            self.m.uses[idx].access = Access::Mutate;
+        }
         match target.shape {
             Shape::Name(idx) => {
                 self.m.uses[idx].access = Access::Write;
-                if let Target::Global(name) = &self.m.uses[idx].target {
-                    let r = self.m.uses[idx].range.clone();
-                    self.m.global_values.push((name.clone(), r, value));
+                let r = self.m.uses[idx].range.clone();
+                match &self.m.uses[idx].target {
+                    Target::Global(name) => self.m.global_values.push((name.clone(), r, value)),
+                    Target::Local(id) => {
+                        let fn_assign = matches!(value, Value::Function(_)).then_some(r);
+                        self.m.locals[*id].fn_assign = fn_assign;
+                    }
                 }
             }
             Shape::Field(base, mut path, r) => {
                 let name = path.pop().unwrap_or_default();
                 self.m.field_uses.pop();
-                self.m.stores.push(FieldStore { base, path, field: Field { name, range: r, value }, is_method: false });
+                self.m.stores.push(FieldStore {
+                    base,
+                    path,
+                    field: Field { name, range: r, value },
+                    is_method: false,
+                });
             }
             Shape::Call => self.error(),
-            Shape::Other => {}
+            Shape::Index | Shape::Other => {}
         }
     }
 }

@@ -6,6 +6,7 @@ mod complete;
 mod diagnostics;
 mod expr;
 mod hover;
+mod inline_options;
 mod lexer;
 pub mod model;
 mod navigate;
@@ -75,14 +76,9 @@ fn count_accesses(model: &mut Model, self_refs: &[usize]) {
             match u.access {
                 Access::Read => model.locals[id].reads += 1,
                 Access::Write => model.locals[id].writes += 1,
+                Access::Mutate => model.locals[id].mutations += 1,
                 Access::Decl => {}
             }
-        }
-    }
-    for s in &model.stores {
-        if let Target::Local(id) = s.base {
-            // The store's base name was recorded as a read of the base; a store is a mutation.
-            model.locals[id].writes += 1;
         }
     }
 }

@@ -31,8 +31,15 @@ pub struct Local {
     pub value: Value,
     /// Reads, ignoring those from inside its own body for a recursive local function.
     pub reads: u32,
-    /// Assignments after the declaration, and field stores through it (`x.f = v`).
+    /// Assignments after the declaration.
     pub writes: u32,
+    /// Field stores through it (`x.f = v`).
+    pub mutations: u32,
+    /// Declared with no value (`local x`, or `b` in `local a, b = 1`).
+    pub empty: bool,
+    /// The name's range in the last assignment of a function literal to it (`function f() end`
+    /// after `local f`): luacheck reports such a forward-declared function as an unused function.
+    pub fn_assign: Option<Range<usize>>,
     /// The value comes after the first value of a multiple assignment from a call (`local a, b = f()`).
     pub secondary: bool,
 }
@@ -68,6 +75,8 @@ pub enum Access {
     Decl,
     Read,
     Write,
+    /// The base of an indexed assignment (`x.f = v`, `x[k] = v`, `function x.f()`).
+    Mutate,
 }
 
 /// One occurrence of a name in code.
@@ -150,6 +159,8 @@ pub struct Model {
     /// Top-level local declarations and function statements, in order (for document symbols).
     pub top_level: Vec<TopItem>,
     pub first_error: Option<Range<usize>>,
+    /// Every comment's range (doc comments, luacheck inline options).
+    pub comments: Vec<Range<usize>>,
 }
 
 #[derive(Clone, Debug)]

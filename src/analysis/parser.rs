@@ -43,6 +43,7 @@ pub fn parse(text: &str) -> (Model, Vec<usize>) {
         p.m.first_error = Some(s as usize..e as usize);
     }
     p.chunk();
+    p.m.comments = p.comments.iter().map(|c| c.start as usize..c.end as usize).collect();
     (p.m, p.self_refs)
 }
 
@@ -140,7 +141,13 @@ impl<'a> Parser<'a> {
     }
 
     // ----- scopes -----
-    pub(super) fn declare(&mut self, name: &str, decl: Range<usize>, kind: LocalKind, value: Value) -> LocalId {
+    pub(super) fn declare(
+        &mut self,
+        name: &str,
+        decl: Range<usize>,
+        kind: LocalKind,
+        value: Value,
+    ) -> LocalId {
         let id = self.m.locals.len();
         self.m.locals.push(Local {
             name: name.to_string(),
@@ -151,6 +158,9 @@ impl<'a> Parser<'a> {
             value,
             reads: 0,
             writes: 0,
+            mutations: 0,
+            empty: false,
+            fn_assign: None,
             secondary: false,
         });
         self.m.uses.push(NameUse { range: decl, target: Target::Local(id), access: Access::Decl });
@@ -391,6 +401,7 @@ impl<'a> Parser<'a> {
             let id = self.declare(n, r, LocalKind::Local, value);
             self.m.locals[id].attrib = attrib;
             self.m.locals[id].secondary = multi && i + 1 >= values.len() && i > 0;
+            self.m.locals[id].empty = i >= values.len() && !multi;
             self.activate(id, from);
             if top {
                 self.m.top_level.push(TopItem::Local(id));
@@ -463,7 +474,8 @@ impl<'a> Parser<'a> {
             if !gap.trim().is_empty() || gap.matches('\n').count() > 1 || !body.starts_with("---") {
                 break;
             }
-            lines.push(body.trim_start_matches('-').strip_prefix(' ').unwrap_or(body.trim_start_matches('-')));
+            lines
+                .push(body.trim_start_matches('-').strip_prefix(' ').unwrap_or(body.trim_start_matches('-')));
             next = c.start as usize;
             i -= 1;
         }

@@ -6,10 +6,43 @@ use std::sync::OnceLock;
 
 /// Globals of Lua 5.4 (luacheck's `--std lua54` set).
 const STD_GLOBALS: &[&str] = &[
-    "_ENV", "_G", "_VERSION", "arg", "assert", "collectgarbage", "coroutine", "debug", "dofile", "error",
-    "getmetatable", "io", "ipairs", "load", "loadfile", "math", "next", "os", "package", "pairs", "pcall",
-    "print", "rawequal", "rawget", "rawlen", "rawset", "require", "select", "setmetatable", "string", "table",
-    "tonumber", "tostring", "type", "utf8", "warn", "xpcall",
+    "_ENV",
+    "_G",
+    "_VERSION",
+    "arg",
+    "assert",
+    "collectgarbage",
+    "coroutine",
+    "debug",
+    "dofile",
+    "error",
+    "getmetatable",
+    "io",
+    "ipairs",
+    "load",
+    "loadfile",
+    "math",
+    "next",
+    "os",
+    "package",
+    "pairs",
+    "pcall",
+    "print",
+    "rawequal",
+    "rawget",
+    "rawlen",
+    "rawset",
+    "require",
+    "select",
+    "setmetatable",
+    "string",
+    "table",
+    "tonumber",
+    "tostring",
+    "type",
+    "utf8",
+    "warn",
+    "xpcall",
 ];
 
 /// Globals the llmspell kernel defines in every session (see src/lua/prelude.lua).
@@ -73,7 +106,11 @@ pub fn signature(name: &str) -> Option<&'static str> {
 /// Members of a standard library table (`string` → `format`, ...), with their docs.
 pub fn members(lib: &str) -> Vec<(&'static str, &'static str)> {
     let prefix = format!("{lib}.");
-    docs().iter().filter_map(|(n, d)| n.strip_prefix(prefix.as_str()).map(|m| (m, *d))).filter(|(m, _)| !m.contains(['.', ':'])).collect()
+    docs()
+        .iter()
+        .filter_map(|(n, d)| n.strip_prefix(prefix.as_str()).map(|m| (m, *d)))
+        .filter(|(m, _)| !m.contains(['.', ':']))
+        .collect()
 }
 
 /// Methods callable on a string value (`s:upper()`): the string library.
@@ -88,7 +125,20 @@ pub fn file_methods() -> Vec<(&'static str, &'static str)> {
 
 /// Whether `lib` is a standard library table with members.
 pub fn is_library(name: &str) -> bool {
-    matches!(name, "string" | "table" | "math" | "io" | "os" | "coroutine" | "debug" | "utf8" | "package" | "state" | "display")
+    matches!(
+        name,
+        "string"
+            | "table"
+            | "math"
+            | "io"
+            | "os"
+            | "coroutine"
+            | "debug"
+            | "utf8"
+            | "package"
+            | "state"
+            | "display"
+    )
 }
 
 /// Parameter names of a signature line `name(a, b [, c]) -> r`: `["a", "b", "c"]`, with their ranges.
