@@ -104,9 +104,9 @@ impl<W: Write> Server<W> {
         let read;
         let doc = match self.docs.open.get(uri) {
             Some(d) => d,
-            None => match workspace::path_of(uri).and_then(|p| std::fs::read(p).ok()) {
-                Some(bytes) => {
-                    read = Document::new(&String::from_utf8_lossy(&bytes), 0);
+            None => match workspace::path_of(uri).and_then(|p| workspace::read_bounded(&p)) {
+                Some(text) => {
+                    read = Document::new(&text, 0);
                     &read
                 }
                 None => return Ok(empty_answer(method)),
@@ -150,10 +150,7 @@ impl<W: Write> Server<W> {
         let target_uri = workspace::uri_of(path);
         let range = match self.docs.open.get(&target_uri) {
             Some(d) => d.range(&l.range, self.enc),
-            None => {
-                let text = String::from_utf8_lossy(&std::fs::read(path).ok()?).into_owned();
-                Document::new(&text, 0).range(&l.range, self.enc)
-            }
+            None => Document::new(&workspace::read_bounded(path)?, 0).range(&l.range, self.enc),
         };
         Some(json!({ "uri": target_uri, "range": range }))
     }

@@ -10,9 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// Files the workspace scan reads at most, and the largest it reads.
+/// Files the workspace scan reads at most, and the largest file read from disk (as the largest
+/// message an editor may send).
 const MAX_SCANNED_FILES: usize = 2000;
-const MAX_FILE_BYTES: u64 = 2 << 20;
+const MAX_FILE_BYTES: u64 = 64 << 20;
+/// The scan skips files larger than this (a workspace's globals come from ordinary sources).
+const MAX_SCANNED_BYTES: u64 = 2 << 20;
 /// Parsed modules kept; the cache starts over when it is full.
 const MAX_CACHED_MODULES: usize = 256;
 
@@ -89,7 +92,7 @@ impl Workspace {
 }
 
 /// A text file of a bounded size, as UTF-8 (lossy); None if unreadable or too big.
-fn read_bounded(path: &Path) -> Option<String> {
+pub fn read_bounded(path: &Path) -> Option<String> {
     let meta = std::fs::metadata(path).ok()?;
     if meta.len() > MAX_FILE_BYTES {
         return None;
@@ -116,7 +119,8 @@ pub fn scan_globals(root: &Path) -> HashMap<PathBuf, HashSet<String>> {
                 if seen > MAX_SCANNED_FILES {
                     return out;
                 }
-                if let Some(text) = read_bounded(&e.path()) {
+                let small = e.metadata().is_ok_and(|m| m.len() <= MAX_SCANNED_BYTES);
+                if let Some(text) = read_bounded(&e.path()).filter(|_| small) {
                     let globals = SourceFile::parse(&text).defined_globals().into_iter().collect();
                     out.insert(e.path(), globals);
                 }
