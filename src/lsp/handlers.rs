@@ -329,3 +329,33 @@ fn document_symbol(doc: &Document, s: &analysis::Symbol, enc: Encoding) -> Value
         "children": children,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placed(text: &str) -> (String, &str) {
+        let doc = Document::new(text, 1);
+        let (line, message) = crate::lua::syntax::check(text).expect("a syntax error");
+        let r = syntax_error_range(&doc, line - 1, &message);
+        (message, &text[r])
+    }
+
+    #[test]
+    fn lua_syntax_errors_are_placed_at_the_token_lua_names() {
+        assert_eq!(placed("local x = 1\nlocal = 2\n"), ("<name> expected near '='".into(), "="));
+        let (msg, at) = placed("print('a' 'b' 'c')\n");
+        assert!(msg.ends_with("near ''b''"), "{msg}");
+        assert_eq!(at, "'b'");
+        // At the end: an empty range at the end of the text, as Lua's line says.
+        let (msg, at) = placed("function f()\n");
+        assert!(msg.ends_with("near <eof>"), "{msg}");
+        assert_eq!(at, "");
+    }
+
+    #[test]
+    fn only_lua_names_are_new_names() {
+        assert!(is_lua_name("_x1") && is_lua_name("surface"));
+        assert!(!is_lua_name("end") && !is_lua_name("1x") && !is_lua_name("a-b") && !is_lua_name(""));
+    }
+}
