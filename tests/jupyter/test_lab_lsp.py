@@ -64,6 +64,8 @@ def lsp_page():
     nb.metadata["language_info"] = {"name": "lua", "mimetype": "text/x-lua", "file_extension": ".lua"}
     nb.cells = [nbformat.v4.new_code_cell("")]
     nbformat.write(nb, str(root / "lsp.ipynb"))
+    # A module only the language server reads (a cell that was never run, a field in no cell).
+    (root / "helpers.lua").write_text("local M = {}\nfunction M.only_on_disk(x) return x end\nreturn M\n")
     # No news toast over the notebook (the browser has no internet), as test_lab.py.
     labconfig = Path(os.environ["JUPYTER_CONFIG_DIR"]) / "labconfig"
     labconfig.mkdir(parents=True, exist_ok=True)
@@ -105,12 +107,14 @@ def test_a_cell_gets_a_diagnostic_and_a_completion(lsp_page):
     page, _, _ = lsp_page
     cell = page.locator(".jp-Notebook .jp-Cell").first
     cell.locator(".cm-content").click()
-    page.keyboard.insert_text("local my_local_helper = 1\nprint(undefined_global_x)\nprint(my_lo")
+    page.keyboard.insert_text('local h = require("helpers")\nprint(undefined_global_x)\nprint(h.only_)')
+    page.keyboard.press("ArrowLeft")  # the cursor after `h.only_`
     # The diagnostic: jupyterlab-lsp underlines the undefined global (CodeMirror's lint range).
-    lint = cell.locator(".cm-lintRange")
+    lint = cell.locator(".cm-lintRange", has_text="undefined_global_x")
     _expect()(lint.first).to_be_visible(timeout=WAIT_MS)
     page.screenshot(path=str(SCREENS / "lsp-01-diagnostic.png"))
-    # The completion: a local of this unexecuted cell, which only the language server knows.
+    # The completion: a function of a module on disk required by this unexecuted cell, which only
+    # the language server knows (not the kernel, not JupyterLab's completion from the cell's words).
     deadline = time.monotonic() + WAIT_MS / 1000
     listing = page.locator(".jp-Completer-list:visible")
     while True:
@@ -120,5 +124,5 @@ def test_a_cell_gets_a_diagnostic_and_a_completion(lsp_page):
             break
         except Exception:
             assert time.monotonic() < deadline, "Tab completed nothing"
-    _expect()(listing).to_contain_text("my_local_helper", timeout=WAIT_MS)
+    _expect()(listing).to_contain_text("only_on_disk", timeout=WAIT_MS)
     page.screenshot(path=str(SCREENS / "lsp-02-completion.png"))
