@@ -171,7 +171,10 @@ impl Shell {
     /// What editors see of the session (`llmspell_snapshot_request`), taken between cells.
     fn take_live_snapshot(&mut self) {
         self.shared.live_stale.store(false, Ordering::Relaxed);
-        self.shared.set_live(self.interp.live_snapshot());
+        let started = std::time::Instant::now();
+        let snapshot = self.interp.live_snapshot();
+        log::debug!("live snapshot taken in {:?}", started.elapsed());
+        self.shared.set_live(snapshot);
     }
 
     /// After a failed cell with stop_on_error: aborts the execute requests queued behind it, as
