@@ -39,7 +39,15 @@ impl<W: Write> Server<W> {
             _ => return, // initialized, didSave, $/cancelRequest, ...: nothing to do
         }
         self.refresh_globals_of(&uri);
-        self.publish(&uri);
+        // Published once the messages already waiting are read: a burst of keystrokes is one run.
+        self.stale.insert(uri);
+    }
+
+    /// Publishes the diagnostics of the documents changed since the last time.
+    pub(super) fn publish_stale(&mut self) {
+        for uri in std::mem::take(&mut self.stale) {
+            self.publish(&uri);
+        }
     }
 
     /// The open document's globals count as the workspace's (its text, not the file on disk).
@@ -59,10 +67,7 @@ impl<W: Write> Server<W> {
     }
 
     pub(super) fn publish_all(&mut self) {
-        let uris: Vec<String> = self.docs.open.keys().cloned().collect();
-        for uri in uris {
-            self.publish(&uri);
-        }
+        self.stale.extend(self.docs.open.keys().cloned());
     }
 
     fn view(&self, uri: &str) -> View<'_> {

@@ -48,6 +48,8 @@ struct Server<W: Write> {
     events: Sender<Event>,
     initialized: bool,
     shutdown: bool,
+    /// Open documents whose diagnostics are to be published again.
+    stale: HashSet<String>,
 }
 
 /// Serves LSP on stdin/stdout until `exit` (or stdin's end); the process's exit code.
@@ -78,6 +80,7 @@ pub fn serve(target: live::Target) -> u8 {
         events,
         initialized: false,
         shutdown: false,
+        stale: HashSet::new(),
     };
     while let Ok(event) = incoming.recv() {
         match event {
@@ -100,6 +103,9 @@ pub fn serve(target: live::Target) -> u8 {
                 server.refresh_open_globals();
                 server.publish_all();
             }
+        }
+        if incoming.is_empty() {
+            server.publish_stale();
         }
     }
     1
