@@ -221,15 +221,17 @@ impl Parser<'_> {
         let mut value = Value::Call;
         let open = self.start();
         let mut commas = Vec::new();
-        match self.tok() {
+        let end = match self.tok() {
             Tok::Str => {
                 if is_require {
                     value = Value::Require(string_content(self.slice()).to_string());
                 }
                 self.advance();
+                self.prev_end()
             }
             Tok::Op("{") => {
                 self.constructor();
+                self.prev_end()
             }
             _ => {
                 self.advance();
@@ -246,10 +248,16 @@ impl Parser<'_> {
                         break;
                     }
                 }
-                self.expect_op(")");
+                // An unclosed call's arguments run to where parsing stopped (the end of the text
+                // when the call is the last thing typed).
+                if self.eat_op(")") {
+                    self.prev_end()
+                } else {
+                    self.error();
+                    self.start()
+                }
             }
-        }
-        let end = if self.is_op(")") || self.prev_end() > open { self.prev_end() } else { self.text.len() };
+        };
         self.m.calls.push(Call { callee, method, args: open..end, commas });
         Expr { value, shape: Shape::Call, multi: true, base: None }
     }
@@ -260,10 +268,7 @@ impl Parser<'_> {
         let start = self.start();
         self.m.tables.push(Table::default());
         self.expect_op("{");
-        if !self.enter() {
-            self.leave();
-            return id;
-        }
+        // Nesting is bounded by `subexpr`'s depth count (each field value is an expression).
         while !self.is_op("}") && self.tok() != Tok::Eof {
             let before = self.pos;
             if self.tok() == Tok::Name && self.peek(1) == Tok::Op("=") {
@@ -287,7 +292,6 @@ impl Parser<'_> {
                 break;
             }
         }
-        self.leave();
         self.expect_op("}");
         self.m.tables[id].range = start..self.prev_end();
         id

@@ -11,6 +11,7 @@ mod lexer;
 pub mod model;
 mod navigate;
 mod parser;
+mod resolve;
 mod signature;
 pub mod stdlib;
 mod symbols;

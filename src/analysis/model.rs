@@ -161,6 +161,8 @@ pub struct Model {
     pub first_error: Option<Range<usize>>,
     /// Every comment's range (doc comments, luacheck inline options).
     pub comments: Vec<Range<usize>>,
+    /// Every string literal's range, quotes included (unfinished ones run to where they stop).
+    pub strings: Vec<Range<usize>>,
 }
 
 #[derive(Clone, Debug)]

@@ -5,6 +5,7 @@
 
 use super::lexer::{lex, Comment, Kw, Tok, Token};
 use super::model::{Access, Function, Local, LocalId, LocalKind, Model, NameUse, Target, TopItem, Value};
+use std::collections::HashMap;
 use std::ops::Range;
 
 /// Like Lua's LUAI_MAXCCALLS: nested blocks, expressions and calls beyond this are a syntax error.
@@ -18,6 +19,8 @@ pub(super) struct Parser<'a> {
     pub(super) m: Model,
     /// Locals in scope, innermost last.
     active: Vec<LocalId>,
+    /// The same locals by name (innermost last), so lookups do not scan every local in scope.
+    by_name: HashMap<String, Vec<LocalId>>,
     /// For each open function, the `local function` being defined there (its own name's uses
     /// inside do not count as uses).
     recursive: Vec<Option<LocalId>>,
@@ -35,6 +38,7 @@ pub fn parse(text: &str) -> (Model, Vec<usize>) {
         pos: 0,
         m: Model::default(),
         active: Vec::new(),
+        by_name: HashMap::new(),
         recursive: vec![None],
         depth: 0,
         self_refs: Vec::new(),
@@ -44,6 +48,11 @@ pub fn parse(text: &str) -> (Model, Vec<usize>) {
     }
     p.chunk();
     p.m.comments = p.comments.iter().map(|c| c.start as usize..c.end as usize).collect();
+    let strings = p.toks.iter().filter(|t| {
+        t.tok == Tok::Str
+            || (t.tok == Tok::Error && matches!(text.as_bytes()[t.start as usize], b'"' | b'\'' | b'['))
+    });
+    p.m.strings = strings.map(|t| t.start as usize..t.end as usize).collect();
     (p.m, p.self_refs)
 }
 
@@ -169,11 +178,15 @@ impl<'a> Parser<'a> {
     pub(super) fn activate(&mut self, id: LocalId, from: usize) {
         self.m.locals[id].visible.start = from;
         self.active.push(id);
+        self.by_name.entry(self.m.locals[id].name.clone()).or_default().push(id);
     }
     /// Closes the scope opened when `active` had `mark` entries; its locals stop being visible at `end`.
     pub(super) fn close_scope(&mut self, mark: usize, end: usize) {
         for id in self.active.drain(mark..) {
             self.m.locals[id].visible.end = end;
+            if let Some(ids) = self.by_name.get_mut(&self.m.locals[id].name) {
+                ids.pop();
+            }
         }
     }
     pub(super) fn scope_mark(&self) -> usize {
@@ -181,7 +194,7 @@ impl<'a> Parser<'a> {
     }
     /// Records a use of `name` at `range`, resolved against the locals in scope.
     pub(super) fn use_name(&mut self, name: &str, range: Range<usize>) -> (Target, usize) {
-        let found = self.active.iter().rev().copied().find(|&id| self.m.locals[id].name == name);
+        let found = self.by_name.get(name).and_then(|ids| ids.last().copied());
         let target = match found {
             Some(id) => Target::Local(id),
             None => Target::Global(name.to_string()),
