@@ -57,7 +57,7 @@ def test_hover_and_signature_help(ws):
     c, u, _ = ws
     hover = c.at("hover", u, 4, 15)  # area(2, 3)
     assert hover and "width" in hover["contents"]["value"], hover
-    sig = c.at("signatureHelp", u, 4, 20)  # after `area(2, `
+    sig = c.at("signatureHelp", u, 4, 21)  # after `area(2,`
     assert sig and "width" in sig["signatures"][0]["label"], sig
     assert sig["activeParameter"] == 1
     label = sig["signatures"][0]["label"]
