@@ -270,8 +270,8 @@ mod tests {
     fn a_comment_after_code_covers_its_line_only() {
         let text = "local a = 1 -- luacheck: ignore\nlocal b = 2\n";
         let k = text.find("--").unwrap();
-        let c = vec![k..text.find('\n').unwrap()];
-        let o = InlineOptions::read(text, &c, &[]);
+        let c = k..text.find('\n').unwrap();
+        let o = InlineOptions::read(text, std::slice::from_ref(&c), &[]);
         assert!(o.ignores(0, "W211", "a"));
         assert!(!o.ignores(1, "W211", "b"));
     }
@@ -280,8 +280,9 @@ mod tests {
     fn a_comment_on_its_own_line_covers_the_rest_of_its_function() {
         let text = "function f()\n-- luacheck: ignore 211\nlocal a\nend\nlocal b\n";
         let k = text.find("--").unwrap();
-        let c = vec![k..k + "-- luacheck: ignore 211".len()];
-        let o = InlineOptions::read(text, &c, &[0..text.find("end").unwrap() + 3]);
+        let c = k..k + "-- luacheck: ignore 211".len();
+        let func = 0..text.find("end").unwrap() + 3;
+        let o = InlineOptions::read(text, std::slice::from_ref(&c), std::slice::from_ref(&func));
         assert!(o.ignores(2, "W211", "a"));
         assert!(!o.ignores(4, "W211", "b"));
     }

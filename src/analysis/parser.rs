@@ -393,8 +393,7 @@ impl<'a> Parser<'a> {
 
     fn local_stat(&mut self) {
         let mut names = Vec::new();
-        loop {
-            let Some((n, r)) = self.expect_name() else { break };
+        while let Some((n, r)) = self.expect_name() {
             let mut attrib = None;
             if self.eat_op("<") {
                 attrib = self.expect_name().map(|(a, _)| a.to_string());
