@@ -55,6 +55,8 @@ cli       warm `llmspell exec 'x = 1'`, warm and cold `llmspell run hello.lua`, 
 scale     `llmspell exec` printing 10k / 100k / 1M lines: time, all arrived, kernel peak RSS
 state     state.set / state.get cost with 1k / 10k / 100k keys held; a cell setting 100k keys
 binary    size of the stripped release binary
+lsp       `llmspell lsp` with a 5,000-line file open (initialize, first diagnostics, completion p50/p95, an
+          edit then a completion, RSS), beside EmmyLua's emmylua_ls (lsp_servers.py)
 debug     the CPU suite as session cells with the Jupyter debugger attached, without and with one breakpoint
           that is never hit, against no debugger (CPU time of each cell; issue 14)
 longevity memory over a kernel's life, llmspell beside ipykernel (issue 24; see longevity.py): RSS growth
@@ -102,6 +104,7 @@ from llmspell_cli import (
 from run_vs_lua import bench_run
 from debugger_cost import bench_debug
 from longevity import bench_longevity
+from lsp_servers import bench_lsp
 from report import build_report, print_table
 
 
@@ -112,7 +115,7 @@ def parse_args():
     ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "llmspell"))
     ap.add_argument("--quick", action="store_true", help="fewer samples (about 2 minutes)")
     ap.add_argument("--json", default=str(ROOT / "target" / "bench.json"))
-    ap.add_argument("--sections", default="kernels,client,cli,scale,state,binary,run,gateway,debug,longevity")
+    ap.add_argument("--sections", default="kernels,client,cli,scale,state,binary,run,gateway,debug,longevity,lsp")
     ap.add_argument("--only", metavar="SECTIONS", help="the same as --sections (e.g. --only run: `llmspell run` "
                     "against a stock lua, no Jupyter kernels, no Python packages needed)")
     ap.add_argument("--lua", default=os.environ.get("LUA"),
@@ -251,6 +254,7 @@ def run_sections(R, sections, cfg, where, cli, lua, ref_lua, lua_arg):
         pairs = [(label, KERNELS[label][0]) for label in ("llmspell", "ipykernel") if KERNELS[label][0] in specs]
         return bench_longevity(pairs, cfg["longevity_cells"])
     section("longevity", longevity)
+    section("lsp", lambda: bench_lsp(bin_path, {**cfg, "quick": R["meta"]["quick"]}, tmp))
     if "run" in sections and not ref_lua:
         notes.append(f"run: no stock lua ({lua_arg or 'lua5.4'}): section skipped (apt-get install lua5.4, or $LUA)")
     elif "run" in sections:

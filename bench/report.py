@@ -3,6 +3,7 @@ that have one."""
 
 from measure import CLK_TCK, ratio
 from run_vs_lua import SUITE
+from lsp_servers import lsp_rows
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -277,6 +278,7 @@ def build_report(R, order):
 
     longevity_rows(R.get("longevity", {}), row)
 
+    lsp_rows(R, row, fmt)  # lsp_servers.py
     B = R.get("binary", {})
     if B:
         size = B.get("stripped_bytes", B.get("bytes"))

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod connection;
 pub mod dap;
 pub mod kernel;
+pub mod lsp;
 pub mod lua;
 pub mod private_files;
 pub mod request_owner;

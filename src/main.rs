@@ -21,7 +21,7 @@ fn main() -> ExitCode {
 }
 
 /// The commands, for dispatch and for "did you mean".
-const COMMANDS: [&str; 7] = ["run", "exec", "repl", "kernel", "state", "dap", "help"];
+const COMMANDS: [&str; 8] = ["run", "exec", "repl", "kernel", "state", "dap", "lsp", "help"];
 /// Options that apply to every command, and take a value.
 const GLOBAL_OPTIONS: [&str; 3] = ["--kernel", "--connect", "--idle-timeout"];
 /// The options of `--remote` (a Jupyter Server): global even after `kernel`, which has none of these.
@@ -164,6 +164,7 @@ fn run(raw: Vec<OsString>) -> Result<ExitCode, CommandError> {
         "kernel" => commands::kernel::exec(&target, args),
         "state" => commands::state::exec(args),
         "dap" => commands::dap::exec(args),
+        "lsp" => commands::lsp::exec(&target, args),
         "help" => {
             print!("{HELP}");
             Ok(ExitCode::SUCCESS)

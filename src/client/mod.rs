@@ -346,6 +346,12 @@ impl Client {
         }
     }
 
+    /// Stops receiving iopub: a client that only asks on control (the language server's snapshot
+    /// fetcher) must not queue every output of the session unread.
+    pub fn stop_listening(&self) {
+        let _ = self.iopub.set_unsubscribe(b"");
+    }
+
     /// Sends an interrupt request (control channel) without waiting for it.
     pub fn interrupt(&self) {
         self.send(&self.control, "interrupt_request", json!({}), json!({}));

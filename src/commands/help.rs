@@ -12,6 +12,7 @@ USAGE:
   llmspell state get|set|delete|list|clear|export|import|repair  the persistent store (llmspell state --help)
   llmspell --remote URL [--token T] run|exec|repl|kernel ...     the same, on a Jupyter Server / Kernel Gateway
   llmspell dap                                                   a Debug Adapter Protocol server on stdio (llmspell dap --help)
+  llmspell [--kernel ID | --connect FILE | --remote URL] lsp     a Language Server Protocol server on stdio (llmspell lsp --help)
 
 OPTIONS:
   --kernel ID           kernel id to use or start (default: default)
@@ -72,7 +73,9 @@ USAGE:
   llmspell kernel status [ID]           running and busy or idle: exit 0; not running or not answering: exit 1
   llmspell kernel interrupt [ID]        interrupt whatever the kernel runs (as Jupyter's interrupt button)
   llmspell kernel install [--user | --prefix DIR] [--name NAME]
-      Write a Jupyter kernelspec for this binary (default: --user, name llmspell).
+      Write a Jupyter kernelspec for this binary (default: --user, name llmspell), and register
+      `llmspell lsp` with jupyter-lsp (jupyter_server_config.d/llmspell-lsp.json in DIR/etc/jupyter,
+      else $JUPYTER_CONFIG_DIR or ~/.jupyter) for diagnostics and completion in JupyterLab.
 
 With --remote URL, start|stop|list|status|interrupt [NAME] act on the server's kernels through its REST
 API (stop deletes the kernel; the server ends its process); install always writes the kernelspec here.
@@ -148,4 +151,26 @@ USAGE:
       Breakpoints (conditions, hit counts, logpoints) in the script and the modules it requires,
       stepping, variables, evaluate, break on uncaught errors (and on errors pcall or xpcall
       catch: the \"raised\" filter); the exit code in the exited event.
+";
+
+pub const LSP_HELP: &str = "\
+llmspell lsp — a language server for Lua 5.4 (LSP 3.17 on stdin/stdout), for any editor
+
+USAGE:
+  llmspell [--kernel ID | --connect FILE | --remote URL [--token T]] lsp [--stdio]
+
+Diagnostics (Lua's own syntax errors; undefined globals, unused locals as luacheck names them),
+completion, hover, signature help, go to definition (across require), references, rename, document
+and workspace symbols. The workspace is the root folder the editor gives; require finds modules there
+(?.lua, ?/init.lua) and on LUA_PATH_5_4 / LUA_PATH / the default package.path.
+
+Live names: while a kernel runs (llmspell exec, repl, a notebook), the names its session defined
+complete and hover with their values, and state.get(\"...\") completes the keys of the store. The
+server asks the kernel (--kernel ID, default: default; --connect FILE; --remote URL) between your
+requests and never waits for it: a cell that runs for minutes does not slow an answer. It never starts
+a kernel; one started later is found without restarting the server.
+
+Editor set-up: docs/editors.md (Neovim, Helix, VS Code, Emacs, JupyterLab).
+Log: stderr, warnings only (LLMSPELL_LOG=info or debug for more).
+Exit codes: 0 after shutdown and exit, 1 on exit without shutdown or when stdin ends first.
 ";

@@ -10,6 +10,7 @@ mod error;
 pub mod exec;
 pub mod help;
 pub mod kernel;
+pub mod lsp;
 pub mod remote;
 pub mod repl;
 pub mod run;

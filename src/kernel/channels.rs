@@ -2,7 +2,9 @@
 
 use super::iopub::Publisher;
 use super::owner::Ownership;
-use super::requests::{answer_anywhere, bad_request, receive, reply, send_frames, Answer, Received, Request};
+use super::requests::{
+    answer_anywhere, bad_request, receive, reply, send_frames, snapshot_reply, Answer, Received, Request,
+};
 use super::{Exit, Shared};
 use crate::wire::{self, Message, ReplayGuard, Signer};
 use crossbeam_channel::Sender;
@@ -60,8 +62,15 @@ pub(super) fn control_loop(
             Received::Dropped => continue,
             Received::Request(m) => m,
         };
+        let parsed = Request::parse(&msg);
+        // An editor's language server asks every few seconds: no busy/idle for the other clients
+        // to see, and no activity that would keep an idle kernel from timing out.
+        if let Ok(Request::Snapshot(s)) = &parsed {
+            reply(&control, signer, publisher.session(), &msg, snapshot_reply(shared, s.since));
+            continue;
+        }
         shared.touch();
-        let answer = match Request::parse(&msg) {
+        let answer = match parsed {
             Err(problem) => Some(Answer::Reply(bad_request(&problem))),
             Ok(Request::Stray(other)) => {
                 log::warn!("control: ignored a {other:?} message");

@@ -88,6 +88,29 @@ struct Shared {
     /// An eventfd counted up on every interrupt: what a wait outside Lua polls (an isolated remote
     /// run, `remote_run.rs`), where the wake channel above cannot be polled with fds.
     interrupt_fd: Option<std::os::fd::OwnedFd>,
+    /// The session's names for editors (`llmspell_snapshot_request`), replaced by the Lua thread
+    /// between cells and read by control at any time: control never waits on Lua.
+    live: std::sync::Mutex<LiveSnapshot>,
+    /// A cell has ended since the snapshot was taken.
+    live_stale: AtomicBool,
+    /// When an editor last asked for the snapshot (ms since the epoch): while one watches, the Lua
+    /// thread takes it as each execution ends; otherwise only when asked.
+    live_asked: AtomicU64,
+    /// Control's end of `LIVE_WAKE`: asks an idle Lua thread for a fresh snapshot.
+    live_wake: std::sync::Mutex<Option<zmq::Socket>>,
+}
+
+/// The inproc endpoint on which control asks the Lua thread, between cells, for a new snapshot.
+const LIVE_WAKE: &str = "inproc://live-snapshot";
+/// An editor that asked within this long is watching.
+const LIVE_WATCHED_MS: u64 = 30_000;
+
+/// The last snapshot of the session's globals and state keys (`lua::Interpreter::live_snapshot`),
+/// numbered: the generation grows each time the snapshot changes.
+#[derive(Default)]
+struct LiveSnapshot {
+    generation: u64,
+    snapshot: Arc<serde_json::Value>,
 }
 
 impl Shared {
@@ -101,6 +124,32 @@ impl Shared {
             debugger: Arc::new(debugger::Debugger::new()),
             run_socket: None,
             interrupt_fd: eventfd(),
+            live: std::sync::Mutex::default(),
+            live_stale: AtomicBool::new(false),
+            live_asked: AtomicU64::new(0),
+            live_wake: std::sync::Mutex::new(None),
+        }
+    }
+    /// Keeps a new snapshot of the session (a new generation only if it differs from the last).
+    fn set_live(&self, snapshot: serde_json::Value) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if live.generation == 0 || *live.snapshot != snapshot {
+            live.generation += 1;
+            live.snapshot = Arc::new(snapshot);
+        }
+    }
+    /// Whether the Lua thread should take a snapshot now that an execution has ended.
+    fn live_watched(&self) -> bool {
+        now_millis().saturating_sub(self.live_asked.load(Ordering::Relaxed)) < LIVE_WATCHED_MS
+    }
+    /// An editor asked: remember it, and wake the Lua thread if the snapshot is behind the session
+    /// (it takes one once idle; the editor gets it on its next ask).
+    fn live_asked_now(&self) {
+        self.live_asked.store(now_millis(), Ordering::Relaxed);
+        if self.live_stale.load(Ordering::Relaxed) {
+            if let Some(wake) = &*self.live_wake.lock().unwrap_or_else(|e| e.into_inner()) {
+                let _ = wake.send(&b""[..], zmq::DONTWAIT);
+            }
         }
     }
     fn touch(&self) {
@@ -259,6 +308,7 @@ impl Threads {
         let (exit_tx, exit) = crossbeam_channel::unbounded();
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared { run_socket, ..Shared::new(exit_tx, wake_tx) });
+        *shared.live_wake.lock().unwrap_or_else(|e| e.into_inner()) = connected_push(ctx, LIVE_WAKE).ok();
         let ownership = owner::Ownership::new()?;
         {
             let (ownership, shared) = (ownership.clone(), shared.clone());

@@ -116,6 +116,8 @@ pub(super) enum Request {
     Shutdown(ShutdownRequest),
     /// debug_request: the Jupyter debugger (debugger.rs), on control.
     Debug,
+    /// llmspell_snapshot_request: the session's names for the language server (`lsp/live.rs`).
+    Snapshot(SnapshotRequest),
     /// A request type this kernel does not handle: it gets an error reply.
     Unsupported(String),
     /// Not a request at all (a stray reply, say): ignored, with a warning.
@@ -187,6 +189,13 @@ pub(super) struct ShutdownRequest {
     pub restart: bool,
 }
 
+/// `{"since": N}`: the generation the asker has; an unchanged snapshot is not sent again.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct SnapshotRequest {
+    pub since: Option<u64>,
+}
+
 impl Request {
     /// Reads a message's type and content. A content that does not fit its type (a number where
     /// code should be, say) is an error the client gets as an error reply.
@@ -211,6 +220,7 @@ impl Request {
             },
             "shutdown_request" => Request::Shutdown(content(msg)?),
             "debug_request" => Request::Debug,
+            "llmspell_snapshot_request" => Request::Snapshot(content(msg)?),
             t if t.ends_with("_request") => Request::Unsupported(t.to_string()),
             t => Request::Stray(t.to_string()),
         })
@@ -249,6 +259,7 @@ pub(super) fn answer_anywhere(
             let withdrawn = ownership.interrupt(target.as_deref(), shared) == Interrupted::Withdrawn;
             Answer::Reply(json!({"status": "ok", "llmspell": { "withdrawn": withdrawn }}))
         }
+        Request::Snapshot(r) => Answer::Reply(snapshot_reply(shared, r.since)),
         Request::Shutdown(s) => Answer::ReplyAndExit(json!({"status": "ok", "restart": s.restart})),
         Request::Unsupported(t) => Answer::Reply(json!({
             "status": "error",
@@ -258,6 +269,18 @@ pub(super) fn answer_anywhere(
         })),
         _ => return None,
     })
+}
+
+/// The last snapshot of the session's names, or `unchanged` when the asker has its generation.
+pub(super) fn snapshot_reply(shared: &Shared, since: Option<u64>) -> Value {
+    shared.live_asked_now();
+    let live = shared.live.lock().unwrap_or_else(|e| e.into_inner());
+    if since == Some(live.generation) {
+        return json!({ "status": "ok", "generation": live.generation, "unchanged": true });
+    }
+    let mut snapshot = (*live.snapshot).clone();
+    snapshot["generation"] = json!(live.generation);
+    json!({ "status": "ok", "generation": live.generation, "snapshot": snapshot })
 }
 
 /// kernel_info_reply's content. `llmspell` holds this kernel's own facts: `iopub` (its counters),
@@ -319,6 +342,7 @@ mod tests {
             ("interrupt_request", "Interrupt"),
             ("shutdown_request", "Shutdown"),
             ("debug_request", "Debug"),
+            ("llmspell_snapshot_request", "Snapshot"),
             ("no_such_request", "Unsupported"),
             ("execute_reply", "Stray"),
         ];
@@ -336,6 +360,7 @@ mod tests {
                 Request::Interrupt { .. } => "Interrupt",
                 Request::Shutdown(_) => "Shutdown",
                 Request::Debug => "Debug",
+                Request::Snapshot(_) => "Snapshot",
                 Request::Unsupported(_) => "Unsupported",
                 Request::Stray(_) => "Stray",
             };

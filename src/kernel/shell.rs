@@ -35,6 +35,8 @@ pub(super) struct Shell {
     history: History,
     /// The debugger's Lua-thread side: debug requests forwarded by control are served through it.
     debug: Rc<LuaSide>,
+    /// Control asks here for a fresh snapshot of the session's names (`Shared::live_asked_now`).
+    live_wake: zmq::Socket,
 }
 
 impl Shell {
@@ -60,7 +62,10 @@ impl Shell {
         let transport = KernelTransport::new(ctx, frontend.clone())?;
         let debug = Rc::new(LuaSide::new(shared.debugger.clone(), Box::new(transport)));
         interp.attach_debugger(debug.clone())?;
+        shared.set_live(interp.live_snapshot());
+        let live_wake = super::bound_pull(ctx, super::LIVE_WAKE)?;
         Ok(Shell {
+            live_wake,
             interp,
             debug,
             frontend,
@@ -88,15 +93,24 @@ impl Shell {
     fn wait_request(&mut self) -> Option<Message> {
         loop {
             let wake = self.shared.debugger.wake_fd();
-            let mut items =
-                [self.socket.as_poll_item(zmq::POLLIN), zmq::PollItem::from_fd(wake, zmq::POLLIN)];
+            let mut items = [
+                self.socket.as_poll_item(zmq::POLLIN),
+                zmq::PollItem::from_fd(wake, zmq::POLLIN),
+                self.live_wake.as_poll_item(zmq::POLLIN),
+            ];
             if let Err(zmq::Error::ETERM) = zmq::poll(&mut items, -1) {
                 return None;
             }
-            if items[1].is_readable() {
+            let (request, debug, live) =
+                (items[0].is_readable(), items[1].is_readable(), items[2].is_readable());
+            if debug {
                 self.debug.serve_queued(&mut self.interp);
             }
-            if !items[0].is_readable() {
+            if live {
+                while self.live_wake.recv_bytes(zmq::DONTWAIT).is_ok() {}
+                self.take_live_snapshot();
+            }
+            if !request {
                 continue;
             }
             match receive(&self.socket, &self.signer, &mut self.guard, self.max_message_bytes, "shell") {
@@ -146,6 +160,22 @@ impl Shell {
         self.frontend.borrow().publisher.iopub.output.trim_if_large();
         self.shared.touch();
         self.shared.busy.store(false, Ordering::Relaxed);
+        // After the reply and idle, so the cell's client does not wait for it. Under a stream of
+        // requests nobody's editor watches, skipped while the next one waits: control asks for one
+        // when an editor comes (`Shared::live_asked_now`).
+        let waiting = matches!(self.socket.poll(zmq::POLLIN, 0), Ok(n) if n > 0);
+        if self.shared.live_stale.load(Ordering::Relaxed) && (self.shared.live_watched() || !waiting) {
+            self.take_live_snapshot();
+        }
+    }
+
+    /// What editors see of the session (`llmspell_snapshot_request`), taken between cells.
+    fn take_live_snapshot(&mut self) {
+        self.shared.live_stale.store(false, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let snapshot = self.interp.live_snapshot();
+        log::debug!("live snapshot taken in {:?}", started.elapsed());
+        self.shared.set_live(snapshot);
     }
 
     /// After a failed cell with stop_on_error: aborts the execute requests queued behind it, as
@@ -258,6 +288,7 @@ impl Shell {
             Request::KernelInfo
             | Request::Interrupt { .. }
             | Request::Shutdown(_)
+            | Request::Snapshot(_)
             | Request::Unsupported(_) => {}
         }
         false
@@ -321,6 +352,7 @@ impl Shell {
             self.frontend.borrow().publisher.publish_held(msg, "execute_input", content);
         }
         let outcome = self.run_cell(&req.code);
+        self.shared.live_stale.store(true, Ordering::Relaxed);
         let user_expressions = match outcome.error {
             None => self.user_expressions(&req.user_expressions),
             Some(_) => Map::new(),

@@ -11,8 +11,10 @@ mod failure;
 mod interrupt;
 mod natives;
 mod paths;
+mod snapshot;
 mod source;
 mod store;
+pub mod syntax;
 #[cfg(test)]
 mod tests;
 
@@ -20,6 +22,7 @@ pub use caught::set_break_on_caught;
 pub use debug_hook::{Breakpoint, DebugConfig, DebugFlags, DebugPort};
 pub use failure::{Failure, LUA_ERROR};
 pub use interrupt::Interrupter;
+pub use paths::lua_path;
 pub(crate) use paths::set_package_paths;
 /// For `llmspell run` (src/runner): the same `state` natives as the session's.
 pub(crate) use store::state_natives;
@@ -412,6 +415,12 @@ impl Interpreter {
   error("llmspell dap: os.exit " .. math.tointeger(code), 0)
 end"#;
         self.lua.load(exit).set_name("=[llmspell]").exec().map_err(fail)
+    }
+
+    /// The session's globals and state keys for editors (`snapshot.rs`), between cells.
+    pub fn live_snapshot(&mut self) -> Json {
+        let keys = self.store.borrow_mut().keys(None).unwrap_or_default();
+        snapshot::take(&self.lua.globals(), &self.builtins, keys)
     }
 
     /// Whether a global is unset (nil): `exit` means "leave" only while nobody defined it.

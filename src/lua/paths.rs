@@ -19,6 +19,12 @@ pub(crate) fn set_package_paths(lua: &mlua::Lua, use_env: bool) -> mlua::Result<
     Ok(())
 }
 
+/// The `package.path` a session or run would have here (`LUA_PATH_5_4`, `LUA_PATH`, the defaults):
+/// where the language server looks for `require`d modules besides the workspace.
+pub fn lua_path() -> String {
+    String::from_utf8_lossy(&path_from_env("LUA_PATH", &default_paths().0)).into_owned()
+}
+
 /// Debian's multiarch directory name for this machine.
 fn multiarch() -> &'static str {
     match std::env::consts::ARCH {

@@ -83,6 +83,40 @@ impl RemoteClient {
         })
     }
 
+    /// The kernel called `name` on the server if it exists, with its websocket open; never starts one
+    /// (the language server attaches to a session, it does not make one).
+    pub fn attach(opts: &RemoteOptions, name: &str) -> Result<Option<RemoteClient>, ClientError> {
+        let server = Server::new(opts)?;
+        let Some(kernel_id) = names::remembered(&server, name) else { return Ok(None) };
+        if server.kernel(&kernel_id)?.is_none() {
+            return Ok(None);
+        }
+        let session = wire::random_hex(16);
+        let ws = Channels::open(&server, &kernel_id, &session, opts.ws_format)?;
+        let (name, stdin_chunks) = (name.to_string(), StdinChunks::default());
+        Ok(Some(RemoteClient { server, kernel_id, name, session, ws: RefCell::new(ws), stdin_chunks }))
+    }
+
+    /// A request on the control channel (the server forwards it to the kernel): its reply's content.
+    pub fn control_request(
+        &self,
+        msg_type: &str,
+        content: Value,
+        timeout: Duration,
+    ) -> Result<Value, ClientError> {
+        let ask = self.frame("control", msg_type, content, json!({}), json!({}));
+        self.send(&ask)?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(f) = self.recv()? {
+                if f.channel == "control" && f.parent_msg_id() == ask.msg_id() {
+                    return Ok(f.content);
+                }
+            }
+        }
+        Err(ClientError::Timeout)
+    }
+
     /// The websocket format in use (the test suite checks both).
     pub fn format(&self) -> Format {
         self.ws.borrow().format

@@ -15,8 +15,14 @@ pub(super) fn exec(mut a: Arguments) -> Result<ExitCode, CommandError> {
     if user && prefix.is_some() {
         return Err(CommandError::Usage("use either --user or --prefix".into()));
     }
-    let dir = install_kernelspec(prefix, &name)?;
+    let dir = install_kernelspec(prefix.clone(), &name)?;
     println!("installed kernelspec {name} in {}", dir.display());
+    // JupyterLab with jupyterlab-lsp: diagnostics and completion in llmspell notebook cells.
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let exe = exe.canonicalize().unwrap_or(exe);
+    let registered =
+        crate::lsp::jupyter_lsp::install(prefix.as_deref(), &exe).map_err(CommandError::Failed)?;
+    println!("registered the language server (llmspell lsp) with jupyter-lsp in {}", registered.display());
     Ok(ExitCode::SUCCESS)
 }
 
