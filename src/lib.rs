@@ -12,4 +12,5 @@ pub mod repl;
 pub mod runner;
 pub mod state;
 pub mod state_cli;
+pub mod sys;
 pub mod wire;
