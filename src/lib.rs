@@ -1,16 +1,14 @@
 //! llmspell: a Lua 5.4 kernel speaking the Jupyter messaging protocol, and the client that drives it.
-pub mod cli;
+//! The layering (which module may use which) is in ARCHITECTURE.md.
 pub mod client;
+pub mod commands;
 pub mod connection;
 pub mod dap;
-pub mod help;
 pub mod kernel;
 pub mod lua;
 pub mod private_files;
-pub mod remote_cli;
-pub mod repl;
+pub mod request_owner;
 pub mod runner;
 pub mod state;
-pub mod state_cli;
 pub mod sys;
 pub mod wire;

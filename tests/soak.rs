@@ -242,7 +242,7 @@ fn fuzz_wire_decode_stable() {
                     e.downcast_ref::<String>().cloned().or(e.downcast_ref::<&str>().map(|s| s.to_string()));
                 panic!(
                     "wire_check::check panicked after {runs} runs ({why:?}); input saved to {} \
-                     (add it to wire_fuzz_regressions in tests/hostile.rs)",
+                     (add it to wire_fuzz_regressions in tests/hostile/bad_input.rs)",
                     path.display()
                 );
             }

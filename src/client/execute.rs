@@ -88,7 +88,7 @@ pub(super) fn published(m: &Message) -> Published<'_> {
 /// This process as the owner of its requests (see kernel/owner.rs): when it ends, its work ends.
 fn owner() -> Value {
     static OWNER: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
-    OWNER.get_or_init(crate::kernel::Owner::current).clone()
+    OWNER.get_or_init(crate::request_owner::Owner::current).clone()
 }
 
 pub(super) fn request_content(code: &str, opts: &ExecOptions) -> (Value, Value) {

@@ -31,7 +31,6 @@ mod remote_run;
 mod requests;
 mod shell;
 
-pub use owner::Owner;
 pub use requests::kernel_info_content;
 
 use crate::connection::{self, ConnectionInfo, KernelFiles};
@@ -84,9 +83,9 @@ struct Shared {
     debugger: Arc<debugger::Debugger>,
     /// The zygote's socket (`runner::Zygote`), for isolated remote runs; None without a zygote.
     run_socket: Option<PathBuf>,
-    /// An eventfd counted up on every interrupt: what a wait outside Lua polls (an isolated remote
+    /// Woken on every interrupt: what a wait outside Lua polls (an isolated remote
     /// run, `remote_run.rs`), where the wake channel above cannot be polled with fds.
-    interrupt_fd: Option<std::os::fd::OwnedFd>,
+    interrupt_fd: Option<crate::sys::Wakeup>,
 }
 
 impl Shared {
@@ -99,7 +98,7 @@ impl Shared {
             exit,
             debugger: Arc::new(debugger::Debugger::new()),
             run_socket: None,
-            interrupt_fd: eventfd(),
+            interrupt_fd: crate::sys::Wakeup::new().ok(),
         }
     }
     fn touch(&self) {
@@ -110,22 +109,10 @@ impl Shared {
         let _ = self.interrupt_wake.try_send(());
         // A program stopped in the debugger resumes, so the interrupt reaches it.
         self.debugger.on_interrupt();
-        if let Some(fd) = &self.interrupt_fd {
-            let one = 1u64.to_ne_bytes();
-            // SAFETY: an 8-byte write from a local to our own non-blocking eventfd.
-            unsafe {
-                libc::write(std::os::fd::AsRawFd::as_raw_fd(fd), one.as_ptr() as *const libc::c_void, 8)
-            };
+        if let Some(wake) = &self.interrupt_fd {
+            wake.wake();
         }
     }
-}
-
-/// A non-blocking eventfd; None if the system refuses one (then waits look every 100 ms).
-fn eventfd() -> Option<std::os::fd::OwnedFd> {
-    // SAFETY: eventfd returns a fresh fd, which becomes ours, or -1.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    // SAFETY: see above.
-    (fd >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }
 
 fn now_millis() -> u64 {

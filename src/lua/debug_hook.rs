@@ -237,19 +237,19 @@ pub(super) unsafe fn wanted_mask(l: *mut lua_State) -> c_int {
     with_runtime(|rt| rt.mask_for(l, 0)).unwrap_or(0)
 }
 
-/// Before a cell runs: a fresh start (no stepping left from the last cell), and the hook on every
-/// Lua thread if breakpoints exist. Returns the mask set.
-///
-/// # Safety
-/// `main` must be the live main Lua state, on its own thread.
-pub(super) unsafe fn arm_for_cell(main: *mut lua_State) -> c_int {
-    let full = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE;
-    let mask = with_runtime(|rt| {
+/// Every event the debugger can want: a coroutine's hook starts with these (its next event narrows it).
+pub(super) const ALL_EVENTS: c_int = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE;
+
+/// Before a cell runs: a fresh start (no stepping left from the last cell). Returns the mask the
+/// main thread's hook needs (0: no breakpoints, no pause); the caller sets it on every Lua thread
+/// (`interrupt::set_everywhere`: the one hook function is the interrupter's).
+pub(super) fn arm_for_cell() -> c_int {
+    with_runtime(|rt| {
         rt.step = None;
         rt.pausing = false;
         rt.refresh();
         if rt.port_pause() {
-            full
+            ALL_EVENTS
         } else if rt.config.breakpoints.is_empty() {
             0
         } else {
@@ -258,11 +258,7 @@ pub(super) unsafe fn arm_for_cell(main: *mut lua_State) -> c_int {
             LUA_MASKCALL
         }
     })
-    .unwrap_or(0);
-    if mask != 0 {
-        super::interrupt::set_everywhere(main, mask, full, 0);
-    }
-    mask
+    .unwrap_or(0)
 }
 
 fn stack_depth(l: *mut lua_State) -> usize {

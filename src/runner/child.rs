@@ -7,6 +7,8 @@
 //!
 //! Written from the behaviour of `lua.c` (Lua 5.4), not from its code.
 
+use super::lua_call::{docall, interrupt_signal, l_message, report, stderr, stdout, Ctx, LuaOptions};
+use super::lua_repl;
 use super::proto::Request;
 use crate::state::Store;
 use mlua::ffi;
@@ -17,125 +19,8 @@ use std::ptr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 
-/// The state the SIGINT handler sets its hook on (as `lua.c`'s `globalL`).
-static GLOBAL_L: AtomicPtr<ffi::lua_State> = AtomicPtr::new(ptr::null_mut());
 /// The store, for the exit-time flush (os.exit never returns to us).
 static STORE: AtomicPtr<RefCell<Store>> = AtomicPtr::new(ptr::null_mut());
-static INTERRUPT_SIGNAL: AtomicI32 = AtomicI32::new(0);
-
-/// The signal the zygote sends besides SIGINT: `system()` ignores SIGINT while its child runs, so an
-/// interrupt in `os.execute` would otherwise be lost. Handled exactly like SIGINT.
-pub(crate) fn interrupt_signal() -> c_int {
-    let s = INTERRUPT_SIGNAL.load(Ordering::Relaxed);
-    if s != 0 {
-        return s;
-    }
-    let s = libc::SIGRTMIN() + 4;
-    INTERRUPT_SIGNAL.store(s, Ordering::Relaxed);
-    s
-}
-
-extern "C" {
-    static mut stderr: *mut libc::FILE;
-    static mut stdout: *mut libc::FILE;
-    static mut stdin: *mut libc::FILE;
-}
-
-/// Writes `progname: msg` on C's stderr (so it stays in order with the script's own io.stderr).
-unsafe fn l_message(progname: Option<&CString>, msg: *const c_char) {
-    let err = stderr;
-    if let Some(p) = progname {
-        libc::fputs(p.as_ptr(), err);
-        libc::fputs(c": ".as_ptr(), err);
-    }
-    libc::fputs(msg, err);
-    libc::fputs(c"\n".as_ptr(), err);
-    libc::fflush(err);
-}
-
-fn set_signal(sig: c_int, handler: libc::sighandler_t) {
-    // SAFETY: a plain sigaction with no flags (no SA_RESTART, as lua.c on POSIX) and an empty mask.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = handler;
-        sa.sa_flags = 0;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(sig, &sa, ptr::null_mut());
-    }
-}
-
-extern "C" fn on_interrupt(_sig: c_int) {
-    // Another Ctrl-C kills the process, as in lua.c.
-    set_signal(libc::SIGINT, libc::SIG_DFL);
-    set_signal(INTERRUPT_SIGNAL.load(Ordering::Relaxed), libc::SIG_IGN);
-    let flag = ffi::LUA_MASKCALL | ffi::LUA_MASKRET | ffi::LUA_MASKLINE | ffi::LUA_MASKCOUNT;
-    // SAFETY: lua_sethook is the one Lua call documented as safe from a signal handler.
-    unsafe { ffi::lua_sethook(GLOBAL_L.load(Ordering::Relaxed), Some(stop_hook), flag, 1) };
-}
-
-unsafe extern "C-unwind" fn stop_hook(l: *mut ffi::lua_State, _ar: *mut ffi::lua_Debug) {
-    ffi::lua_sethook(l, None, 0, 0);
-    ffi::luaL_error(l, c"interrupted!".as_ptr());
-}
-
-/// Adds a traceback to string errors; other error objects become their `__tostring` or a note.
-unsafe extern "C-unwind" fn msghandler(l: *mut ffi::lua_State) -> c_int {
-    let mut msg = ffi::lua_tostring(l, 1);
-    if msg.is_null() {
-        if ffi::luaL_callmeta(l, 1, c"__tostring".as_ptr()) != 0 && ffi::lua_type(l, -1) == ffi::LUA_TSTRING {
-            return 1;
-        }
-        msg = ffi::lua_pushfstring(l, c"(error object is a %s value)".as_ptr(), ffi::luaL_typename(l, 1));
-    }
-    ffi::luaL_traceback(l, l, msg, 1);
-    1
-}
-
-/// Calls the function below `narg` arguments with the message handler and SIGINT armed.
-unsafe fn docall(l: *mut ffi::lua_State, narg: c_int, nres: c_int) -> c_int {
-    let base = ffi::lua_gettop(l) - narg;
-    ffi::lua_pushcfunction(l, msghandler);
-    ffi::lua_insert(l, base);
-    GLOBAL_L.store(l, Ordering::Relaxed);
-    let handler = on_interrupt as extern "C" fn(c_int) as libc::sighandler_t;
-    set_signal(libc::SIGINT, handler);
-    set_signal(interrupt_signal(), handler);
-    let status = ffi::lua_pcall(l, narg, nres, base);
-    set_signal(libc::SIGINT, libc::SIG_DFL);
-    set_signal(interrupt_signal(), libc::SIG_IGN);
-    ffi::lua_remove(l, base);
-    status
-}
-
-unsafe fn report(l: *mut ffi::lua_State, status: c_int, ctx: &Ctx) -> c_int {
-    if status != ffi::LUA_OK {
-        let mut msg = ffi::lua_tostring(l, -1);
-        if msg.is_null() {
-            msg = c"(error message not a string)".as_ptr();
-        }
-        l_message(ctx.progname.as_ref(), msg);
-        ffi::lua_settop(l, -2);
-    }
-    status
-}
-
-struct Ctx {
-    argv: Vec<CString>,
-    /// Where lua's own argv[1] would be: the first word after `run`.
-    first: usize,
-    progname: Option<CString>,
-    options: Result<LuaOptions, usize>,
-}
-
-/// What `lua [options] [script [args]]` asked for; the error is the index of a bad option.
-#[derive(Default)]
-struct LuaOptions {
-    interactive: bool,
-    version: bool,
-    no_env: bool,
-    execute: bool,
-    script: Option<usize>,
-}
 
 /// Where the script stands in `argv` (lua's options read from `first` on, as the run will read
 /// them), if there is one; `-` is the script from stdin. None too for a bad option.
@@ -392,149 +277,17 @@ unsafe extern "C-unwind" fn pmain(l: *mut ffi::lua_State) -> c_int {
         }
     }
     if options.interactive {
-        interactive_loop(l);
+        lua_repl::interactive_loop(l);
     } else if options.script.is_none() && !options.execute && !options.version {
         if libc::isatty(0) == 1 {
             print_version();
-            interactive_loop(l);
+            lua_repl::interactive_loop(l);
         } else {
             dochunk(l, ffi::luaL_loadfilex(l, ptr::null(), ptr::null()), ctx);
         }
     }
     ffi::lua_pushboolean(l, 1);
     1
-}
-
-/// lua.c's read-eval-print loop on the run's stdin (line editing on a terminal): `> ` and `>> ` prompts (or
-/// `_PROMPT`/`_PROMPT2`), an expression's values printed, an unfinished statement continued.
-unsafe fn interactive_loop(l: *mut ffi::lua_State) {
-    // Errors in the loop carry no program name, as lua.c's.
-    let quiet = Ctx { argv: Vec::new(), first: 0, progname: None, options: Err(0) };
-    while let Some(mut chunk) = read_line(l, true) {
-        if chunk.first() == Some(&b'=') {
-            chunk = [b"return ".as_slice(), &chunk[1..]].concat();
-        }
-        let load = |code: &[u8]| {
-            ffi::luaL_loadbufferx(
-                l,
-                code.as_ptr() as *const c_char,
-                code.len(),
-                c"=stdin".as_ptr(),
-                ptr::null(),
-            )
-        };
-        let with_return = [b"return ".as_slice(), &chunk, b";"].concat();
-        let mut status = load(&with_return);
-        if status != ffi::LUA_OK {
-            ffi::lua_settop(l, 0);
-            loop {
-                status = load(&chunk);
-                if !is_incomplete(l, status) {
-                    break;
-                }
-                ffi::lua_settop(l, 0);
-                match read_line(l, false) {
-                    Some(more) => chunk = [chunk.as_slice(), b"\n", &more].concat(),
-                    None => {
-                        status = load(&chunk);
-                        break;
-                    }
-                }
-            }
-        }
-        if status == ffi::LUA_OK {
-            status = docall(l, 0, ffi::LUA_MULTRET);
-        }
-        if status == ffi::LUA_OK {
-            let n = ffi::lua_gettop(l);
-            if n > 0 {
-                ffi::luaL_checkstack(l, ffi::LUA_MINSTACK, c"too many results to print".as_ptr());
-                ffi::lua_getglobal(l, c"print".as_ptr());
-                ffi::lua_insert(l, 1);
-                if ffi::lua_pcall(l, n, 0, 0) != ffi::LUA_OK {
-                    let msg = ffi::lua_tostring(l, -1);
-                    let msg = if msg.is_null() { c"?".as_ptr() } else { msg };
-                    l_message(None, ffi::lua_pushfstring(l, c"error calling 'print' (%s)".as_ptr(), msg));
-                }
-            }
-        } else {
-            report(l, status, &quiet);
-        }
-        ffi::lua_settop(l, 0);
-    }
-    ffi::lua_settop(l, 0);
-    libc::fputs(c"\n".as_ptr(), stdout);
-    libc::fflush(stdout);
-}
-
-/// A syntax error at the end of the input: the statement goes on on the next line.
-unsafe fn is_incomplete(l: *mut ffi::lua_State, status: c_int) -> bool {
-    if status != ffi::LUA_ERRSYNTAX {
-        return false;
-    }
-    let msg = ffi::lua_tostring(l, -1);
-    !msg.is_null() && std::ffi::CStr::from_ptr(msg).to_bytes().ends_with(b"<eof>")
-}
-
-/// Shows the prompt and reads one line from stdin (without its newline); None at end of input.
-unsafe fn read_line(l: *mut ffi::lua_State, first: bool) -> Option<Vec<u8>> {
-    let custom = ffi::lua_getglobal(l, if first { c"_PROMPT".as_ptr() } else { c"_PROMPT2".as_ptr() });
-    let prompt = if custom == ffi::LUA_TNIL {
-        (if first { c"> " } else { c">> " }).as_ptr()
-    } else {
-        ffi::luaL_tolstring(l, -1, ptr::null_mut())
-    };
-    let prompt = std::ffi::CStr::from_ptr(prompt).to_string_lossy().into_owned();
-    ffi::lua_settop(l, 0);
-    libc::fflush(stdout);
-    if let Some(edited) = edit_line(&prompt) {
-        return edited;
-    }
-    libc::fputs(CString::new(prompt).unwrap_or_default().as_ptr(), stdout);
-    libc::fflush(stdout);
-    let mut line = Vec::new();
-    let mut buf = [0 as c_char; 512];
-    loop {
-        if libc::fgets(buf.as_mut_ptr(), buf.len() as c_int, stdin).is_null() {
-            return (!line.is_empty()).then_some(line);
-        }
-        line.extend_from_slice(std::ffi::CStr::from_ptr(buf.as_ptr()).to_bytes());
-        if line.last() == Some(&b'\n') {
-            line.pop();
-            return Some(line);
-        }
-    }
-}
-
-thread_local! {
-    /// The line editor, on a terminal (None: not one, or it could not start).
-    static EDITOR: RefCell<Option<Option<rustyline::DefaultEditor>>> = const { RefCell::new(None) };
-}
-
-/// On a terminal, a line read with line editing and history, as Debian's `lua5.4` (built with
-/// readline) reads it; None when stdin or stdout is not a terminal. Ctrl-C at the prompt ends the
-/// run by SIGINT, as it ends `lua`.
-fn edit_line(prompt: &str) -> Option<Option<Vec<u8>>> {
-    EDITOR.with(|editor| {
-        let mut editor = editor.borrow_mut();
-        let editor = editor.get_or_insert_with(|| {
-            // SAFETY: isatty only looks at the descriptors.
-            let terminal = unsafe { libc::isatty(0) == 1 && libc::isatty(1) == 1 };
-            let config = rustyline::Config::builder().auto_add_history(true).build();
-            terminal.then(|| rustyline::DefaultEditor::with_config(config).ok()).flatten()
-        });
-        let editor = editor.as_mut()?;
-        Some(match editor.readline(prompt) {
-            Ok(line) => Some(line.into_bytes()),
-            Err(rustyline::error::ReadlineError::Interrupted) => {
-                set_signal(libc::SIGINT, libc::SIG_DFL);
-                // SAFETY: raising a signal at ourselves.
-                unsafe { libc::raise(libc::SIGINT) };
-                None
-            }
-            Err(_) => None,
-        })
-    })
 }
 
 /// Writes pending `state` changes; on failure says so and makes the exit status 1.
@@ -585,13 +338,7 @@ pub(crate) fn run(req: Request, fds: [c_int; 3], template: Template) -> ! {
         // A session of its own: its own process group (which the zygote signals) and its own
         // scheduler autogroup, so a busy session cell does not share its CPU share with runs.
         libc::setsid();
-        // The zygote only ends before its runs if it is killed: then its clients have reported an
-        // error, and their runs must not go on behind their backs.
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        if libc::getppid() == 1 {
-            libc::_exit(1);
-        }
-        for sig in 1..=libc::SIGRTMAX() {
+        for sig in 1..=crate::sys::last_signal() {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);
             }
@@ -606,11 +353,10 @@ pub(crate) fn run(req: Request, fds: [c_int; 3], template: Template) -> ! {
             }
         }
         // Nothing of the zygote's (listener, other clients' connections) stays open in a run.
-        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
-            for fd in 3..4096 {
-                libc::close(fd);
-            }
-        }
+        crate::sys::close_fds_from(3, &[template.parent.child_fd()]);
+        // The zygote only ends before its runs if it is killed: then its clients have reported an
+        // error, and their runs must not go on behind their backs.
+        template.parent.arm_in_child();
         let cwd = CString::new(req.cwd.clone()).unwrap_or_default();
         if libc::chdir(cwd.as_ptr()) != 0 {
             fail(&format!(
@@ -619,7 +365,7 @@ pub(crate) fn run(req: Request, fds: [c_int; 3], template: Template) -> ! {
                 std::io::Error::last_os_error()
             ));
         }
-        libc::clearenv();
+        crate::sys::clear_environment();
         for kv in &req.env {
             if kv.iter().skip(1).any(|&b| b == b'=') && !kv.starts_with(b"=") {
                 if let Ok(c) = CString::new(kv.clone()) {
@@ -648,6 +394,8 @@ pub(crate) fn run(req: Request, fds: [c_int; 3], template: Template) -> ! {
 pub(crate) struct Template {
     lua: mlua::Lua,
     store: Rc<RefCell<Store>>,
+    /// The zygote's end of it closes when the zygote ends: its runs end with it.
+    parent: crate::sys::ParentWatch,
 }
 
 impl Template {
@@ -660,12 +408,13 @@ impl Template {
         lua.globals().set("state", state).map_err(|e| e.to_string())?;
         // No garbage of the set-up is left for the runs to collect.
         lua.gc_collect().map_err(|e| e.to_string())?;
-        Ok(Template { lua, store })
+        let parent = crate::sys::ParentWatch::new().map_err(|e| format!("cannot create a pipe: {e}"))?;
+        Ok(Template { lua, store, parent })
     }
 }
 
 fn main_lua(ctx: &Ctx, template: Template) -> c_int {
-    let Template { lua, store } = template;
+    let Template { lua, store, .. } = template;
     STORE.store(Rc::into_raw(store.clone()) as *mut RefCell<Store>, Ordering::Relaxed);
     // SAFETY: registering a plain extern "C" function.
     unsafe { libc::atexit(flush_at_exit) };
@@ -698,9 +447,9 @@ fn main_lua(ctx: &Ctx, template: Template) -> c_int {
 fn setup(lua: &mlua::Lua, use_env: bool) -> mlua::Result<()> {
     crate::lua::set_package_paths(lua, use_env)?;
     // Forked runs share the zygote's addresses and start in the same second: seed from the OS.
-    let mut seed = [0u64; 2];
-    // SAFETY: getrandom into a local array.
-    unsafe { libc::getrandom(seed.as_mut_ptr() as *mut libc::c_void, 16, 0) };
+    let mut bytes = [0u8; 16];
+    crate::sys::random_bytes(&mut bytes).map_err(mlua::Error::external)?;
+    let seed = [0, 8].map(|i| u64::from_ne_bytes(bytes[i..i + 8].try_into().unwrap_or_default()));
     let math: mlua::Table = lua.globals().get("math")?;
     math.get::<mlua::Function>("randomseed")?.call::<()>((seed[0] as i64, seed[1] as i64))?;
     Ok(())

@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Where the run should go.
 pub enum Target<'a> {
-    /// A kernel by id, started (detached, with this idle timeout) when none is alive.
-    Kernel { id: &'a str, idle_timeout: u64 },
+    /// A kernel by id; `start` starts it (or waits until it has started) under the spawn lock when
+    /// none is alive (`client::find_or_spawn`: the runner does not reach up into the client).
+    Kernel { id: &'a str, start: &'a dyn Fn() -> Result<(), String> },
     /// The kernel of this connection file (one of ours: its `.run` socket is beside it).
     ConnectionFile(&'a Path),
 }
@@ -38,14 +39,14 @@ extern "C" fn on_signal(sig: libc::c_int) {
 
 fn socket_for(target: &Target) -> Result<(PathBuf, String), String> {
     match target {
-        Target::Kernel { id, idle_timeout } => {
+        Target::Kernel { id, start } => {
             connection::valid_id(id)?;
             let dir = connection::kernels_dir()?;
             let files = KernelFiles::new(&dir, id);
             // The fast way in: a live kernel's socket is bound before its connection file is
             // written (the lock alone is taken earlier, while the kernel is still starting).
             if !(files.is_alive() && files.connection.exists()) {
-                wait_for_kernel(&files, *idle_timeout)?;
+                wait_for_kernel(&files, *start)?;
             }
             Ok((super::socket_path(&dir, id), id.to_string()))
         }
@@ -79,12 +80,11 @@ fn socket_for(target: &Target) -> Result<(PathBuf, String), String> {
     }
 }
 
-/// The usual way in (under the spawn lock: start the kernel, or wait until it has started); the
-/// ZeroMQ client it returns is not needed. A slow handshake (a loaded machine) does not matter
-/// when the kernel is up.
-fn wait_for_kernel(files: &KernelFiles, idle_timeout: u64) -> Result<(), String> {
-    match crate::client::find_or_spawn(&files.id, idle_timeout) {
-        Err(e) if !(files.is_alive() && files.connection.exists()) => Err(e.to_string()),
+/// The usual way in (under the spawn lock: start the kernel, or wait until it has started). A slow
+/// handshake (a loaded machine) does not matter when the kernel is up.
+fn wait_for_kernel(files: &KernelFiles, start: &dyn Fn() -> Result<(), String>) -> Result<(), String> {
+    match start() {
+        Err(e) if !(files.is_alive() && files.connection.exists()) => Err(e),
         _ => Ok(()),
     }
 }
@@ -94,9 +94,9 @@ fn wait_for_kernel(files: &KernelFiles, idle_timeout: u64) -> Result<(), String>
 pub fn run(target: &Target, argv: Vec<OsString>, first_arg: usize) -> Result<Outcome, String> {
     let (socket, id) = socket_for(target)?;
     let mut stream = UnixStream::connect(&socket);
-    if let (Err(_), Target::Kernel { id, idle_timeout }) = (&stream, target) {
+    if let (Err(_), Target::Kernel { id, start }) = (&stream, target) {
         // A kernel stopping or starting at this very moment: once more, through the spawn lock.
-        wait_for_kernel(&KernelFiles::new(&connection::kernels_dir()?, id), *idle_timeout)?;
+        wait_for_kernel(&KernelFiles::new(&connection::kernels_dir()?, id), *start)?;
         stream = UnixStream::connect(&socket);
     }
     let stream = stream.map_err(|e| {
@@ -130,13 +130,14 @@ pub fn run(target: &Target, argv: Vec<OsString>, first_arg: usize) -> Result<Out
     };
 
     // Signals become bytes on a pipe from here on, so none is lost while the request goes out.
-    let mut pipe = [0i32; 2];
-    // SAFETY: pipe2 into a local array; sigaction with a handler that only writes to it.
+    let (read, write) = crate::sys::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
+    crate::sys::set_nonblocking(read.as_raw_fd());
+    crate::sys::set_nonblocking(write.as_raw_fd());
+    // The handler writes to it for as long as the process lives.
+    let pipe = [std::os::fd::IntoRawFd::into_raw_fd(read), std::os::fd::IntoRawFd::into_raw_fd(write)];
+    SIGNAL_PIPE.store(pipe[1], Ordering::Relaxed);
+    // SAFETY: sigaction with a handler that only writes to the pipe.
     unsafe {
-        if libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) != 0 {
-            return Err(format!("cannot create a pipe: {}", std::io::Error::last_os_error()));
-        }
-        SIGNAL_PIPE.store(pipe[1], Ordering::Relaxed);
         for sig in FORWARDED {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;

@@ -13,6 +13,8 @@
 pub(crate) mod child;
 pub mod client;
 mod handle;
+mod lua_call;
+mod lua_repl;
 pub(crate) mod proto;
 pub mod zygote;
 

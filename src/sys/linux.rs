@@ -120,15 +120,17 @@ pub(super) fn end_with_parent(signal: i32) {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal) };
 }
 
-pub(super) fn arm_parent_watch(read: OwnedFd, write: OwnedFd) {
+pub(super) fn arm_parent_watch(read: RawFd, write: RawFd) {
     end_with_parent(libc::SIGKILL);
-    // The parent may have ended before the call: then we are the init process's child.
-    // SAFETY: getppid and _exit cannot fail.
-    if unsafe { libc::getppid() } == 1 {
-        unsafe { libc::_exit(1) };
+    // SAFETY: closing the pipe (the system watches the parent here); getppid and _exit cannot fail.
+    unsafe {
+        libc::close(read);
+        libc::close(write);
+        // The parent may have ended before the call: then we are some reaper's child.
+        if libc::getppid() == 1 {
+            libc::_exit(1);
+        }
     }
-    drop(read);
-    drop(write);
 }
 
 pub(super) fn close_fds_from(first: RawFd, keep: &[RawFd]) {

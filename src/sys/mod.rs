@@ -120,9 +120,10 @@ impl ParentWatch {
         std::os::fd::AsRawFd::as_raw_fd(&self.read)
     }
     /// In the forked child: arms the watch; the child exits at once if the parent is already gone.
-    /// Call after [`close_fds_from`] (which keeps `child_fd`).
-    pub fn arm_in_child(self) {
-        imp::arm_parent_watch(self.read, self.write)
+    /// Call after [`close_fds_from`] (which keeps `child_fd`); the parent keeps its own copy.
+    pub fn arm_in_child(&self) {
+        use std::os::fd::AsRawFd;
+        imp::arm_parent_watch(self.read.as_raw_fd(), self.write.as_raw_fd())
     }
 }
 
@@ -208,6 +209,15 @@ impl ClientProcess {
     pub(crate) fn not_this_one(&self) -> ClientProcess {
         ClientProcess { pid: self.pid, mark: self.mark.other() }
     }
+}
+
+/// How a client that has ended named itself (for tests of what depends on clients).
+#[cfg(test)]
+pub(crate) fn ended_client() -> serde_json::Value {
+    let (mut child, named) = tests::client_child();
+    let _ = child.kill();
+    let _ = child.wait();
+    named
 }
 
 #[cfg(test)]

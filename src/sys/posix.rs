@@ -180,14 +180,15 @@ pub(super) fn anonymous_file(size: usize) -> io::Result<OwnedFd> {
 
 pub(super) fn end_with_parent(_signal: i32) {}
 
-pub(super) fn arm_parent_watch(read: OwnedFd, write: OwnedFd) {
-    drop(write);
+pub(super) fn arm_parent_watch(read: RawFd, write: RawFd) {
+    // SAFETY: closing this child's copy of the parent's end: only the parent holds it now.
+    unsafe { libc::close(write) };
     let spawned = std::thread::Builder::new().name("parent-watch".into()).spawn(move || {
         let mut b = [0u8; 1];
-        // SAFETY: a blocking read into a local byte; only the parent writes (never): it returns
-        // when the parent's end closes.
-        while unsafe { libc::read(read.as_raw_fd(), b.as_mut_ptr() as *mut libc::c_void, 1) } < 0 {}
-        // SAFETY: ending this process, as the parent's death would on Linux.
+        // SAFETY: a blocking read into a local byte; the parent never writes: it returns when the
+        // parent's end closes (the parent has ended).
+        while unsafe { libc::read(read, b.as_mut_ptr() as *mut libc::c_void, 1) } < 0 {}
+        // SAFETY: ending this process, as the parent's death does on Linux.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     });
     if spawned.is_err() {

@@ -1,4 +1,4 @@
-//! A client's end without process fds or /proc: the client holds an exclusive flock on a file of
+//! A client's end without process fds or the proc file system: the client holds an exclusive flock on a file of
 //! its own for as long as it lives (the system releases it when the process ends, however it ends),
 //! and names the file. The kernel tries a shared lock: refused means alive. To watch, a thread of
 //! the kernel waits for the shared lock and then closes a pipe; one such thread per client, shared

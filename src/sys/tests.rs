@@ -135,7 +135,7 @@ fn random_bytes_differ_and_the_umask_is_read_without_being_changed() {
 }
 
 /// A process holding whatever makes it a client (`ClientProcess::current` in it), until killed.
-fn client_child() -> (std::process::Child, serde_json::Value) {
+pub(super) fn client_child() -> (std::process::Child, serde_json::Value) {
     let exe = std::env::current_exe().unwrap();
     let mut child = std::process::Command::new(exe)
         .args([

@@ -223,7 +223,7 @@ impl Session for RemoteClient {
 
 impl RemoteClient {
     /// `execute`, with `run` as the request's `llmspell.run` metadata when given: an isolated run
-    /// (see `remote_cli::run` and the kernel's `remote_run.rs`) instead of a cell.
+    /// (see `commands::remote::run` and the kernel's `remote_run.rs`) instead of a cell.
     pub fn execute_with(
         &mut self,
         code: &str,
@@ -256,25 +256,7 @@ impl RemoteClient {
         let sent = Instant::now();
         let mut quiet_since = Instant::now();
         while !(p.reply.is_some() && p.idle) {
-            // Not started after a while: ask the kernel (on control, answered at once) what it runs.
-            if !p.started && p.asked_why.is_none() && sent.elapsed() >= WAIT_NOTICE {
-                let why = self.frame("control", "kernel_info_request", json!({}), json!({}), json!({}));
-                p.asked_why = Some(why.msg_id().to_string());
-                self.send(&why)?;
-            }
-            if let Some(fd) = sigint.filter(|fd| readable(*fd)) {
-                drain_fd(fd);
-                p.interrupts += 1;
-                if p.interrupts >= MAX_INTERRUPTS || !self.server.interrupt(&self.kernel_id)? {
-                    return Err(ClientError::Interrupted);
-                }
-            }
-            if opts.stdin == StdinMode::Raw && p.waiting_input.is_some() && readable(0) {
-                let chunk = self.stdin_chunks.next(&mut std::io::stdin().lock());
-                if let Some(req) = p.waiting_input.take() {
-                    self.answer_input(&req, &chunk, chunk.is_empty())?;
-                }
-            }
+            self.between_frames(&mut p, opts, sigint, sent)?;
             let Some(f) = self.recv()? else {
                 if quiet_since.elapsed() >= QUIET_CHECK {
                     if !self.alive() {
@@ -285,56 +267,99 @@ impl RemoteClient {
                 continue;
             };
             quiet_since = Instant::now();
-            // The server's own word that the kernel died (and perhaps was restarted: our cell is lost).
-            let state = &f.content["execution_state"];
-            if f.channel == "iopub" && f.msg_type() == "status" && (state == "dead" || state == "restarting")
-            {
-                return Err(ClientError::KernelDied { running: true });
-            }
-            if f.channel == "control" && p.asked_why.as_deref() == Some(f.parent_msg_id()) {
-                if let Some(text) = waiting_text(&f.content).filter(|_| !p.started) {
-                    on_event(Event::Waiting { text });
-                }
-                continue;
-            }
-            if f.parent_msg_id() != p.id {
-                continue; // the server's own requests, or other clients'
-            }
-            p.started = true;
-            match f.channel.as_str() {
-                "shell" if f.msg_type() == "execute_reply" => p.reply = Some(f.content),
-                "iopub" => {
-                    let m = wire::Message {
-                        header: f.header,
-                        parent_header: f.parent_header,
-                        content: f.content,
-                        ..wire::Message::default()
-                    };
-                    match published(&m) {
-                        Published::Output(event) => on_event(event),
-                        Published::Idle => p.idle = true,
-                        Published::Other => {}
-                    }
-                }
-                "stdin" if f.msg_type() == "input_request" && !p.asked.iter().any(|a| a == f.msg_id()) => {
-                    p.asked.push(f.msg_id().to_string());
-                    if opts.stdin != StdinMode::Lines {
-                        p.waiting_input = Some(f);
-                        continue;
-                    }
-                    let prompt = f.content["prompt"].as_str().unwrap_or("");
-                    let password = f.content["password"].as_bool().unwrap_or(false);
-                    match on_input(prompt, password) {
-                        LineAnswer::Line(line) => self.answer_input(&f, &line, false)?,
-                        LineAnswer::Eof => self.answer_input(&f, "", true)?,
-                        LineAnswer::Interrupt => {
-                            self.server.interrupt(&self.kernel_id)?;
-                        }
-                    }
-                }
-                _ => {}
-            }
+            self.on_frame(f, &mut p, opts, on_event, on_input)?;
         }
         Ok(ExecReply { content: p.reply.unwrap_or(Value::Null) })
+    }
+
+    /// Between frames: the notice of a cell that waits, Ctrl-C (an interrupt over REST), and our
+    /// stdin for an input request that waits for it.
+    fn between_frames(
+        &mut self,
+        p: &mut Pending,
+        opts: &ExecOptions,
+        sigint: Option<RawFd>,
+        sent: Instant,
+    ) -> Result<(), ClientError> {
+        // Not started after a while: ask the kernel (on control, answered at once) what it runs.
+        if !p.started && p.asked_why.is_none() && sent.elapsed() >= WAIT_NOTICE {
+            let why = self.frame("control", "kernel_info_request", json!({}), json!({}), json!({}));
+            p.asked_why = Some(why.msg_id().to_string());
+            self.send(&why)?;
+        }
+        if let Some(fd) = sigint.filter(|fd| readable(*fd)) {
+            drain_fd(fd);
+            p.interrupts += 1;
+            if p.interrupts >= MAX_INTERRUPTS || !self.server.interrupt(&self.kernel_id)? {
+                return Err(ClientError::Interrupted);
+            }
+        }
+        if opts.stdin == StdinMode::Raw && p.waiting_input.is_some() && readable(0) {
+            let chunk = self.stdin_chunks.next(&mut std::io::stdin().lock());
+            if let Some(req) = p.waiting_input.take() {
+                self.answer_input(&req, &chunk, chunk.is_empty())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One frame of the websocket, for the request `p` is about.
+    fn on_frame(
+        &mut self,
+        f: Frame,
+        p: &mut Pending,
+        opts: &ExecOptions,
+        on_event: &mut dyn FnMut(Event),
+        on_input: &mut dyn FnMut(&str, bool) -> LineAnswer,
+    ) -> Result<(), ClientError> {
+        // The server's own word that the kernel died (and perhaps was restarted: our cell is lost).
+        let state = &f.content["execution_state"];
+        if f.channel == "iopub" && f.msg_type() == "status" && (state == "dead" || state == "restarting") {
+            return Err(ClientError::KernelDied { running: true });
+        }
+        if f.channel == "control" && p.asked_why.as_deref() == Some(f.parent_msg_id()) {
+            if let Some(text) = waiting_text(&f.content).filter(|_| !p.started) {
+                on_event(Event::Waiting { text });
+            }
+            return Ok(());
+        }
+        if f.parent_msg_id() != p.id {
+            return Ok(()); // the server's own requests, or other clients'
+        }
+        p.started = true;
+        match f.channel.as_str() {
+            "shell" if f.msg_type() == "execute_reply" => p.reply = Some(f.content),
+            "iopub" => {
+                let m = wire::Message {
+                    header: f.header,
+                    parent_header: f.parent_header,
+                    content: f.content,
+                    ..wire::Message::default()
+                };
+                match published(&m) {
+                    Published::Output(event) => on_event(event),
+                    Published::Idle => p.idle = true,
+                    Published::Other => {}
+                }
+            }
+            "stdin" if f.msg_type() == "input_request" && !p.asked.iter().any(|a| a == f.msg_id()) => {
+                p.asked.push(f.msg_id().to_string());
+                if opts.stdin != StdinMode::Lines {
+                    p.waiting_input = Some(f);
+                    return Ok(());
+                }
+                let prompt = f.content["prompt"].as_str().unwrap_or("");
+                let password = f.content["password"].as_bool().unwrap_or(false);
+                match on_input(prompt, password) {
+                    LineAnswer::Line(line) => self.answer_input(&f, &line, false)?,
+                    LineAnswer::Eof => self.answer_input(&f, "", true)?,
+                    LineAnswer::Interrupt => {
+                        self.server.interrupt(&self.kernel_id)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }

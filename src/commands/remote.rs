@@ -3,12 +3,12 @@
 //! and `repl` need nothing here: they get a `RemoteClient` as their `Session`. Nothing is written
 //! to the local `kernels/` directory.
 
-use crate::cli::CommandError;
 use crate::client::remote::http::{self, Server};
 use crate::client::remote::websocket::Format;
 use crate::client::remote::{names, RemoteClient, RemoteOptions};
 use crate::client::{self, ClientError, ExecOptions, LineAnswer, Renderer, Results, StdinMode};
-use crate::help::KERNEL_HELP;
+use crate::commands::help::KERNEL_HELP;
+use crate::commands::CommandError;
 use crate::runner::{self, client::Outcome};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;

@@ -1,7 +1,7 @@
 //! `llmspell state ...`: the persistent store from the command line, with the same locking as the
 //! kernels, with or without a kernel running. JSON in and out, so it composes with `jq`.
 
-use crate::cli::CommandError;
+use crate::commands::CommandError;
 use crate::connection;
 use crate::private_files;
 use crate::state::{self, Store};
@@ -26,7 +26,7 @@ USAGE:
   llmspell state path             print the file's path
 ";
 
-pub fn run(args: Vec<OsString>) -> Result<ExitCode, CommandError> {
+pub fn exec(args: Vec<OsString>) -> Result<ExitCode, CommandError> {
     let args: Vec<String> = args.into_iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     // Help touches nothing on disk (not even the home directory).

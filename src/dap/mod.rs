@@ -1,5 +1,5 @@
 //! `llmspell dap`: a Debug Adapter Protocol server on stdio (Content-Length framing) that launches one
-//! Lua script and debugs it with the kernel's debugger (`kernel/debugger.rs`, `lua/debug_hook.rs`).
+//! Lua script and debugs it with the kernel's debugger (`kernel/debugger/`, `lua/debug_hook.rs`).
 //!
 //! Decision: the script runs in this process, in a fresh interpreter (the session's, so the debugger's
 //! hook and Lua side are the same code), not through the kernel's zygote: a forked runner would need
@@ -14,6 +14,10 @@
 //! Threads: the reader (stdin) answers what needs no Lua and forwards the rest, as the kernel's
 //! control thread does; the main thread runs the script; a third forwards fd 1's pipe.
 
+mod terminal;
+
+pub use terminal::lend_terminal;
+
 use crate::kernel::debugger::{Debugger, LuaSide, Phase, Transport};
 use crate::lua::{self, Host, Input, InputError, Interpreter, Stream};
 use crate::wire::Message;
@@ -21,7 +25,6 @@ use serde_json::{json, Value};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -213,7 +216,7 @@ pub fn serve() -> Result<u8, String> {
     let launch = launch.unwrap_or_default();
     let lent = match launch.terminal {
         Some(kind) if terminals.load(Ordering::SeqCst) => {
-            match borrow_terminal(kind, &launch, &out, &debugger, interrupter.clone(), &terminals) {
+            match terminal::borrow(kind, &launch, &out, &debugger, interrupter.clone(), &terminals) {
                 Ok(stream) => Some(stream),
                 Err(e) => {
                     let body = json!({ "category": "stderr", "output": format!("llmspell dap: {e}; using the debug console\n") });
@@ -320,130 +323,16 @@ fn run_program(
     }
 }
 
-/// Asks the client to run `llmspell dap --terminal SOCKET` in a terminal (`runInTerminal`) and makes
-/// the fds that command hands over this process's 0, 1 and 2. The connection stays open while the
-/// script runs (a Ctrl-C in the terminal comes over it as an interrupt); closing it ends the command.
-fn borrow_terminal(
-    kind: &str,
-    launch: &Launch,
-    out: &Out,
-    debugger: &Debugger,
-    interrupter: Arc<lua::Interrupter>,
-    terminals: &AtomicBool,
-) -> Result<UnixStream, String> {
-    use std::os::unix::fs::DirBuilderExt;
-    let dir = std::env::temp_dir().join(format!("llmspell-dap-{}", crate::wire::random_hex(6)));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let socket = dir.join("terminal");
-    let got = UnixListener::bind(&socket)
-        .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))
-        .and_then(|listener| {
-            let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-            let cwd = match &launch.cwd {
-                Some(dir) => dir.clone(),
-                None => std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
-            };
-            let args = json!({
-                "kind": kind,
-                "title": format!("llmspell: {}", launch.program),
-                "cwd": cwd,
-                "args": [exe.display().to_string(), "dap", "--terminal", socket.display().to_string()],
-            });
-            out.send(&debugger.request_content("runInTerminal", args));
-            accept_terminal(&listener, Duration::from_secs(30), terminals)
-        });
-    let _ = std::fs::remove_file(&socket);
-    let _ = std::fs::remove_dir(&dir);
-    let stream = got?;
-    let watch = stream.try_clone().map_err(|e| e.to_string())?;
-    std::thread::Builder::new()
-        .name("dap-terminal".into())
-        .spawn(move || {
-            let mut byte = [0u8; 1];
-            while matches!((&watch).read(&mut byte), Ok(1)) {
-                interrupter.interrupt();
-            }
-        })
-        .map_err(|e| e.to_string())?;
-    Ok(stream)
-}
-
-/// The terminal command's connection, once it has sent its fds 0-2 (which are now ours); an error
-/// if the client says it could not run the command (`terminals` turns false) or `wait` passes.
-fn accept_terminal(
-    listener: &UnixListener,
-    wait: Duration,
-    terminals: &AtomicBool,
-) -> Result<UnixStream, String> {
-    let deadline = std::time::Instant::now() + wait;
-    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let stream = loop {
-        match listener.accept() {
-            Ok((stream, _)) => break stream,
-            Err(_) if !terminals.load(Ordering::SeqCst) => {
-                return Err("the client could not run the terminal command".into());
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                return Err(format!("the client ran no terminal command within {} s", wait.as_secs()));
-            }
-            Err(e) => return Err(format!("cannot accept the terminal: {e}")),
-        }
-    };
-    stream.set_nonblocking(false).map_err(|e| e.to_string())?;
-    let mut ready = libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    // SAFETY: one pollfd on the stack.
-    unsafe { libc::poll(&mut ready, 1, 10_000) };
-    let mut buf = [0u8; 1];
-    let (_, fds) = crate::runner::zygote::recv_with_fds(stream.as_raw_fd(), &mut buf)
-        .map_err(|e| format!("cannot receive the terminal: {e}"))?;
-    if fds.len() != 3 {
-        return Err("the terminal command sent no terminal".into());
-    }
-    for (target, fd) in fds.iter().enumerate() {
-        // SAFETY: dup2 of a received fd onto one of ours (0, 1, 2).
-        unsafe { libc::dup2(fd.as_raw_fd(), target as i32) };
-    }
-    Ok(stream)
-}
-
-/// `llmspell dap --terminal SOCKET`, run by the editor in a terminal for a script launched with
-/// `"console": "integratedTerminal"`: hands this terminal (fds 0-2) to the adapter listening on
-/// SOCKET, sends Ctrl-C over as interrupts, and returns when the adapter lets go (the script ended).
-pub fn lend_terminal(socket: &str) -> Result<u8, String> {
-    let stream = UnixStream::connect(socket)
-        .map_err(|e| format!("cannot reach the debug adapter at {socket}: {e}"))?;
-    let signals = signal_hook::iterator::Signals::new([libc::SIGINT]).map_err(|e| e.to_string())?;
-    crate::runner::client::send_with_fds(&stream, b"t", [0, 1, 2])?;
-    let notify = stream.try_clone().map_err(|e| e.to_string())?;
-    std::thread::spawn(move || {
-        let mut signals = signals;
-        for _ in signals.forever() {
-            let _ = (&notify).write_all(b"i");
-        }
-    });
-    let mut rest = Vec::new();
-    let _ = (&stream).read_to_end(&mut rest);
-    Ok(0)
-}
-
 /// fd 1 (child processes, C modules) as output events. The receiver hears when the pipe has ended.
 fn forward_stdout(out: Out, debugger: Arc<Debugger>) -> Result<crossbeam_channel::Receiver<()>, String> {
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-    let mut fds = [0; 2];
-    // SAFETY: a fresh pipe; its write end replaces fd 1, its read end is owned by the thread below.
-    let reader = unsafe {
-        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 || libc::dup2(fds[1], 1) < 0 {
-            return Err("cannot redirect stdout".into());
-        }
-        libc::close(fds[1]);
-        File::from_raw_fd(fds[0])
-    };
+    let (reader, writer) = crate::sys::pipe().map_err(|_| "cannot redirect stdout")?;
+    // SAFETY: dup2 of our own pipe's write end onto fd 1 (the original closes when dropped).
+    if unsafe { libc::dup2(writer.as_raw_fd(), 1) } < 0 {
+        return Err("cannot redirect stdout".into());
+    }
+    drop(writer);
+    let reader = File::from(reader);
     std::thread::Builder::new()
         .name("dap-stdout".into())
         .spawn(move || {

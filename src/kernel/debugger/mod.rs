@@ -3,24 +3,26 @@
 //!
 //! Threads: the control thread answers what needs no Lua (debugInfo, initialize, attach, dumpCell,
 //! setBreakpoints, pause, ...) itself. What needs Lua (stackTrace, variables, evaluate, continue, ...)
-//! it forwards to the Lua thread through a channel, with an eventfd to wake that thread while it waits
+//! it forwards to the Lua thread through a channel, with a wake-up (`sys::Wakeup`) to wake that thread while it waits
 //! for shell requests; the Lua thread answers through an inproc PUSH socket that control polls
 //! beside its ROUTER and forwards. While the program is stopped the Lua thread waits on the channel
 //! inside the hook (`lua/debug_hook.rs`). While a cell runs, `inspectVariables` is answered from the
 //! last answer the Lua thread gave, and requests that need a stopped program get an error.
 
-use super::frontend::Frontend;
+mod lua_side;
+
+pub(super) use lua_side::KernelTransport;
+pub(crate) use lua_side::{LuaSide, Transport};
+
 use super::iopub::Publisher;
-use super::requests::reply;
-use crate::lua::{self, Breakpoint, DebugConfig, DebugFlags, Interpreter};
-use crate::wire::{Message, Signer};
+use crate::lua::{self, Breakpoint, DebugConfig, DebugFlags};
+use crate::sys::Wakeup;
+use crate::wire::Message;
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::{json, Value};
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -80,22 +82,15 @@ pub(crate) struct Debugger {
     commands: Sender<Command>,
     pub(super) incoming: Receiver<Command>,
     /// Written after a command is queued: wakes the Lua thread while it waits for shell.
-    wake: OwnedFd,
+    /// None if the system refused one: then the Lua thread notices commands only between requests.
+    wake: Option<Wakeup>,
     tmp_prefix: String,
 }
 
 impl Debugger {
     pub(crate) fn new() -> Debugger {
         let (commands, incoming) = crossbeam_channel::unbounded();
-        // SAFETY: eventfd has no memory-safety preconditions; the fd is owned from here on.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        let wake = if fd >= 0 {
-            // SAFETY: a fresh fd nobody else owns.
-            unsafe { OwnedFd::from_raw_fd(fd) }
-        } else {
-            // No eventfd (cannot really happen on Linux): a pipe-less stand-in that never wakes.
-            std::fs::File::open("/dev/null").expect("/dev/null").into()
-        };
+        let wake = Wakeup::new().ok();
         let tmp = std::env::temp_dir().join(format!("llmspell_{}", std::process::id()));
         Debugger {
             state: Mutex::default(),
@@ -117,22 +112,19 @@ impl Debugger {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// -1 (which poll skips) without a wake-up.
     pub(super) fn wake_fd(&self) -> RawFd {
-        self.wake.as_raw_fd()
+        self.wake.as_ref().map_or(-1, Wakeup::fd)
     }
 
     /// Empties the wake-up counter (the Lua thread, before it drains the channel).
     pub(super) fn clear_wake(&self) {
-        let mut buf = [0u8; 8];
-        // SAFETY: reading 8 bytes into an 8-byte buffer from our own nonblocking eventfd.
-        unsafe { libc::read(self.wake.as_raw_fd(), buf.as_mut_ptr() as *mut _, 8) };
+        self.wake.as_ref().inspect(|w| w.clear());
     }
 
     fn send(&self, command: Command) {
         let _ = self.commands.send(command);
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: writing 8 bytes to our own eventfd.
-        unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr() as *const _, 8) };
+        self.wake.as_ref().inspect(|w| w.wake());
     }
 
     fn bump(&self) {
@@ -288,40 +280,10 @@ impl Debugger {
                 Err("setBreakpoints needs arguments.source.path (breakpoints are set by file)".into())
             }
             "setBreakpoints" => Ok(self.set_breakpoints(args, interrupt)),
-            "setExceptionBreakpoints" => {
-                let filters = args["filters"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|f| f.as_str())
-                    .map(String::from);
-                let mut state = self.lock();
-                state.exception_filters = filters.collect();
-                crate::lua::set_break_on_caught(
-                    state.started && state.exception_filters.iter().any(|f| f == "raised"),
-                );
-                drop(state);
-                self.bump();
-                Ok(json!({}))
-            }
+            "setExceptionBreakpoints" => Ok(self.set_exception_breakpoints(args)),
             "threads" => Ok(json!({ "threads": [{ "id": 1, "name": "main" }] })),
             "source" => self.source(args),
-            "disconnect" => {
-                let stopped = {
-                    let mut state = self.lock();
-                    state.started = false;
-                    state.breakpoints.clear();
-                    state.exception_filters.clear();
-                    crate::lua::set_break_on_caught(false);
-                    self.flags.pause.store(false, Ordering::SeqCst);
-                    Self::phase(&state) == Phase::Stopped
-                };
-                self.bump();
-                if stopped {
-                    self.send(Command::Resume);
-                }
-                Ok(json!({}))
-            }
+            "disconnect" => Ok(self.disconnect()),
             "pause" => {
                 let running = {
                     let state = self.lock();
@@ -338,6 +300,38 @@ impl Debugger {
             _ => return self.forward_or_answer(msg, command),
         };
         Some(self.response(request, result))
+    }
+
+    /// `setExceptionBreakpoints`: the filters ("raised" stops on caught errors once started).
+    fn set_exception_breakpoints(&self, args: &Value) -> Value {
+        let filters =
+            args["filters"].as_array().into_iter().flatten().filter_map(|f| f.as_str()).map(String::from);
+        let mut state = self.lock();
+        state.exception_filters = filters.collect();
+        crate::lua::set_break_on_caught(
+            state.started && state.exception_filters.iter().any(|f| f == "raised"),
+        );
+        drop(state);
+        self.bump();
+        json!({})
+    }
+
+    /// `disconnect`: no breakpoints, filters or pause left; a stopped program runs on.
+    fn disconnect(&self) -> Value {
+        let stopped = {
+            let mut state = self.lock();
+            state.started = false;
+            state.breakpoints.clear();
+            state.exception_filters.clear();
+            crate::lua::set_break_on_caught(false);
+            self.flags.pause.store(false, Ordering::SeqCst);
+            Self::phase(&state) == Phase::Stopped
+        };
+        self.bump();
+        if stopped {
+            self.send(Command::Resume);
+        }
+        json!({})
     }
 
     /// Requests that need Lua: forwarded while Lua is idle or stopped; while a cell runs, answered
@@ -507,187 +501,6 @@ pub(super) fn murmur2(data: &[u8], seed: u32) -> u32 {
     h ^= h >> 13;
     h = h.wrapping_mul(M);
     h ^ (h >> 15)
-}
-
-/// Where the Lua thread's debug answers and events go: the kernel's sockets, or a DAP client's stdout
-/// (`llmspell dap`).
-pub(crate) trait Transport {
-    /// The response to a request (a DAP response message).
-    fn respond(&self, request: &Message, response: Value);
-    /// A DAP event (body and name); `debugger` numbers it.
-    fn event(&self, debugger: &Debugger, event: &str, body: Value);
-    /// Output the program wrote so far goes out before a stop.
-    fn flush_output(&self);
-}
-
-/// The kernel's transport: replies through the inproc PUSH to control, events on iopub.
-pub(super) struct KernelTransport {
-    publisher: Publisher,
-    replies: zmq::Socket,
-    signer: Signer,
-    session: String,
-    frontend: Rc<RefCell<Frontend>>,
-}
-
-impl KernelTransport {
-    pub(super) fn new(
-        ctx: &zmq::Context,
-        frontend: Rc<RefCell<Frontend>>,
-    ) -> Result<KernelTransport, String> {
-        let replies = ctx.socket(zmq::PUSH).map_err(|e| e.to_string())?;
-        replies.set_linger(1000).map_err(|e| e.to_string())?;
-        replies.connect(REPLIES_ENDPOINT).map_err(|e| format!("cannot connect {REPLIES_ENDPOINT}: {e}"))?;
-        let (publisher, signer, session) = {
-            let f = frontend.borrow();
-            (f.publisher.clone(), f.publisher.signer().clone(), f.publisher.session().to_string())
-        };
-        Ok(KernelTransport { publisher, replies, signer, session, frontend })
-    }
-}
-
-impl Transport for KernelTransport {
-    fn respond(&self, request: &Message, response: Value) {
-        reply(&self.replies, &self.signer, &self.session, request, response);
-    }
-
-    fn event(&self, debugger: &Debugger, event: &str, body: Value) {
-        debugger.event(&self.publisher, event, body);
-    }
-
-    fn flush_output(&self) {
-        if let Ok(mut f) = self.frontend.try_borrow_mut() {
-            f.flush_all();
-        }
-        self.publisher.release();
-    }
-}
-
-/// The Lua thread's side: the port the hook and the debugger's Lua code talk through.
-pub(crate) struct LuaSide {
-    debugger: Arc<Debugger>,
-    transport: Box<dyn Transport>,
-    /// Requests handed to the Lua code, by id, until answered.
-    pending: RefCell<HashMap<u64, Message>>,
-    /// The next pause-stop is the program's entry (`llmspell dap`'s stopOnEntry).
-    entry: std::cell::Cell<bool>,
-}
-
-impl LuaSide {
-    pub(crate) fn new(debugger: Arc<Debugger>, transport: Box<dyn Transport>) -> LuaSide {
-        LuaSide { debugger, transport, pending: RefCell::default(), entry: std::cell::Cell::new(false) }
-    }
-
-    /// The first stop (a pause asked for before the program started) is reported as "entry".
-    pub(crate) fn stop_on_entry(&self) {
-        self.entry.set(true);
-        self.debugger.pause_at_start();
-    }
-
-    fn send_response(&self, msg: &Message, response: Value) {
-        self.transport.respond(msg, response);
-    }
-
-    /// Serves the queued requests while Lua is not stopped (between requests, around a cell).
-    pub(crate) fn serve_queued(&self, interp: &mut Interpreter) {
-        self.debugger.clear_wake();
-        while let Ok(command) = self.debugger.incoming.try_recv() {
-            let Command::Request { msg, request, .. } = command else { continue };
-            let command = request["command"].as_str().unwrap_or("");
-            let result = if is_resume(command) {
-                Ok(json!({ "allThreadsContinued": true }))
-            } else {
-                let (ok, text) = interp.debug_request(&request);
-                parse_body(ok, &text)
-            };
-            if command == "inspectVariables" {
-                if let Ok(body) = &result {
-                    self.debugger.lock().last_variables = Some(body.clone());
-                }
-            }
-            self.send_response(&msg, self.debugger.response(&request, result));
-        }
-    }
-
-    /// The phase changes (around a cell): requests queued meanwhile are served now.
-    pub(crate) fn enter_phase(&self, phase: Phase, interp: &mut Interpreter) {
-        self.debugger.set_phase(phase);
-        self.serve_queued(interp);
-    }
-}
-
-fn parse_body(ok: bool, text: &str) -> Result<Value, String> {
-    if !ok {
-        return Err(text.to_string());
-    }
-    serde_json::from_str(text).map_err(|e| format!("internal error: a debugger answer is not JSON ({e})"))
-}
-
-impl lua::DebugPort for LuaSide {
-    fn flags(&self) -> Arc<DebugFlags> {
-        self.debugger.flags.clone()
-    }
-
-    fn config(&self) -> DebugConfig {
-        self.debugger.config()
-    }
-
-    fn stopped(&self, reason: &str, text: Option<&str>) {
-        // What the program printed so far shows before the stop.
-        self.transport.flush_output();
-        self.debugger.set_phase(Phase::Stopped);
-        let reason = if reason == "pause" && self.entry.replace(false) { "entry" } else { reason };
-        let mut body = json!({ "reason": reason, "threadId": 1, "allThreadsStopped": true });
-        if let Some(t) = text {
-            body["text"] = json!(t);
-            body["description"] = json!(t);
-        }
-        self.transport.event(&self.debugger, "stopped", body);
-    }
-
-    fn next_command(&self) -> Value {
-        match self.debugger.incoming.recv() {
-            Ok(Command::Request { id, msg, request }) => {
-                self.pending.borrow_mut().insert(id, *msg);
-                let mut cmd = request;
-                cmd["id"] = json!(id);
-                cmd
-            }
-            Ok(Command::Resume) | Err(_) => json!({ "command": "__resume" }),
-        }
-    }
-
-    fn respond(&self, id: u64, ok: bool, body_or_message: &str) {
-        let Some(msg) = self.pending.borrow_mut().remove(&id) else { return };
-        let result = parse_body(ok, body_or_message);
-        if msg.content["command"] == "inspectVariables" {
-            if let Ok(body) = &result {
-                self.debugger.lock().last_variables = Some(body.clone());
-            }
-        }
-        self.send_response(&msg, self.debugger.response(&msg.content, result));
-    }
-
-    fn resumed(&self, how: &str) {
-        self.debugger.set_phase(Phase::Running);
-        // The resuming request (continue, next...) is answered here: the Lua side returned it.
-        let pending: Vec<(u64, Message)> = self.pending.borrow_mut().drain().collect();
-        for (_, msg) in pending {
-            let ok = json!({ "allThreadsContinued": true });
-            self.send_response(&msg, self.debugger.response(&msg.content, Ok(ok)));
-        }
-        if how != "disconnect" && how != "__resume" {
-            let body = json!({ "threadId": 1, "allThreadsContinued": true });
-            self.transport.event(&self.debugger, "continued", body);
-        }
-    }
-
-    fn output(&self, text: &str) {
-        self.transport.event(&self.debugger, "output", json!({ "category": "console", "output": text }));
-    }
-
-    fn canonical(&self, path: &str) -> String {
-        canonical(path)
-    }
 }
 
 #[cfg(test)]

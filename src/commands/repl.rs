@@ -2,11 +2,13 @@
 //! rustyline; multi-line input is decided by the kernel's `is_complete`, completion by its `complete`.
 //! When stdin is not a terminal it reads lines without prompts, so it can be scripted.
 
-use crate::cli::CommandError;
+use super::help::REPL_HELP;
+use super::{connect, no_more, CommandError, Target};
 use crate::client::{
     self, ClientError, Event, ExecOptions, LineAnswer, Renderer, Results, Session, StdinMode,
 };
 use crate::connection;
+use pico_args::Arguments;
 use rustyline::completion::Completer;
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
@@ -15,9 +17,35 @@ use rustyline::validate::Validator;
 use rustyline::{Context, Editor, Helper};
 use serde_json::json;
 use std::cell::RefCell;
+use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Duration;
+
+/// `llmspell repl`.
+pub fn exec(target: &Target, args: Vec<OsString>) -> Result<ExitCode, CommandError> {
+    let mut a = Arguments::from_vec(args);
+    if a.contains(["-h", "--help"]) {
+        print!("{REPL_HELP}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    no_more(a)?;
+    let c = connect(target)?;
+    // A kernel of ours can be started again if it stops under the REPL; one we were
+    // pointed at (--connect) is not ours to start.
+    // (A remote kernel is started again on its server, under the same name.)
+    let restart = target.connect.is_none().then(|| {
+        let target = Target {
+            connect: None,
+            kernel: target.kernel.clone(),
+            idle_timeout: target.idle_timeout,
+            remote: target.remote.clone(),
+        };
+        Box::new(move || connect(&target)) as Restart
+    });
+    Ok(ExitCode::from(run(c, restart)?))
+}
 
 const HELP: &str = "\
 Lua 5.4 on the shared llmspell kernel. Globals persist across lines, `exec` and Jupyter clients.
