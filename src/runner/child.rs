@@ -414,7 +414,9 @@ impl Template {
 }
 
 fn main_lua(ctx: &Ctx, template: Template) -> c_int {
-    let Template { lua, store, .. } = template;
+    let Template { lua, store, parent } = template;
+    // Armed in `run`: its fds belong to the watch now (closed or read by it), never to a drop.
+    std::mem::forget(parent);
     STORE.store(Rc::into_raw(store.clone()) as *mut RefCell<Store>, Ordering::Relaxed);
     // SAFETY: registering a plain extern "C" function.
     unsafe { libc::atexit(flush_at_exit) };

@@ -187,7 +187,9 @@ pub(super) fn arm_parent_watch(read: RawFd, write: RawFd) {
         let mut b = [0u8; 1];
         // SAFETY: a blocking read into a local byte; the parent never writes: it returns when the
         // parent's end closes (the parent has ended).
-        while unsafe { libc::read(read, b.as_mut_ptr() as *mut libc::c_void, 1) } < 0 {}
+        while unsafe { libc::read(read, b.as_mut_ptr() as *mut libc::c_void, 1) } < 0
+            && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+        {}
         // SAFETY: ending this process, as the parent's death does on Linux.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     });
