@@ -185,13 +185,13 @@ pub(crate) fn send_with_fds(stream: &UnixStream, bytes: &[u8], fds: [RawFd; 3]) 
             msg.msg_iov = &mut iov;
             msg.msg_iovlen = 1;
             if first {
-                let space = libc::CMSG_SPACE(12) as usize;
+                // `as _`: the field types differ between Linux (size_t) and the BSDs (socklen_t).
                 msg.msg_control = cmsg.as_mut_ptr() as *mut libc::c_void;
-                msg.msg_controllen = space;
+                msg.msg_controllen = libc::CMSG_SPACE(12) as _;
                 let c = libc::CMSG_FIRSTHDR(&msg);
                 (*c).cmsg_level = libc::SOL_SOCKET;
                 (*c).cmsg_type = libc::SCM_RIGHTS;
-                (*c).cmsg_len = libc::CMSG_LEN(12) as usize;
+                (*c).cmsg_len = libc::CMSG_LEN(12) as _;
                 std::ptr::copy_nonoverlapping(fds.as_ptr() as *const u8, libc::CMSG_DATA(c), 12);
             }
             libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL)

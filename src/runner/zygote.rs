@@ -61,6 +61,12 @@ pub fn zygote_main(args: Vec<OsString>) -> ExitCode {
     }
 }
 
+/// SIGCHLD (reap), and SIGTERM, SIGHUP and SIGINT (the kernel is gone), read in the main loop.
+fn zygote_signals() -> Result<crate::sys::SignalEvents, String> {
+    let signals = [libc::SIGCHLD, libc::SIGTERM, libc::SIGHUP, libc::SIGINT];
+    crate::sys::SignalEvents::new(&signals).map_err(|e| format!("cannot watch signals: {e}"))
+}
+
 fn last_error(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
@@ -74,9 +80,7 @@ fn serve(listen: RawFd, activity: Option<&Activity>, template: Template) -> Resu
         libc::fcntl(listen, libc::F_SETFD, libc::FD_CLOEXEC);
         libc::fcntl(listen, libc::F_SETFL, libc::O_NONBLOCK);
     }
-    let signals = [libc::SIGCHLD, libc::SIGTERM, libc::SIGHUP, libc::SIGINT];
-    let signals =
-        crate::sys::SignalEvents::new(&signals).map_err(|e| format!("cannot watch signals: {e}"))?;
+    let signals = zygote_signals()?;
     let sfd = signals.fd();
     // The kernel may have died before the system signalled us (or the system never does): our
     // stdin pipe tells anyway.
