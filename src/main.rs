@@ -5,7 +5,8 @@ use llmspell::commands::help::HELP;
 use llmspell::commands::{self, CommandError, Target};
 use pico_args::Arguments;
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -48,14 +49,22 @@ fn split_command_line(raw: Vec<OsString>) -> CommandLine {
             && remote.is_none();
         let global = global.or(remote);
         if !options_end && global.is_some() && !own_options {
+            // `--kernel ID` takes the next word; `--kernel=ID` does not.
             let takes_next = !text.contains('=');
             line.globals.push(w);
-            if let (true, Some(v)) = (takes_next, words.next()) {
+            if let Some(v) = words.next_if(|_| takes_next) {
                 line.globals.push(v);
             }
             continue;
         }
         if line.command.is_none() {
+            if starts_lua_command_line(&w) {
+                // lua's command line, given to llmspell directly: `llmspell -e X`, `llmspell x.lua`.
+                line.command = Some("run".into());
+                line.args.push(w);
+                line.args.extend(words.by_ref());
+                break;
+            }
             if !options_end && text.starts_with('-') && text != "-" {
                 line.globals.push(w); // -h, -V, or an unknown option reported below
                 continue;
@@ -77,6 +86,25 @@ fn split_command_line(raw: Vec<OsString>) -> CommandLine {
         }
     }
     line
+}
+
+/// Whether the first word after llmspell's own options starts lua's command line, so that this
+/// binary is also `lua` for the scripts that start their interpreter again (`arg`'s most negative
+/// entry): one of lua's options (`-e STAT`, `-eSTAT`, `-l MOD`, `-lMOD`, `-i`, `-v`, `-E`, `-W`, `-`,
+/// `--`), or a script, which is no command name but an existing file or names one (a '/' in it or
+/// `.lua` at its end). Command names come first: a script called `run` is `llmspell ./run`.
+fn starts_lua_command_line(word: &std::ffi::OsStr) -> bool {
+    let bytes = word.as_encoded_bytes();
+    let lua_option = matches!(bytes, b"-" | b"--" | b"-i" | b"-v" | b"-E" | b"-W")
+        || bytes.starts_with(b"-e")
+        || bytes.starts_with(b"-l");
+    if lua_option {
+        return true;
+    }
+    let command = word.to_str().is_some_and(|w| COMMANDS.contains(&w));
+    !command
+        && !bytes.starts_with(b"-")
+        && (bytes.contains(&b'/') || bytes.ends_with(b".lua") || Path::new(word).exists())
 }
 
 /// The known command nearest to a mistyped one, if it is near enough.
@@ -112,6 +140,11 @@ fn run(raw: Vec<OsString>) -> Result<ExitCode, CommandError> {
         return Ok(ExitCode::SUCCESS);
     }
     let Some(command) = command else {
+        // Nothing to do but read stdin: lua's empty command line, when stdin is not a terminal (a
+        // script that starts its interpreter again may feed it code); in a terminal, this help.
+        if !std::io::stdin().is_terminal() {
+            return commands::run::exec(&target(g)?, Vec::new());
+        }
         if let Some(unknown) = g.finish().first() {
             return Err(CommandError::Usage(format!("unknown option {unknown:?}")));
         }

@@ -74,6 +74,7 @@ pub(super) fn published(m: &Message) -> Published<'_> {
             execution_count: c["execution_count"].as_u64(),
         }),
         "error" => Published::Output(Event::Error {
+            ename: c["ename"].as_str().unwrap_or(""),
             traceback: c["traceback"]
                 .as_array()
                 .map(|t| t.iter().filter_map(|l| l.as_str().map(String::from)).collect())

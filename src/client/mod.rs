@@ -114,6 +114,7 @@ pub enum Event<'a> {
         execution_count: Option<u64>,
     },
     Error {
+        ename: &'a str,
         traceback: Vec<String>,
     },
     ClearOutput,

@@ -16,6 +16,9 @@ pub enum Results {
     Cells { numbered: bool },
 }
 
+/// The ename of every error Lua raises in a cell (runtime, syntax, memory), as the kernel sends it.
+pub const LUA_ERROR: &str = "LuaError";
+
 const RICH_PLACEHOLDER: &str = "<rich output: open it in Jupyter>";
 
 /// Writes execute events as they arrive: stdout text to `out` (flushed at once), stderr text and
@@ -52,10 +55,13 @@ impl<O: Write, E: Write> Renderer<O, E> {
                     (Results::Cells { .. }, ..) => writeln!(self.out, "{}", text.unwrap_or(RICH_PLACEHOLDER)),
                 };
             }
-            Event::Error { traceback } => {
+            Event::Error { ename, traceback } => {
                 let _ = self.out.flush();
-                for line in traceback {
-                    let _ = writeln!(self.err, "{line}");
+                // A Lua error reads as the stock interpreter's uncaught error: `lua: msg` and the
+                // traceback (the kernel sends them in lua's form); other errors are shown as sent.
+                let prefix = if ename == LUA_ERROR { "llmspell: " } else { "" };
+                for (i, line) in traceback.iter().enumerate() {
+                    let _ = writeln!(self.err, "{}{line}", if i == 0 { prefix } else { "" });
                 }
             }
             Event::ClearOutput => {}
@@ -191,10 +197,18 @@ mod tests {
             Event::Stream { name: "stdout", text: "a\n" },
             Event::Stream { name: "stderr", text: "b\n" },
             Event::Stream { name: "stdout", text: "c" },
-            Event::Error { traceback: vec!["boom".into(), "  at line 1".into()] },
+            Event::Error { ename: "Interrupted", traceback: vec!["boom".into(), "  at line 1".into()] },
         ];
         let log = render(Results::Hidden, events, json!({"status": "error"}));
         assert_eq!(log, ["out:a\n", "err:b\n", "out:c", "err:boom\n  at line 1\n"]);
+    }
+
+    #[test]
+    fn a_lua_error_reads_as_the_stock_interpreters_with_the_program_name_first() {
+        let tb = ["[cell]:1: boom", "stack traceback:", "\t[C]: in function 'error'"].map(String::from);
+        let events = vec![Event::Error { ename: LUA_ERROR, traceback: tb.to_vec() }];
+        let log = render(Results::Plain, events, json!({"status": "error"}));
+        assert_eq!(log, ["err:llmspell: [cell]:1: boom\nstack traceback:\n\t[C]: in function 'error'\n"]);
     }
 
     #[test]

@@ -277,7 +277,7 @@ fn describe(event: Event) -> String {
                 data["text/plain"].as_str().unwrap_or("?")
             )
         }
-        Event::Error { traceback } => format!("error:{}", traceback.join("|")),
+        Event::Error { traceback, .. } => format!("error:{}", traceback.join("|")),
         Event::ClearOutput => "clear".into(),
         Event::Waiting { text } => format!("waiting:{text}"),
     }

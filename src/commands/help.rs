@@ -5,6 +5,7 @@ llmspell — Lua 5.4 in a shared, always-running Jupyter kernel
 
 USAGE:
   llmspell [--kernel ID | --connect FILE] run [LUA-OPTIONS] [SCRIPT [ARGS]]   run Lua as `lua` does
+  llmspell [--kernel ID | --connect FILE] LUA-OPTION|SCRIPT ...   the same without `run` (see below)
   llmspell [--kernel ID | --connect FILE] exec CODE              run code in the shared session
   llmspell [--kernel ID | --connect FILE] repl                   interactive session on the kernel
   llmspell kernel start|stop|list|status|interrupt|install ...   manage kernels (llmspell kernel --help)
@@ -28,10 +29,20 @@ OPTIONS:
 
 run, exec and repl start the kernel when none is alive and leave it running for the next command.
 run is `lua SCRIPT` in a process of its own (your cwd, environment, terminal); exec and repl share one session.
+llmspell is also `lua` itself: when its first word (after the options above) is one of lua's options
+(-e -l -i -v -E -W - --, also -eSTAT and -lMOD) or a script (not a command name, and an existing file,
+a path with '/' or a name ending in .lua), or when there is no word and stdin is not a terminal, it
+does what `llmspell run` with those words does. Command names come first: run a script called `exec`
+as `llmspell ./exec`. A run's `arg` is lua's: its most negative entry is this binary's absolute path,
+followed by lua's options as given (no `run`, no llmspell options), so a script that starts its
+interpreter again (arg[-1] and the like, Penlight's app.lua()) starts llmspell.
 State set with state.set() persists in $LLMSPELL_HOME/state.json (default ~/.llmspell).
 With --remote, run sends the script, its args and your stdin (whole, unless a terminal) to the server,
 where the kernel runs it in a process of its own with the kernel's cwd and environment; the exit code or
 signal comes back (README \"Remote kernels\").
+
+An uncaught Lua error in exec or repl is printed as `lua -e` prints it: `llmspell: MESSAGE` and lua's
+stack traceback (Jupyter front ends get ename LuaError, docs/repl-and-exec.md \"Errors\").
 
 EXIT CODES: 0 ok, 1 Lua error or kernel failure, 2 bad command line, 130 interrupted (Ctrl-C),
             or the code a script passed to os.exit.
@@ -82,18 +93,25 @@ LUA-OPTIONS (as the stock lua's):
   -E          ignore LUA_INIT and LUA_PATH    -W                  turn warnings on
   --          stop handling options           -                   the script is stdin
 With no SCRIPT and no -e/-v: lua's interactive loop on a terminal, else stdin is the script.
+`run` may be left out when the first word is one of these options or a script (`llmspell -e X`,
+`llmspell job.lua`; a script named like a command: `llmspell ./exec`). `arg` is lua's: arg[0] the
+script as given, arg[-n] this binary's absolute path, then the options before the script (`-e`, `X`,
+...; never `run` or llmspell's own options), so a script can start this interpreter again with any
+of lua's command lines, with arg[-n] alone or with all the negative entries.
 
 EXAMPLES:
   llmspell run report.lua --since 2026-01-01     arg[1] is \"--since\"
   echo 'print(io.read())' | llmspell run - < names.txt
   llmspell run -l cjson -e 'print(cjson.encode({1, 2}))'
   llmspell --kernel work run job.lua            through the kernel `work` (started if needed)
+  llmspell -e 'print(arg[-2], arg[-1])' job.lua   as `lua -e ...`: prints this binary's path and -e
 ";
 
 pub const EXEC_HELP: &str = "\
 llmspell exec CODE — run CODE in the shared session (what `repl` and Jupyter clients see)
 
-Prints the output, and the value of a trailing expression. CODE - reads the code from stdin. Exit
+Prints the output, and the value of a trailing expression. CODE - reads the code from stdin. An
+uncaught error prints as `lua -e` prints one: `llmspell: MESSAGE`, then lua's stack traceback. Exit
 codes: 0 ok, 1 a Lua error, 130 interrupted (Ctrl-C interrupts only this command's own code; if it
 was still queued behind another client's cell, it never runs).
 

@@ -15,8 +15,9 @@ pub fn exec(t: &Target, args: Vec<OsString>) -> Result<ExitCode, CommandError> {
     if let Some(r) = &t.remote {
         return super::remote::run(r, &t.kernel, args);
     }
-    // The run's `arg` is this whole command line, the script at index 0 (as lua's); the run reads
-    // lua's options (-e, -l, -i, -v, -E, -W) from the words after `run`.
+    // The run reads lua's options (-e, -l, -i, -v, -E, -W) from the words after `run` (or from the
+    // first word, when llmspell was given lua's command line directly); its `arg` is lua's: this
+    // binary, those words, the script at index 0 (runner::client::lua_arg).
     let argv: Vec<OsString> = std::env::args_os().collect();
     let first_arg = argv.len() - args.len();
     // The ZeroMQ client find_or_spawn returns is not needed: the run goes to the kernel's runner.

@@ -14,7 +14,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -153,9 +153,18 @@ fn run_isolated(
         }
     }
     let cwd = std::env::current_dir().map_err(|e| format!("cannot read the kernel's directory: {e}"))?;
+    // `arg` as lua's: its most negative entry is the interpreter, here this kernel's own binary (a
+    // script that starts its interpreter again starts llmspell on this host), then lua's command
+    // line from the client. Clients before that sent their whole command line; the part before
+    // lua's first option names the client's binary, which means nothing here.
+    let interpreter =
+        std::env::current_exe().map(|p| p.into_os_string().into_vec()).unwrap_or(b"llmspell".into());
+    let program = spec.argv[0].clone();
+    let argv: Vec<Vec<u8>> = std::iter::once(interpreter).chain(spec.argv.drain(spec.first_arg..)).collect();
     let request = proto::Request {
-        argv: spec.argv,
-        first_arg: spec.first_arg as u32,
+        argv,
+        first_arg: 1,
+        program,
         cwd: cwd.as_os_str().as_bytes().to_vec(),
         env: std::env::vars_os().map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat()).collect(),
         umask: crate::sys::current_umask(),

@@ -1,4 +1,10 @@
-//! Failed cells as Jupyter reports them: ename, evalue, and a traceback without the kernel's frames.
+//! Failed cells as Jupyter reports them: ename, evalue, and a traceback in the stock interpreter's
+//! form (what `lua -e` prints for an uncaught error, without the program name), without the
+//! kernel's frames.
+
+/// The ename of every error Lua raises in a cell: runtime errors (whatever value `error` was
+/// given), syntax errors and memory errors alike; the evalue and traceback say which.
+pub const LUA_ERROR: &str = "LuaError";
 
 /// A failed cell, as Jupyter reports it.
 #[derive(Debug, Clone)]
@@ -16,13 +22,18 @@ pub(super) fn interrupted_failure() -> Failure {
     }
 }
 
+/// A syntax error: the message alone, as lua prints one (a chunk that did not load has no stack).
 pub(super) fn syntax_failure(message: &str) -> Failure {
     let message = message.trim_start_matches("syntax error: ").to_string();
-    Failure {
-        ename: "SyntaxError".into(),
-        traceback: vec![format!("SyntaxError: {message}")],
-        evalue: message,
-    }
+    Failure { ename: LUA_ERROR.into(), traceback: vec![message.clone()], evalue: message }
+}
+
+/// A runtime error: `message` is what lua.c's message handler makes of the error value, `tb` the
+/// traceback from where it was raised (empty when the value carried its own `__tostring`, as lua's).
+pub(super) fn runtime_failure(evalue: String, message: &str, tb: &str) -> Failure {
+    let mut traceback = vec![message.to_string()];
+    traceback.extend(clean_traceback(tb));
+    Failure { ename: LUA_ERROR.into(), evalue, traceback }
 }
 
 pub(super) fn root_cause(e: &mlua::Error) -> &mlua::Error {
@@ -33,9 +44,10 @@ pub(super) fn root_cause(e: &mlua::Error) -> &mlua::Error {
     }
 }
 
-/// The traceback lines a user cares about: not the kernel's own frames.
+/// The traceback lines a user cares about, as lua prints them (tab-indented): not the kernel's own
+/// frames, which stand where lua's C caller of the main chunk would (`[C]: in ?`, kept once).
 pub(super) fn clean_traceback(tb: &str) -> Vec<String> {
-    let lines: Vec<String> = tb
+    let mut lines: Vec<String> = tb
         .lines()
         .map(str::trim_end)
         .filter(|l| {
@@ -44,15 +56,15 @@ pub(super) fn clean_traceback(tb: &str) -> Vec<String> {
                 && !l.contains("[C]: in ?")
                 && !l.contains("function 'xpcall'")
         })
-        .filter(|l| !l.contains("[C]: in function 'error'") && !l.contains("in upvalue 'xpcall'"))
+        .filter(|l| !l.contains("in upvalue 'xpcall'"))
         .filter(|l| !l.contains("(...tail calls...)") && !l.contains("[C]: in upvalue 'f'"))
-        .map(|l| l.replace('\t', "  "))
+        .map(String::from)
         .collect();
     if lines.len() <= 1 {
-        Vec::new() // only the "stack traceback:" header is left
-    } else {
-        lines
+        return Vec::new(); // only the "stack traceback:" header is left
     }
+    lines.push("\t[C]: in ?".into());
+    lines
 }
 
 #[cfg(test)]
@@ -64,7 +76,13 @@ mod tests {
         let tb = "stack traceback:\n\t[C]: in function 'error'\n\t[cell]:2: in function 'f'\n\t[cell]:4: in main chunk\n\t[llmspell]:540: in function <[llmspell]:539>\n\t[C]: in function 'xpcall'\n\t[C]: in ?";
         assert_eq!(
             clean_traceback(tb),
-            vec!["stack traceback:", "  [cell]:2: in function 'f'", "  [cell]:4: in main chunk"]
+            vec![
+                "stack traceback:",
+                "\t[C]: in function 'error'",
+                "\t[cell]:2: in function 'f'",
+                "\t[cell]:4: in main chunk",
+                "\t[C]: in ?"
+            ]
         );
         assert!(clean_traceback("stack traceback:\n\t[C]: in ?").is_empty(), "only the header left");
     }
@@ -74,9 +92,9 @@ mod tests {
         let f = syntax_failure("syntax error: [cell]:1: unexpected symbol near '+'");
         assert_eq!(
             (f.ename.as_str(), f.evalue.as_str()),
-            ("SyntaxError", "[cell]:1: unexpected symbol near '+'")
+            ("LuaError", "[cell]:1: unexpected symbol near '+'")
         );
-        assert_eq!(f.traceback, vec!["SyntaxError: [cell]:1: unexpected symbol near '+'"]);
+        assert_eq!(f.traceback, vec!["[cell]:1: unexpected symbol near '+'"]);
     }
 
     #[test]

@@ -18,7 +18,7 @@ mod tests;
 
 pub use caught::set_break_on_caught;
 pub use debug_hook::{Breakpoint, DebugConfig, DebugFlags, DebugPort};
-pub use failure::Failure;
+pub use failure::{Failure, LUA_ERROR};
 pub use interrupt::Interrupter;
 pub(crate) use paths::set_package_paths;
 /// For `llmspell run` (src/runner): the same `state` natives as the session's.
@@ -26,7 +26,7 @@ pub(crate) use store::state_natives;
 
 use crate::state::Store;
 use convert::to_json_lenient;
-use failure::{clean_traceback, interrupted_failure, root_cause, syntax_failure};
+use failure::{interrupted_failure, root_cause, runtime_failure, syntax_failure};
 use mlua::{Function, Lua, MultiValue, ObjectLike, Table, Value};
 use natives::natives;
 use serde_json::Value as Json;
@@ -320,25 +320,28 @@ impl Interpreter {
         if let Value::Error(e) = &err {
             return self.failure_of_error(e, interrupted);
         }
-        let message = self
-            .k
-            .call_function::<String>("describe_error", err)
-            .unwrap_or_else(|_| "(error object could not be shown)".into());
         if interrupted {
             return interrupted_failure();
         }
-        if message == "not enough memory" {
+        // evalue shows the value itself (a table's fields); the traceback is what lua would print.
+        let evalue = self
+            .k
+            .call_function::<String>("describe_error", err.clone())
+            .unwrap_or_else(|_| "(error object could not be shown)".into());
+        if evalue == "not enough memory" {
             return self.memory_failure();
         }
-        let mut traceback = vec![format!("RuntimeError: {message}")];
-        traceback.extend(clean_traceback(tb));
-        Failure { ename: "RuntimeError".into(), evalue: message, traceback }
+        let (message, with_traceback) = self
+            .k
+            .call_function::<(String, bool)>("lua_message", err)
+            .unwrap_or_else(|_| (evalue.clone(), true));
+        runtime_failure(evalue, &message, if with_traceback { tb } else { "" })
     }
 
     fn memory_failure(&self) -> Failure {
         let limit = self.memory_limit.map(|l| format!(" (the kernel's memory limit is {} MB)", l >> 20));
         let evalue = format!("not enough memory{}", limit.unwrap_or_default());
-        Failure { ename: "MemoryError".into(), traceback: vec![format!("MemoryError: {evalue}")], evalue }
+        Failure { ename: LUA_ERROR.into(), traceback: vec![evalue.clone()], evalue }
     }
 
     fn failure_of_error(&self, e: &mlua::Error, interrupted: bool) -> Failure {
@@ -350,18 +353,10 @@ impl Interpreter {
             mlua::Error::SyntaxError { message, .. } => syntax_failure(message),
             mlua::Error::RuntimeError(m) => {
                 let (message, tb) = m.split_once("\nstack traceback:").unwrap_or((m, ""));
-                let mut traceback = vec![format!("RuntimeError: {message}")];
-                traceback.extend(clean_traceback(tb));
-                Failure { ename: "RuntimeError".into(), evalue: message.to_string(), traceback }
+                let tb = if tb.is_empty() { String::new() } else { format!("stack traceback:{tb}") };
+                runtime_failure(message.to_string(), message, &tb)
             }
-            other => {
-                let evalue = other.to_string();
-                Failure {
-                    ename: "RuntimeError".into(),
-                    traceback: vec![format!("RuntimeError: {evalue}")],
-                    evalue,
-                }
-            }
+            other => runtime_failure(other.to_string(), &other.to_string(), ""),
         }
     }
 

@@ -574,4 +574,18 @@ K.describe_error = function(e)
   return repr(e)
 end
 
+-- What lua.c's message handler makes of an error value: the text lua prints, and whether a traceback
+-- follows it (not when the value's own __tostring gave the text).
+local getrawmetatable = debug.getmetatable
+K.lua_message = function(e)
+  local t = type(e)
+  if t == "string" or t == "number" then return tostring(e), true end
+  local mt = getrawmetatable(e)
+  if mt and rawget(mt, "__tostring") ~= nil then
+    local ok, text = pcall(tostring, e)
+    if ok and type(text) == "string" then return text, false end
+  end
+  return "(error object is a " .. t .. " value)", true
+end
+
 return K

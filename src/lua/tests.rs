@@ -115,7 +115,7 @@ fn print_goes_to_the_host_as_stdout() {
 fn errors_carry_their_kind_message_and_the_users_frames_only() {
     let (mut i, _) = interpreter();
     let e = i.execute("local function f() error('boom') end\nf()").error.unwrap();
-    assert_eq!(e.ename, "RuntimeError");
+    assert_eq!(e.ename, "LuaError");
     assert_eq!(e.evalue, "[cell]:1: boom");
     assert!(
         e.traceback.iter().any(|l| l.contains("in local 'f'") || l.contains("in function 'f'")),
@@ -124,9 +124,36 @@ fn errors_carry_their_kind_message_and_the_users_frames_only() {
     );
     assert!(!e.traceback.iter().any(|l| l.contains("[llmspell]")), "{:?}", e.traceback);
     let e = i.execute("1 +").error.unwrap();
-    assert_eq!(e.ename, "SyntaxError");
+    assert_eq!((e.ename.as_str(), e.traceback.len()), ("LuaError", 1), "a syntax error has no stack: {e:?}");
     let e = i.execute("error({code = 7})").error.unwrap();
-    assert_eq!(e.ename, "RuntimeError");
+    assert_eq!(e.ename, "LuaError");
+}
+
+#[test]
+fn a_cells_traceback_is_what_lua_prints_for_the_same_uncaught_error() {
+    let (mut i, _) = interpreter();
+    let e = i.execute("local function f() error('boom') end\nf()").error.unwrap();
+    let tb = [
+        "[cell]:1: boom",
+        "stack traceback:",
+        "\t[C]: in function 'error'",
+        "\t[cell]:1: in local 'f'",
+        "\t[cell]:2: in main chunk",
+        "\t[C]: in ?",
+    ];
+    assert_eq!(e.traceback, tb);
+    // A value without text of its own is named by its type (evalue still shows it); one whose
+    // __tostring gives text is that text alone, as lua.c's message handler does.
+    let e = i.execute("error({code = 7})").error.unwrap();
+    assert_eq!(e.traceback[0], "(error object is a table value)");
+    assert!(e.evalue.contains("code = 7"), "{e:?}");
+    let e =
+        i.execute("error(setmetatable({}, {__tostring = function() return 'custom' end}))").error.unwrap();
+    assert_eq!(e.traceback, ["custom"]);
+    let e = i.execute("error('x', 0)").error.unwrap();
+    assert_eq!(e.traceback[..2], ["x", "stack traceback:"]);
+    let e = i.execute("error(42)").error.unwrap();
+    assert_eq!(e.traceback[0], "42");
 }
 
 #[test]

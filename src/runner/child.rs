@@ -156,7 +156,7 @@ unsafe fn print_usage(ctx: &Ctx, bad: &CString) {
         format!("unrecognized option '{bad}'")
     };
     let text = format!(
-        "{prog}: {what}\nusage: {prog} run [options] [script [args]]\nAvailable options are:\n\
+        "{prog}: {what}\nusage: {prog} [options] [script [args]]\nAvailable options are:\n\
          \x20 -e stat   execute string 'stat'\n\
          \x20 -i        enter interactive mode after executing 'script'\n\
          \x20 -l mod    require library 'mod' into global 'mod'\n\
@@ -254,7 +254,7 @@ unsafe extern "C-unwind" fn pmain(l: *mut ffi::lua_State) -> c_int {
         ffi::lua_pushboolean(l, 1);
         ffi::lua_setfield(l, ffi::LUA_REGISTRYINDEX, c"LUA_NOENV".as_ptr());
     }
-    // Without a script, `arg[0]` is the word before the options (`run`), as lua's is its own name.
+    // Without a script, `arg[0]` is the word before the options (the interpreter), as lua's is its own name.
     let script = options.script.unwrap_or(ctx.first - 1);
     let argc = ctx.argv.len() as c_int;
     ffi::lua_createtable(l, argc - (script as c_int + 1), script as c_int + 1);
@@ -381,7 +381,7 @@ pub(crate) fn run(req: Request, fds: [c_int; 3], template: Template) -> ! {
         options: collect_options(&argv, first),
         argv,
         first,
-        progname: req.argv.first().filter(|a| !a.is_empty()).and_then(|a| CString::new(a.clone()).ok()),
+        progname: Some(&req.program).filter(|a| !a.is_empty()).and_then(|a| CString::new(a.clone()).ok()),
     };
     let code = main_lua(&ctx, template);
     // SAFETY: the normal end of a C program: atexit handlers (the store), stdio flushed.

@@ -122,11 +122,12 @@ pub fn run(target: &Target, argv: Vec<OsString>, first_arg: usize) -> Result<Out
         })
         .collect();
     let req = Request {
-        argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
-        first_arg: first_arg as u32,
+        argv: lua_arg(&argv, first_arg),
+        first_arg: 1,
         cwd: cwd.as_os_str().as_bytes().to_vec(),
         env,
         umask: umask as u32,
+        program: argv.first().map(|a| a.as_bytes().to_vec()).unwrap_or_default(),
     };
 
     // Signals become bytes on a pipe from here on, so none is lost while the request goes out.
@@ -148,6 +149,17 @@ pub fn run(target: &Target, argv: Vec<OsString>, first_arg: usize) -> Result<Out
     }
     send_request(&stream, &req.encode())?;
     wait(&stream, pipe[0], &id)
+}
+
+/// The run's `arg` from its most negative entry, as lua's: the interpreter, then lua's command
+/// line (`argv[first_arg..]`) without `run` or llmspell's own options. The interpreter is this
+/// binary by its absolute path, so a script that starts its interpreter again (`arg[-1]`, or all the
+/// negative entries together) starts llmspell itself, whatever its directory or PATH.
+pub fn lua_arg(argv: &[OsString], first_arg: usize) -> Vec<Vec<u8>> {
+    let interpreter = std::env::current_exe()
+        .map(PathBuf::into_os_string)
+        .unwrap_or_else(|_| argv.first().cloned().unwrap_or_else(|| "llmspell".into()));
+    std::iter::once(&interpreter).chain(&argv[first_arg..]).map(|a| a.as_bytes().to_vec()).collect()
 }
 
 /// Sends the request; the caller's fds 0, 1, 2 go with its first bytes (a closed one as /dev/null).

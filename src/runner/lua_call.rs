@@ -110,7 +110,7 @@ pub(super) unsafe fn report(l: *mut ffi::lua_State, status: c_int, ctx: &Ctx) ->
 
 pub(super) struct Ctx {
     pub(super) argv: Vec<CString>,
-    /// Where lua's own argv[1] would be: the first word after `run`.
+    /// Where lua's own argv[1] would be: lua's first option or the script (1: after the interpreter).
     pub(super) first: usize,
     pub(super) progname: Option<CString>,
     pub(super) options: Result<LuaOptions, usize>,

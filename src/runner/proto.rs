@@ -1,25 +1,30 @@
 //! The runner socket's messages (a unix stream socket, 0600 in the 0700 kernels directory).
 //!
-//! client → zygote, once: `b"LSR2"`, u32 length, then the request body; the first `sendmsg` also
-//! carries the caller's fds 0, 1, 2 (SCM_RIGHTS). Body: list argv, u32 index in argv of the first word after `run` (lua's options or the script;
-//! may be argv's length),
-//! bytes cwd, list environment ("K=V"), u32 umask. A list is a u32 count of byte strings; a byte
+//! client → zygote, once: `b"LSR3"`, u32 length, then the request body; the first `sendmsg` also
+//! carries the caller's fds 0, 1, 2 (SCM_RIGHTS). Body: list argv (the run's `arg` from its most
+//! negative entry: the interpreter, then lua's command line), u32 index in argv of lua's first
+//! option or the script (may be argv's length), bytes cwd, list environment ("K=V"), u32 umask,
+//! bytes program (the name lua's messages start with). A list is a u32 count of byte strings; a byte
 //! string is a u32 length and the bytes. Integers are little-endian.
 //! client → zygote, while it runs: `b'S'`, one byte signal number (forward this signal).
 //! zygote → client: `b'X'`, one byte kind (0: exited, 1: killed by a signal), i32 code or signal;
 //! or `b'E'`, u32 length, a message (the run could not start). Then the zygote closes.
 
-pub const MAGIC: &[u8; 4] = b"LSR2";
+pub const MAGIC: &[u8; 4] = b"LSR3";
 /// Requests larger than this are refused (argv plus environment).
 pub const MAX_REQUEST: usize = 64 << 20;
 
 #[derive(Debug, Default, Clone)]
 pub struct Request {
+    /// `arg` from its most negative index on: the interpreter to run again (an llmspell binary's
+    /// absolute path), then lua's options, the script and its arguments.
     pub argv: Vec<Vec<u8>>,
     pub first_arg: u32,
     pub cwd: Vec<u8>,
     pub env: Vec<Vec<u8>>,
     pub umask: u32,
+    /// lua's progname: the caller's argv[0] as typed, which begins error messages.
+    pub program: Vec<u8>,
 }
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
@@ -47,6 +52,7 @@ impl Request {
         put_bytes(&mut body, &self.cwd);
         put_list(&mut body, &self.env);
         put_u32(&mut body, self.umask);
+        put_bytes(&mut body, &self.program);
         let mut out = Vec::with_capacity(body.len() + 8);
         out.extend_from_slice(MAGIC);
         put_u32(&mut out, body.len() as u32);
@@ -63,6 +69,7 @@ impl Request {
             cwd: r.bytes()?.to_vec(),
             env: r.list()?,
             umask: r.u32()?,
+            program: r.bytes()?.to_vec(),
         };
         (r.at == body.len() && (req.first_arg as usize) <= req.argv.len() && req.first_arg > 0).then_some(req)
     }
@@ -127,17 +134,18 @@ mod tests {
     #[test]
     fn request_round_trip() {
         let r = Request {
-            argv: vec![b"llmspell".to_vec(), b"run".to_vec(), b"s.lua".to_vec(), b"\xff".to_vec()],
-            first_arg: 2,
+            argv: vec![b"/bin/llmspell".to_vec(), b"-e".to_vec(), b"s.lua".to_vec(), b"\xff".to_vec()],
+            first_arg: 1,
             cwd: b"/tmp".to_vec(),
             env: vec![b"A=1".to_vec(), b"B=\xfe".to_vec()],
             umask: 0o22,
+            program: b"llmspell".to_vec(),
         };
         let e = r.encode();
         assert_eq!(&e[..4], MAGIC);
         let d = Request::decode(&e[8..]).unwrap();
         assert_eq!(d.argv, r.argv);
-        assert_eq!(d.first_arg, 2);
+        assert_eq!((d.first_arg, d.program.as_slice()), (1, b"llmspell".as_slice()));
         assert_eq!(d.env, r.env);
         assert_eq!(d.umask, 0o22);
         assert!(Request::decode(&e[8..e.len() - 1]).is_none());

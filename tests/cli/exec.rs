@@ -15,6 +15,38 @@ fn exec_prints_the_value_of_a_trailing_expression() {
     assert_eq!(ok(&home, &["exec", "z = 1"]), "", "a statement shows nothing");
 }
 
+/// An uncaught error in `exec` prints as in `lua5.4 -e` (program name and chunk name aside); exit 1.
+#[test]
+fn exec_errors_print_as_lua_e_prints_them() {
+    let Ok(_) = Command::new("lua5.4").args(["-e", ""]).output() else {
+        eprintln!("NOTICE: lua5.4 is not installed: differential test skipped");
+        return;
+    };
+    let home = Home::new("execluaerr");
+    let as_lua = |text: &str, program: &str| -> String {
+        let text = text.replace("[cell]", "(command line)");
+        text.strip_prefix(&format!("{program}: ")).map(|t| format!("lua: {t}")).unwrap_or(text)
+    };
+    for cell in [
+        "error('boom')",
+        "local function f() error('nested') end\nf()",
+        "error({})",
+        "error('x', 0)",
+        "error(42)",
+        "error(setmetatable({}, {__tostring = function() return 'custom' end}))",
+        "x = = 1",
+        "local t = nil; t.field = 1",
+    ] {
+        let ours = home.run(&["exec", cell], "");
+        let lua = Command::new("lua5.4").args(["-e", cell]).output().unwrap();
+        assert_eq!(
+            (code(&ours), as_lua(&stderr(&ours), "llmspell")),
+            (lua.status.code().unwrap(), as_lua(&String::from_utf8_lossy(&lua.stderr), "lua5.4")),
+            "exec {cell:?}"
+        );
+    }
+}
+
 #[test]
 fn exec_lua_error_exits_1_with_the_error_on_stderr() {
     let home = Home::new("execerr");

@@ -117,7 +117,7 @@ fn run_cell(c: &mut Client, code: &str) -> Cell {
                 Event::Stream { name: "stderr", text } => err.push_str(text),
                 Event::Stream { text, .. } => out.push_str(text),
                 Event::Display { data, .. } => *result = data["text/plain"].as_str().map(String::from),
-                Event::Error { traceback } => tb.extend(traceback),
+                Event::Error { traceback, .. } => tb.extend(traceback),
                 Event::ClearOutput | Event::Waiting { .. } => {}
             },
             &mut |_, _| llmspell::client::LineAnswer::Interrupt,

@@ -83,8 +83,12 @@ def test_runtime_error_then_success_keeps_globals(kernel):
     res = execute(kc, 'error("boom")')
     assert res.status == "error", res.describe()
     c = res.content
-    assert c["ename"] == "RuntimeError"
-    assert "boom" in c["evalue"]
+    assert c["ename"] == "LuaError"
+    assert c["evalue"] == "[cell]:1: boom"
+    # The traceback is what the stock `lua -e` prints for the same uncaught error (program name aside).
+    assert c["traceback"] == [
+        "[cell]:1: boom", "stack traceback:", "\t[C]: in function 'error'", "\t[cell]:1: in main chunk", "\t[C]: in ?",
+    ], c["traceback"]
     assert isinstance(c["traceback"], list) and all(isinstance(s, str) for s in c["traceback"])
     assert len(res.errors) == 1, res.describe()
     err = res.errors[0]["content"]
@@ -118,7 +122,9 @@ def test_other_errors_keep_the_session(kernel):
 def test_syntax_error_reply(kernel):
     res = execute(kernel.kc, "x = = 1")
     assert res.status == "error"
+    assert res.content["ename"] == "LuaError", res.content
     assert "'='" in res.content["evalue"], res.content
+    assert res.content["traceback"] == [res.content["evalue"]], "a syntax error has no stack, as in lua"
     assert len(res.errors) == 1
 
 

@@ -55,7 +55,7 @@ def test_notebook_outputs_are_stored(tmp_path):
 
     (out,) = c[3].outputs
     assert out.output_type == "error"
-    assert out.ename == "RuntimeError"
+    assert out.ename == "LuaError"
     assert "notebook boom" in out.evalue
     assert isinstance(out.traceback, list)
 

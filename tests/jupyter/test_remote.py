@@ -481,13 +481,16 @@ def test_a_remote_run_exits_with_its_own_code(gateway, home, tmp_path):
 
 def test_a_remote_run_gets_arg_and_stdin_and_keeps_stderr_apart(gateway, home, tmp_path):
     script = tmp_path / "args.lua"
-    script.write_text("print(arg[-1], arg[1], arg[2], #arg, ...)\n"
+    # arg as lua's: its most negative entry is the interpreter, the kernel's own llmspell binary on
+    # its host (the client's path means nothing there), then lua's options; never `run`.
+    script.write_text("print(arg[-4], arg[-3], arg[-2], arg[-1], arg[1], arg[2], #arg, ...)\n"
                       "print(arg[0]:match('[^/]*$'))\n"
                       "io.stderr:write('to stderr\\n')\n"
                       "io.write(io.read('a'))\n")
-    r = cli(gateway, home, "run", str(script), "x", "y z", stdin="line 1\nline 2\n")
+    r = cli(gateway, home, "run", "-e", "x = 1", str(script), "x", "y z", stdin="line 1\nline 2\n")
     assert r.returncode == 0, r.stderr
-    assert r.stdout == "run\tx\ty z\t2\tx\ty z\nargs.lua\nline 1\nline 2\n"
+    kernel_binary = os.path.realpath(LLMSPELL_BIN)  # the servers here run on this host
+    assert r.stdout == f"nil\t{kernel_binary}\t-e\tx = 1\tx\ty z\t2\tx\ty z\nargs.lua\nline 1\nline 2\n"
     assert r.stderr == "to stderr\n"
     # The script from stdin, as `lua -` reads it.
     r = cli(gateway, home, "run", "-", "w", stdin="print(..., arg[0])\n")

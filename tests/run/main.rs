@@ -6,13 +6,15 @@
 //! Tests that need `lua5.4` print a notice and pass when it is absent (`.ci/run` installs it).
 //! No timings are asserted: every wait is on an event, with generous deadlines.
 //!
-//! One module per area: `stock_lua` (the differential tests), `isolation`, `signals`, `concurrency`.
+//! One module per area: `stock_lua` (the differential tests), `restart` (scripts that start their
+//! interpreter again), `isolation`, `signals`, `concurrency`.
 //! Their shared helpers are here.
 
 #[path = "../common/mod.rs"]
 mod common;
 mod concurrency;
 mod isolation;
+mod restart;
 mod signals;
 mod stock_lua;
 

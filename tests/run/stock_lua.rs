@@ -205,23 +205,8 @@ fn missing_script_and_script_from_stdin_match_stock_lua() {
     }
 }
 
-#[test]
-fn arg_has_the_command_line_before_the_script_at_negative_indices() {
-    let home = Home::new("run-arg");
-    let dir = case_dir(&home, &Case::new("neg", "print(arg[-3] == nil, arg[-2], arg[-1], arg[0], arg[1])"));
-    let out = run_with_stdin(
-        {
-            let mut c = base_command(BIN, &home, &dir);
-            c.args(["run", "script.lua", "x"]);
-            c
-        },
-        "",
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("true\t{BIN}\trun\tscript.lua\tx\n"));
-}
-
 /// stderr and stdout of an options case with what may differ by design made equal: the version line
-/// (this binary carries its own Lua 5.4 release) and the usage line's program (`llmspell run`).
+/// (this binary carries its own Lua 5.4 release) and the usage line's program.
 fn normalise_options(text: &[u8]) -> String {
     normalise(text)
         .lines()
