@@ -6,10 +6,13 @@ PY     := $(VENV)/bin/python
 VENV_EG := target/venv-eg
 BIN    := target/release/llmspell
 DEBUG_BIN := target/debug/llmspell
+# The portable build (cargo feature `portable`: the POSIX platform backend macOS and the BSDs
+# compile) in a target directory of its own, so it never overwrites the default build.
+PORTABLE_DIR := $(abspath target/portable)
 # Every test and demo uses a private home so nothing touches the user's ~/.llmspell.
 DEMO_HOME := target/demo-home
 
-.PHONY: help build demo test lint test-rust test-jupyter test-lab venv venv-eg bench install fuzz soak clean
+.PHONY: help build demo test lint test-rust test-portable test-jupyter test-lab venv venv-eg bench install fuzz soak clean
 FUZZ_SECS ?= 60
 
 help: ## list the verbs
@@ -44,12 +47,25 @@ test: lint test-rust test-jupyter test-lab ## everything: fmt and clippy, cargo 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --features portable -- -D warnings
 
-test-rust: ## cargo unit and integration tests (a run still going after 45 min fails: a test hangs)
+test-rust: ## cargo unit and integration tests, under the Linux backend and the portable one (a run still going after 45 min fails: a test hangs)
 	$(CARGO) test --no-run
 	@timeout --kill-after=30 2700 $(CARGO) test || { rc=$$?; \
 	  if [ $$rc -ge 124 ]; then echo "test-rust: cargo test was stopped after 45 min: a test hangs (the last 'has been running for over 60 seconds' line names it)" >&2; fi; \
 	  exit $$rc; }
+	@# Same target directory: only llmspell itself is built again, not its dependencies.
+	$(CARGO) test --features portable --no-run
+	@timeout --kill-after=30 2700 $(CARGO) test --features portable || { rc=$$?; \
+	  if [ $$rc -ge 124 ]; then echo "test-rust: cargo test --features portable was stopped after 45 min: a test hangs" >&2; fi; \
+	  exit $$rc; }
+	$(CARGO) build
+
+test-portable: venv venv-eg ## everything with the portable build (target/portable): the Rust suites, Jupyter, JupyterLab
+	CARGO_TARGET_DIR=$(PORTABLE_DIR) $(CARGO) test --features portable
+	CARGO_TARGET_DIR=$(PORTABLE_DIR) $(CARGO) build --features portable
+	LLMSPELL_BIN=$(PORTABLE_DIR)/debug/llmspell $(PY) -m pytest -q -m "not lab" tests/jupyter
+	LLMSPELL_BIN=$(PORTABLE_DIR)/debug/llmspell $(PY) -m pytest -q -m lab tests/jupyter
 
 test-jupyter: venv venv-eg ## jupyter_kernel_test, jupyter_client, jupyter console, nbclient and Enterprise Gateway against the debug build
 	$(CARGO) build
@@ -66,7 +82,8 @@ $(VENV)/.bench-ok: $(VENV)/.ok bench/requirements.txt
 bench: build $(VENV)/.bench-ok ## side-by-side figures against xeus-python, ipykernel and ilua (target/bench.json)
 	@command -v lua5.4 >/dev/null || { apt-get update -qq && apt-get install -y -qq lua5.4; } || echo "bench: no lua5.4: ILua and the lua5.4 baseline are skipped"
 	$(CARGO) build --release --example bench_client
-	$(PY) bench/bench.py --bin $(abspath $(BIN))
+	CARGO_TARGET_DIR=$(PORTABLE_DIR) $(CARGO) build --release --features portable
+	$(PY) bench/bench.py --bin $(abspath $(BIN)) --portable-bin $(PORTABLE_DIR)/release/llmspell
 
 soak: ## long tests: 100 000 requests with the kernel's memory sampled, and the stable wire fuzzer
 	$(CARGO) test --release --test soak -- --ignored --nocapture

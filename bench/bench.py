@@ -106,6 +106,7 @@ from debugger_cost import bench_debug
 from longevity import bench_longevity
 from lsp_servers import bench_lsp
 from report import build_report, print_table
+from portable import bench_portable, print_portable
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -118,6 +119,8 @@ def parse_args():
     ap.add_argument("--sections", default="kernels,client,cli,scale,state,binary,run,gateway,debug,longevity,lsp")
     ap.add_argument("--only", metavar="SECTIONS", help="the same as --sections (e.g. --only run: `llmspell run` "
                     "against a stock lua, no Jupyter kernels, no Python packages needed)")
+    ap.add_argument("--portable-bin", help="the portable build (cargo feature portable): adds the section "
+                    "`portable`, the two platform backends side by side")
     ap.add_argument("--lua", default=os.environ.get("LUA"),
                     help="the stock lua the run section compares with (default: $LUA, else lua5.4)")
     ap.add_argument("--kernels", default="llmspell,xeus-python,ipykernel,ilua,floor",
@@ -255,6 +258,8 @@ def run_sections(R, sections, cfg, where, cli, lua, ref_lua, lua_arg):
         return bench_longevity(pairs, cfg["longevity_cells"])
     section("longevity", longevity)
     section("lsp", lambda: bench_lsp(bin_path, {**cfg, "quick": R["meta"]["quick"]}, tmp))
+    if where.portable_bin:
+        section("portable", lambda: bench_portable(bin_path, where.portable_bin, cfg, tmp))
     if "run" in sections and not ref_lua:
         notes.append(f"run: no stock lua ({lua_arg or 'lua5.4'}): section skipped (apt-get install lua5.4, or $LUA)")
     elif "run" in sections:
@@ -298,6 +303,8 @@ def print_summary(R, cols, rows, sections, cfg):
         for extra in ("error", "flood10k_notes"):
             if v.get(extra):
                 print(f"note: {k}: {extra}: {v[extra]}")
+    if R.get("portable"):
+        print_portable(R["portable"])
     for n in R["meta"]["notes"]:
         print(f"note: {n}")
 
@@ -335,7 +342,10 @@ def main():
             return 2
     notes = R["meta"]["notes"]
     cli = Cli(bin_path, home, env)
-    where = types.SimpleNamespace(bin_path=bin_path, env=env, prefix=prefix, tmp=tmp, order=order)
+    if a.portable_bin:
+        sections.add("portable")
+    where = types.SimpleNamespace(bin_path=bin_path, env=env, prefix=prefix, tmp=tmp, order=order,
+                                  portable_bin=Path(a.portable_bin).resolve() if a.portable_bin else None)
     try:
         run_sections(R, sections, cfg, where, cli, lua, ref_lua, a.lua)
     except Exception as e:

@@ -12,4 +12,5 @@ pub mod private_files;
 pub mod request_owner;
 pub mod runner;
 pub mod state;
+pub mod sys;
 pub mod wire;

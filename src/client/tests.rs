@@ -381,8 +381,10 @@ fn the_request_carries_the_options() {
         (&content["code"], &content["silent"], &content["store_history"], &content["allow_stdin"]),
         (&json!("x = 1"), &json!(true), &json!(false), &json!(true))
     );
-    let owner = json!({ "pid": std::process::id(), "start": metadata["llmspell"]["owner"]["start"] });
-    assert!(metadata["llmspell"]["owner"]["start"].as_u64() > Some(0), "{metadata}");
+    // The owner is this process, named the platform's way (`sys::ClientProcess`).
+    let owner = crate::request_owner::Owner::current();
+    assert!(crate::sys::ClientProcess::of(&owner)
+        .is_some_and(|o| o.pid == std::process::id() as i32 && o.alive()));
     assert_eq!(metadata["llmspell"], json!({ "stdin": "raw", "owner": owner }));
 }
 

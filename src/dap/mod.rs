@@ -326,15 +326,13 @@ fn run_program(
 /// fd 1 (child processes, C modules) as output events. The receiver hears when the pipe has ended.
 fn forward_stdout(out: Out, debugger: Arc<Debugger>) -> Result<crossbeam_channel::Receiver<()>, String> {
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-    let mut fds = [0; 2];
-    // SAFETY: a fresh pipe; its write end replaces fd 1, its read end is owned by the thread below.
-    let reader = unsafe {
-        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 || libc::dup2(fds[1], 1) < 0 {
-            return Err("cannot redirect stdout".into());
-        }
-        libc::close(fds[1]);
-        File::from_raw_fd(fds[0])
-    };
+    let (reader, writer) = crate::sys::pipe().map_err(|_| "cannot redirect stdout")?;
+    // SAFETY: dup2 of our own pipe's write end onto fd 1 (the original closes when dropped).
+    if unsafe { libc::dup2(writer.as_raw_fd(), 1) } < 0 {
+        return Err("cannot redirect stdout".into());
+    }
+    drop(writer);
+    let reader = File::from(reader);
     std::thread::Builder::new()
         .name("dap-stdout".into())
         .spawn(move || {

@@ -93,7 +93,7 @@ fn accept_terminal(
     // SAFETY: one pollfd on the stack.
     unsafe { libc::poll(&mut ready, 1, 10_000) };
     let mut buf = [0u8; 1];
-    let (_, fds) = crate::runner::zygote::recv_with_fds(stream.as_raw_fd(), &mut buf)
+    let (_, fds) = crate::sys::recv_with_fds(stream.as_raw_fd(), &mut buf)
         .map_err(|e| format!("cannot receive the terminal: {e}"))?;
     if fds.len() != 3 {
         return Err("the terminal command sent no terminal".into());

@@ -26,14 +26,10 @@ impl ChildOutput {
     /// Redirects fds 1 and 2 into pipes and starts the forwarding thread.
     pub(super) fn start(publisher: Publisher) -> Result<Arc<ChildOutput>, String> {
         let pipe = || -> Result<[i32; 2], String> {
-            let mut fds = [0i32; 2];
-            // SAFETY: pipe2 fills a local array.
-            if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-                return Err(format!("cannot create a pipe: {}", std::io::Error::last_os_error()));
-            }
-            // SAFETY: fcntl on the fd we just created.
-            unsafe { libc::fcntl(fds[0], libc::F_SETFL, libc::O_NONBLOCK) };
-            Ok(fds)
+            use std::os::fd::IntoRawFd;
+            let (r, w) = crate::sys::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
+            crate::sys::set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&r));
+            Ok([r.into_raw_fd(), w.into_raw_fd()])
         };
         let (out, err, wake) = (pipe()?, pipe()?, pipe()?);
         // SAFETY: dup2 of our own pipe ends onto 1 and 2; dup2 clears CLOEXEC on the new fds, so

@@ -62,18 +62,16 @@ pub(super) fn iopub_loop(iopub: Arc<IopubSocket>, fd: std::os::unix::io::RawFd) 
     loop {
         let mut fds = [
             libc::pollfd { fd, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: iopub.timer, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: iopub.timer.fd(), events: libc::POLLIN, revents: 0 },
         ];
-        // SAFETY: poll on a local array. The timerfd lives as long as `iopub`. ZMQ_FD closes with the
-        // socket, which any publishing thread may drop on ETERM; it then fires the timer, so this
-        // thread wakes, finds the socket gone and returns (a poll on a closed fd just reports it).
+        // SAFETY: poll on a local array. The deadline lives as long as `iopub`. ZMQ_FD closes with
+        // the socket, which any publishing thread may drop on ETERM; it then fires the deadline, so
+        // this thread wakes, finds the socket gone and returns (a poll on a closed fd just reports it).
         if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
             continue; // EINTR
         }
         if fds[1].revents != 0 {
-            let mut expirations = 0u64;
-            // SAFETY: reading the 8-byte expiration count of our own non-blocking timerfd.
-            unsafe { libc::read(iopub.timer, &mut expirations as *mut u64 as *mut libc::c_void, 8) };
+            iopub.timer.clear();
             iopub.release();
         }
         if !iopub.greet_subscribers() {
@@ -114,8 +112,8 @@ pub(super) struct IopubSocket {
     /// Bytes handed to ZeroMQ since freed memory was last given back (`memory.rs`).
     pub(super) output: super::memory::OutputSinceTrim,
     queue: (Sender<Frames>, Receiver<Frames>),
-    /// A timerfd: armed while messages are held or queued; the iopub thread sends them when it fires.
-    timer: std::os::unix::io::RawFd,
+    /// Set while messages are held or queued; the iopub thread sends them when it passes.
+    timer: crate::sys::Deadline,
     signer: Signer,
     session: String,
 }
@@ -157,12 +155,7 @@ struct IopubState {
 
 impl IopubSocket {
     pub(super) fn new(socket: zmq::Socket, signer: Signer, session: String) -> Result<IopubSocket, String> {
-        // SAFETY: creating a timerfd; the result is checked.
-        let timer =
-            unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK) };
-        if timer < 0 {
-            return Err(format!("cannot create a timer: {}", std::io::Error::last_os_error()));
-        }
+        let timer = crate::sys::Deadline::new().map_err(|e| format!("cannot create a timer: {e}"))?;
         let state = IopubState { socket: Some(socket), held: Vec::new() };
         Ok(IopubSocket {
             state: std::sync::Mutex::new(state),
@@ -180,13 +173,7 @@ impl IopubSocket {
     }
 
     fn set_timer(&self, after: Option<Duration>) {
-        let after = after.unwrap_or_default();
-        let spec = libc::itimerspec {
-            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
-            it_value: libc::timespec { tv_sec: after.as_secs() as _, tv_nsec: after.subsec_nanos() as _ },
-        };
-        // SAFETY: our own timerfd and a local itimerspec (all zero disarms it).
-        unsafe { libc::timerfd_settime(self.timer, 0, &spec, std::ptr::null_mut()) };
+        self.timer.set(after);
     }
 
     /// Wakes the iopub thread now (to send what is queued, or to notice the socket has gone).
@@ -338,13 +325,6 @@ impl IopubSocket {
                 Err(_) => return true,
             }
         }
-    }
-}
-
-impl Drop for IopubSocket {
-    fn drop(&mut self) {
-        // SAFETY: closing our own timerfd once, when the last user is gone.
-        unsafe { libc::close(self.timer) };
     }
 }
 

@@ -85,9 +85,9 @@ struct Shared {
     debugger: Arc<debugger::Debugger>,
     /// The zygote's socket (`runner::Zygote`), for isolated remote runs; None without a zygote.
     run_socket: Option<PathBuf>,
-    /// An eventfd counted up on every interrupt: what a wait outside Lua polls (an isolated remote
+    /// Woken on every interrupt: what a wait outside Lua polls (an isolated remote
     /// run, `remote_run.rs`), where the wake channel above cannot be polled with fds.
-    interrupt_fd: Option<std::os::fd::OwnedFd>,
+    interrupt_fd: Option<crate::sys::Wakeup>,
     /// The session's names for editors (`llmspell_snapshot_request`), replaced by the Lua thread
     /// between cells and read by control at any time: control never waits on Lua.
     live: std::sync::Mutex<LiveSnapshot>,
@@ -123,7 +123,7 @@ impl Shared {
             exit,
             debugger: Arc::new(debugger::Debugger::new()),
             run_socket: None,
-            interrupt_fd: eventfd(),
+            interrupt_fd: crate::sys::Wakeup::new().ok(),
             live: std::sync::Mutex::default(),
             live_stale: AtomicBool::new(false),
             live_asked: AtomicU64::new(0),
@@ -160,22 +160,10 @@ impl Shared {
         let _ = self.interrupt_wake.try_send(());
         // A program stopped in the debugger resumes, so the interrupt reaches it.
         self.debugger.on_interrupt();
-        if let Some(fd) = &self.interrupt_fd {
-            let one = 1u64.to_ne_bytes();
-            // SAFETY: an 8-byte write from a local to our own non-blocking eventfd.
-            unsafe {
-                libc::write(std::os::fd::AsRawFd::as_raw_fd(fd), one.as_ptr() as *const libc::c_void, 8)
-            };
+        if let Some(wake) = &self.interrupt_fd {
+            wake.wake();
         }
     }
-}
-
-/// A non-blocking eventfd; None if the system refuses one (then waits look every 100 ms).
-fn eventfd() -> Option<std::os::fd::OwnedFd> {
-    // SAFETY: eventfd returns a fresh fd, which becomes ours, or -1.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    // SAFETY: see above.
-    (fd >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }
 
 fn now_millis() -> u64 {

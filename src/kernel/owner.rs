@@ -1,5 +1,5 @@
 //! Each client owns its requests. Our own client names itself in a request's metadata
-//! (`llmspell.owner`: its pid and the start time of that process) and names the request it means in
+//! (`llmspell.owner`: its pid and what tells that process apart) and names the request it means in
 //! an interrupt (`llmspell.interrupt`: a msg_id). Then:
 //! - an interrupt for a request that is still queued withdraws it: it is answered `aborted` and
 //!   never runs; one for a request that already ended does nothing; only the running one is stopped;
@@ -10,15 +10,16 @@
 //! interrupt stops whatever runs.
 //!
 //! Watching costs nothing for quick requests: a timer armed at the start of a request fires only
-//! if it is still running after OWNER_WATCH_AFTER; only then is the owner's process watched (a
-//! pidfd, readable when it ends).
+//! if it is still running after OWNER_WATCH_AFTER; only then is the owner's process watched (an fd
+//! readable when it ends, `sys::ClientProcess::watch_end`).
 
 use super::Shared;
 use crate::request_owner::Owner;
+use crate::sys::{wait_readable, Deadline, Wakeup};
 use crate::wire::Message;
 use serde_json::Value;
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,7 +40,7 @@ struct Running {
     msg_id: String,
     owner: Option<Owner>,
     since: std::time::Instant,
-    /// The owner's pidfd, once it is watched.
+    /// True once the owner's process is watched.
     watched: bool,
 }
 
@@ -54,23 +55,16 @@ pub(super) enum Interrupted {
 
 pub(super) struct Ownership {
     requests: Mutex<Requests>,
-    /// A timerfd armed when a request starts.
-    timer: OwnedFd,
-    /// An eventfd: wakes the watcher when the request it watches has ended.
-    ended: OwnedFd,
+    /// Set when a request starts: the watcher looks at its owner once it passes.
+    timer: Deadline,
+    /// Wakes the watcher when the request it watches has ended.
+    ended: Wakeup,
 }
 
 impl Ownership {
     pub(super) fn new() -> Result<Arc<Ownership>, String> {
-        // SAFETY: creating a timerfd and an eventfd; results checked before being owned.
-        let timer =
-            unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK) };
-        let ended = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if timer < 0 || ended < 0 {
-            return Err(format!("cannot create a timer: {}", std::io::Error::last_os_error()));
-        }
-        // SAFETY: both fds were just created and are owned from here on.
-        let (timer, ended) = unsafe { (OwnedFd::from_raw_fd(timer), OwnedFd::from_raw_fd(ended)) };
+        let timer = Deadline::new().map_err(|e| format!("cannot create a timer: {e}"))?;
+        let ended = Wakeup::new().map_err(|e| format!("cannot create a wake-up: {e}"))?;
         Ok(Arc::new(Ownership { requests: Mutex::new(Requests::default()), timer, ended }))
     }
 
@@ -87,14 +81,15 @@ impl Ownership {
             log::info!("shell: request {} was withdrawn by its client before it ran", msg.msg_id());
             return false;
         }
-        if owner.is_some_and(|o| !o.alive()) {
+        if owner.as_ref().is_some_and(|o| !o.alive()) {
             log::info!("shell: the client that sent request {} has gone; it is not run", msg.msg_id());
             return false;
         }
         let since = std::time::Instant::now();
+        let watch = owner.is_some();
         r.running = Some(Running { msg_id: msg.msg_id().to_string(), owner, since, watched: false });
-        if owner.is_some() {
-            set_timer(self.timer.as_raw_fd(), Some(OWNER_WATCH_AFTER));
+        if watch {
+            self.timer.set(Some(OWNER_WATCH_AFTER));
         }
         true
     }
@@ -104,10 +99,10 @@ impl Ownership {
         let mut r = self.lock();
         if let Some(running) = r.running.take() {
             if running.owner.is_some() {
-                set_timer(self.timer.as_raw_fd(), None);
+                self.timer.set(None);
             }
             if running.watched {
-                write_event(self.ended.as_raw_fd());
+                self.ended.wake();
             }
         }
     }
@@ -119,7 +114,7 @@ impl Ownership {
             None => Value::Null,
             Some(r) => serde_json::json!({
                 "msg_id": r.msg_id,
-                "client_pid": r.owner.map(|o| o.pid),
+                "client_pid": r.owner.as_ref().map(|o| o.pid()),
                 "seconds": r.since.elapsed().as_secs_f64(),
             }),
         }
@@ -147,19 +142,19 @@ impl Ownership {
     /// to end (and then interrupts it) or for the request to end, whichever comes first.
     pub(super) fn watch(&self, shared: &Shared) {
         loop {
-            wait_readable(&[self.timer.as_raw_fd()]);
-            read_counter(self.timer.as_raw_fd());
+            wait_readable(&[self.timer.fd()], None);
+            self.timer.clear();
             let (msg_id, owner) = {
                 let mut r = self.lock();
                 let Some(running) = r.running.as_mut() else { continue };
-                let Some(owner) = running.owner else { continue };
+                let Some(owner) = running.owner.clone() else { continue };
                 running.watched = true;
                 (running.msg_id.clone(), owner)
             };
-            read_counter(self.ended.as_raw_fd()); // a stale "ended" of an earlier request
-            let pidfd = match pidfd_open(owner.pid) {
-                Ok(fd) => fd,
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+            self.ended.clear(); // a stale "ended" of an earlier request
+            let end = match owner.watch_end() {
+                Ok(Some(fd)) => fd,
+                Ok(None) => {
                     self.interrupt_if_running(&msg_id, shared);
                     continue;
                 }
@@ -170,13 +165,8 @@ impl Ownership {
                     continue;
                 }
             };
-            if !owner.alive() {
-                // Gone already (or the pid was reused between the two looks).
-                self.interrupt_if_running(&msg_id, shared);
-                continue;
-            }
-            // The pidfd is that very process (no pid reuse): readable means it has ended.
-            if wait_readable(&[pidfd.as_raw_fd(), self.ended.as_raw_fd()]) == 0 {
+            // Readable means that very process has ended.
+            if wait_readable(&[end.as_raw_fd(), self.ended.fd()], None) == Some(0) {
                 self.interrupt_if_running(&msg_id, shared);
             }
         }
@@ -191,53 +181,9 @@ impl Ownership {
     }
 }
 
-fn set_timer(fd: RawFd, after: Option<Duration>) {
-    let after = after.unwrap_or_default();
-    let spec = libc::itimerspec {
-        it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
-        it_value: libc::timespec { tv_sec: after.as_secs() as _, tv_nsec: after.subsec_nanos() as _ },
-    };
-    // SAFETY: our own timerfd and a local itimerspec (all zero disarms it).
-    unsafe { libc::timerfd_settime(fd, 0, &spec, std::ptr::null_mut()) };
-}
-
-fn write_event(fd: RawFd) {
-    let one = 1u64;
-    // SAFETY: an 8-byte write of a local to our own eventfd.
-    unsafe { libc::write(fd, &one as *const u64 as *const libc::c_void, 8) };
-}
-
-/// Reads (and so resets) a timerfd's or eventfd's counter, if it has one.
-fn read_counter(fd: RawFd) {
-    let mut n = 0u64;
-    // SAFETY: an 8-byte read into a local from our own non-blocking fd.
-    unsafe { libc::read(fd, &mut n as *mut u64 as *mut libc::c_void, 8) };
-}
-
-/// Blocks until one of the fds is readable; returns the index of the first that is.
-fn wait_readable(fds: &[RawFd]) -> usize {
-    let mut polls: Vec<libc::pollfd> =
-        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
-    // SAFETY: poll on a local array of fds that outlive the call.
-    while unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, -1) } < 0 {}
-    polls.iter().position(|p| p.revents != 0).unwrap_or(0)
-}
-
-/// A pidfd: readable once the process has ended.
-fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: the pidfd_open system call; the result is checked before being owned.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a new fd, owned from here on.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request_owner::start_time;
     use serde_json::json;
 
     fn request(id: &str, owner: Value) -> Message {
@@ -267,9 +213,7 @@ mod tests {
 
     #[test]
     fn a_request_whose_owner_has_gone_does_not_run() {
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let gone = json!({ "pid": child.id(), "start": start_time(child.id() as i32).unwrap_or(1) });
-        child.wait().unwrap();
+        let gone = crate::sys::ended_client();
         assert!(!Ownership::new().unwrap().start(&request("orphan", gone)));
     }
 }

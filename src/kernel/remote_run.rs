@@ -7,12 +7,13 @@
 
 use crate::lua::{Host, Interrupter, Stream};
 use crate::runner::{child, client, proto};
+use crate::sys::Wakeup;
 use base64::Engine;
 use serde_json::{json, Value};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
@@ -94,7 +95,7 @@ pub(super) fn serve(
     run: &Value,
     socket: Option<&Path>,
     interrupt: &Interrupter,
-    wake: Option<RawFd>,
+    wake: Option<&Wakeup>,
     host: &mut dyn Host,
 ) -> Value {
     let outcome = Spec::parse(run).and_then(|spec| {
@@ -127,7 +128,7 @@ fn run_isolated(
     mut spec: Spec,
     socket: &Path,
     interrupt: &Interrupter,
-    wake: Option<RawFd>,
+    wake: Option<&Wakeup>,
     host: &mut dyn Host,
 ) -> Result<client::Outcome, String> {
     // The script file, when the run has one (`-` reads it from stdin, which the client fills).
@@ -166,7 +167,7 @@ fn run_isolated(
         program,
         cwd: cwd.as_os_str().as_bytes().to_vec(),
         env: std::env::vars_os().map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat()).collect(),
-        umask: umask(),
+        umask: crate::sys::current_umask(),
     };
     let (stdin_r, stdin_w) = pipe()?;
     let (stdout_r, stdout_w) = pipe()?;
@@ -195,7 +196,7 @@ fn wait(
     stream: &UnixStream,
     outputs: [OwnedFd; 2],
     interrupt: &Interrupter,
-    wake: Option<RawFd>,
+    wake: Option<&Wakeup>,
     host: &mut dyn Host,
 ) -> Result<client::Outcome, String> {
     const STREAMS: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
@@ -215,9 +216,9 @@ fn wait(
             libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: fd(0), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: fd(1), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: wake.unwrap_or(-1), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: wake.map_or(-1, |w| w.fd()), events: libc::POLLIN, revents: 0 },
         ];
-        // Held output is flushed on the frontend's 20 ms rhythm; without the eventfd (none could
+        // Held output is flushed on the frontend's 20 ms rhythm; without the wake-up (none could
         // be made) the interrupt flag is looked at every 100 ms.
         let timeout = match (host.tick(), wake) {
             (true, _) => 20,
@@ -229,9 +230,7 @@ fn wait(
             continue; // EINTR
         }
         if fds[3].revents != 0 {
-            let mut count = [0u8; 8];
-            // SAFETY: resetting our non-blocking eventfd into a local; the flag is checked above.
-            unsafe { libc::read(fds[3].fd, count.as_mut_ptr() as *mut libc::c_void, 8) };
+            wake.inspect(|w| w.clear()); // the flag is checked above
             continue;
         }
         for i in 0..2 {
@@ -294,24 +293,7 @@ fn readable_now(fd: RawFd) -> bool {
 
 /// A pipe, both ends close-on-exec: (read, write).
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe2 fills a local array with two fresh fds, which become ours.
-    unsafe {
-        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-            return Err(format!("cannot create a pipe: {}", std::io::Error::last_os_error()));
-        }
-        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
-    }
-}
-
-/// The kernel's umask, read without setting it (the kernel has other threads that create files).
-fn umask() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Umask:"))
-        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
-        .unwrap_or(0o022)
+    crate::sys::pipe().map_err(|e| format!("cannot create a pipe: {e}"))
 }
 
 #[cfg(test)]

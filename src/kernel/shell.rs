@@ -14,7 +14,6 @@ use crate::lua::{self, Completeness, Interpreter, Outcome};
 use crate::wire::{Message, ReplayGuard, Signer};
 use serde_json::{json, Map, Value};
 use std::cell::RefCell;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -377,7 +376,7 @@ impl Shell {
         let mut content = {
             let mut f = self.frontend.borrow_mut();
             f.silent = silent;
-            let wake = self.shared.interrupt_fd.as_ref().map(|fd| fd.as_raw_fd());
+            let wake = self.shared.interrupt_fd.as_ref();
             let content = super::remote_run::serve(run, socket, &self.shared.interrupt, wake, &mut *f);
             f.flush_all();
             content

@@ -338,13 +338,7 @@ pub(crate) fn run(req: Request, fds: [c_int; 3], template: Template) -> ! {
         // A session of its own: its own process group (which the zygote signals) and its own
         // scheduler autogroup, so a busy session cell does not share its CPU share with runs.
         libc::setsid();
-        // The zygote only ends before its runs if it is killed: then its clients have reported an
-        // error, and their runs must not go on behind their backs.
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        if libc::getppid() == 1 {
-            libc::_exit(1);
-        }
-        for sig in 1..=libc::SIGRTMAX() {
+        for sig in 1..=crate::sys::last_signal() {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);
             }
@@ -359,11 +353,10 @@ pub(crate) fn run(req: Request, fds: [c_int; 3], template: Template) -> ! {
             }
         }
         // Nothing of the zygote's (listener, other clients' connections) stays open in a run.
-        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
-            for fd in 3..4096 {
-                libc::close(fd);
-            }
-        }
+        crate::sys::close_fds_from(3, &[template.parent.child_fd()]);
+        // The zygote only ends before its runs if it is killed: then its clients have reported an
+        // error, and their runs must not go on behind their backs.
+        template.parent.arm_in_child();
         let cwd = CString::new(req.cwd.clone()).unwrap_or_default();
         if libc::chdir(cwd.as_ptr()) != 0 {
             fail(&format!(
@@ -372,7 +365,7 @@ pub(crate) fn run(req: Request, fds: [c_int; 3], template: Template) -> ! {
                 std::io::Error::last_os_error()
             ));
         }
-        libc::clearenv();
+        crate::sys::clear_environment();
         for kv in &req.env {
             if kv.iter().skip(1).any(|&b| b == b'=') && !kv.starts_with(b"=") {
                 if let Ok(c) = CString::new(kv.clone()) {
@@ -401,6 +394,8 @@ pub(crate) fn run(req: Request, fds: [c_int; 3], template: Template) -> ! {
 pub(crate) struct Template {
     lua: mlua::Lua,
     store: Rc<RefCell<Store>>,
+    /// The zygote's end of it closes when the zygote ends: its runs end with it.
+    parent: crate::sys::ParentWatch,
 }
 
 impl Template {
@@ -413,12 +408,15 @@ impl Template {
         lua.globals().set("state", state).map_err(|e| e.to_string())?;
         // No garbage of the set-up is left for the runs to collect.
         lua.gc_collect().map_err(|e| e.to_string())?;
-        Ok(Template { lua, store })
+        let parent = crate::sys::ParentWatch::new().map_err(|e| format!("cannot create a pipe: {e}"))?;
+        Ok(Template { lua, store, parent })
     }
 }
 
 fn main_lua(ctx: &Ctx, template: Template) -> c_int {
-    let Template { lua, store } = template;
+    let Template { lua, store, parent } = template;
+    // Armed in `run`: its fds belong to the watch now (closed or read by it), never to a drop.
+    std::mem::forget(parent);
     STORE.store(Rc::into_raw(store.clone()) as *mut RefCell<Store>, Ordering::Relaxed);
     // SAFETY: registering a plain extern "C" function.
     unsafe { libc::atexit(flush_at_exit) };
@@ -451,9 +449,9 @@ fn main_lua(ctx: &Ctx, template: Template) -> c_int {
 fn setup(lua: &mlua::Lua, use_env: bool) -> mlua::Result<()> {
     crate::lua::set_package_paths(lua, use_env)?;
     // Forked runs share the zygote's addresses and start in the same second: seed from the OS.
-    let mut seed = [0u64; 2];
-    // SAFETY: getrandom into a local array.
-    unsafe { libc::getrandom(seed.as_mut_ptr() as *mut libc::c_void, 16, 0) };
+    let mut bytes = [0u8; 16];
+    crate::sys::random_bytes(&mut bytes).map_err(mlua::Error::external)?;
+    let seed = [0, 8].map(|i| u64::from_ne_bytes(bytes[i..i + 8].try_into().unwrap_or_default()));
     let math: mlua::Table = lua.globals().get("math")?;
     math.get::<mlua::Function>("randomseed")?.call::<()>((seed[0] as i64, seed[1] as i64))?;
     Ok(())

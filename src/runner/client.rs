@@ -131,13 +131,14 @@ pub fn run(target: &Target, argv: Vec<OsString>, first_arg: usize) -> Result<Out
     };
 
     // Signals become bytes on a pipe from here on, so none is lost while the request goes out.
-    let mut pipe = [0i32; 2];
-    // SAFETY: pipe2 into a local array; sigaction with a handler that only writes to it.
+    let (read, write) = crate::sys::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
+    crate::sys::set_nonblocking(read.as_raw_fd());
+    crate::sys::set_nonblocking(write.as_raw_fd());
+    // The handler writes to it for as long as the process lives.
+    let pipe = [std::os::fd::IntoRawFd::into_raw_fd(read), std::os::fd::IntoRawFd::into_raw_fd(write)];
+    SIGNAL_PIPE.store(pipe[1], Ordering::Relaxed);
+    // SAFETY: sigaction with a handler that only writes to the pipe.
     unsafe {
-        if libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) != 0 {
-            return Err(format!("cannot create a pipe: {}", std::io::Error::last_os_error()));
-        }
-        SIGNAL_PIPE.store(pipe[1], Ordering::Relaxed);
         for sig in FORWARDED {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
@@ -196,13 +197,13 @@ pub(crate) fn send_with_fds(stream: &UnixStream, bytes: &[u8], fds: [RawFd; 3]) 
             msg.msg_iov = &mut iov;
             msg.msg_iovlen = 1;
             if first {
-                let space = libc::CMSG_SPACE(12) as usize;
+                // `as _`: the field types differ between Linux (size_t) and the BSDs (socklen_t).
                 msg.msg_control = cmsg.as_mut_ptr() as *mut libc::c_void;
-                msg.msg_controllen = space;
+                msg.msg_controllen = libc::CMSG_SPACE(12) as _;
                 let c = libc::CMSG_FIRSTHDR(&msg);
                 (*c).cmsg_level = libc::SOL_SOCKET;
                 (*c).cmsg_type = libc::SCM_RIGHTS;
-                (*c).cmsg_len = libc::CMSG_LEN(12) as usize;
+                (*c).cmsg_len = libc::CMSG_LEN(12) as _;
                 std::ptr::copy_nonoverlapping(fds.as_ptr() as *const u8, libc::CMSG_DATA(c), 12);
             }
             libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL)

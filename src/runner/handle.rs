@@ -1,8 +1,8 @@
 //! The kernel's side of the runner: starting the zygote on its socket, and the runs counter the two
-//! share (a memfd), which the kernel's idle timeout reads.
+//! share (an anonymous file, `sys::anonymous_file`), which the kernel's idle timeout reads.
 
 use crate::connection::KernelFiles;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Shared with the kernel through a memfd: runs in progress, and when the last one started or ended
+/// Shared with the kernel through an anonymous file: runs in progress, and when the last one started or ended
 /// (milliseconds since the epoch). The kernel's idle timeout counts runs as activity.
 #[repr(C)]
 pub(crate) struct Activity {
@@ -21,7 +21,7 @@ pub(crate) struct Activity {
 static ACTIVITY: OnceLock<usize> = OnceLock::new();
 
 pub(crate) fn map_activity(fd: RawFd) -> Option<&'static Activity> {
-    // SAFETY: mapping 16 bytes of a memfd we own (or inherited); the mapping lives for the process.
+    // SAFETY: mapping 16 bytes of an anonymous file we own (or inherited); the mapping lives for the process.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -99,28 +99,14 @@ impl Zygote {
             UnixListener::bind(&socket).map_err(|e| format!("cannot bind {}: {e}", socket.display()))?;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| format!("cannot restrict {}: {e}", socket.display()))?;
-        let mut fds = [0i32; 2];
-        // SAFETY: pipe2 fills a local array; both ends close on exec (the read end is dup'ed onto
-        // the zygote's stdin by Command, which clears that flag there).
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(format!("cannot create a pipe: {}", std::io::Error::last_os_error()));
-        }
-        // SAFETY: fresh fds we own.
-        let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: memfd_create with a static name.
-        let memfd = unsafe { libc::memfd_create(c"llmspell-runs".as_ptr(), libc::MFD_CLOEXEC) };
-        if memfd < 0 {
-            return Err(format!("cannot create a memfd: {}", std::io::Error::last_os_error()));
-        }
-        // SAFETY: memfd was just created and is ours.
-        let memfd = unsafe { OwnedFd::from_raw_fd(memfd) };
-        // SAFETY: sizing our own memfd.
-        if unsafe { libc::ftruncate(memfd.as_raw_fd(), std::mem::size_of::<Activity>() as i64) } != 0 {
-            return Err(format!("cannot size the memfd: {}", std::io::Error::last_os_error()));
-        }
-        map_activity(memfd.as_raw_fd()).ok_or("cannot map the runs counter")?;
+        // Both ends close on exec (the read end is dup'ed onto the zygote's stdin by Command,
+        // which clears that flag there).
+        let (read_end, write_end) = crate::sys::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
+        let shared = crate::sys::anonymous_file(std::mem::size_of::<Activity>())
+            .map_err(|e| format!("cannot create the runs counter: {e}"))?;
+        map_activity(shared.as_raw_fd()).ok_or("cannot map the runs counter")?;
         let exe = std::env::current_exe().map_err(|e| format!("cannot find the llmspell binary: {e}"))?;
-        let (lfd, mfd) = (listener.as_raw_fd(), memfd.as_raw_fd());
+        let (lfd, mfd) = (listener.as_raw_fd(), shared.as_raw_fd());
         let mut cmd = Command::new(exe);
         cmd.args(["kernel", "runner", "--listen-fd", &lfd.to_string(), "--activity-fd", &mfd.to_string()])
             .stdin(Stdio::from(read_end))
@@ -133,13 +119,13 @@ impl Zygote {
                 libc::fcntl(mfd, libc::F_SETFD, 0);
                 // Its own process group: a Ctrl-C meant for a foreground kernel is not for the runs.
                 libc::setpgid(0, 0);
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                crate::sys::end_with_parent_pre_exec(libc::SIGTERM);
                 Ok(())
             });
         }
         let child = cmd.spawn().map_err(|e| format!("cannot start the runner zygote: {e}"))?;
         drop(listener);
-        drop(memfd);
+        drop(shared);
         log::info!("runner zygote pid {} on {}", child.id(), socket.display());
         Ok(Zygote { socket, _kernel_end: write_end, child: Some(child) })
     }

@@ -19,7 +19,7 @@ pub(crate) fn interrupt_signal() -> c_int {
     if s != 0 {
         return s;
     }
-    let s = libc::SIGRTMIN() + 4;
+    let s = crate::sys::interrupt_signal();
     INTERRUPT_SIGNAL.store(s, Ordering::Relaxed);
     s
 }

@@ -3,7 +3,7 @@
 //!
 //! It waits in one `poll` on: the listening socket `kernels/<id>.run` (bound by the kernel before it
 //! writes its connection file, so a client that sees the kernel also finds the socket), its
-//! connections, a signalfd (SIGCHLD: reap; SIGTERM/SIGHUP: the kernel is gone), and its stdin, a pipe
+//! connections, signals as events (`sys::SignalEvents`: SIGCHLD: reap; SIGTERM/SIGHUP: the kernel is gone), and its stdin, a pipe
 //! whose other end only the kernel holds (end of file: the kernel is gone). When the kernel is gone
 //! (stopped, idle timeout, killed) it kills its runs and exits. No threads, no timers.
 //!
@@ -40,17 +40,9 @@ pub fn zygote_main(args: Vec<OsString>) -> ExitCode {
         eprintln!("llmspell: kernel runner is started by the kernel itself");
         return ExitCode::from(2);
     };
-    // Nothing of the kernel's stays open here (libzmq's epoll fds are not close-on-exec).
-    let keep = [Some(listen), activity];
-    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
-        .unwrap_or_default();
-    for fd in open {
-        if fd > 2 && !keep.contains(&Some(fd)) {
-            // SAFETY: closing an fd this process does not use (the directory's own fd may be gone).
-            unsafe { libc::close(fd) };
-        }
-    }
+    // Nothing of the kernel's stays open here (libzmq's own fds are not close-on-exec).
+    let keep: Vec<RawFd> = [Some(listen), activity].into_iter().flatten().collect();
+    crate::sys::close_fds_from(3, &keep);
     let activity = activity.and_then(map_activity);
     let state_path = crate::connection::home().join("state.json");
     let template = match super::child::Template::new(&state_path) {
@@ -69,6 +61,12 @@ pub fn zygote_main(args: Vec<OsString>) -> ExitCode {
     }
 }
 
+/// SIGCHLD (reap), and SIGTERM, SIGHUP and SIGINT (the kernel is gone), read in the main loop.
+fn zygote_signals() -> Result<crate::sys::SignalEvents, String> {
+    let signals = [libc::SIGCHLD, libc::SIGTERM, libc::SIGHUP, libc::SIGINT];
+    crate::sys::SignalEvents::new(&signals).map_err(|e| format!("cannot watch signals: {e}"))
+}
+
 fn last_error(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
@@ -82,8 +80,10 @@ fn serve(listen: RawFd, activity: Option<&Activity>, template: Template) -> Resu
         libc::fcntl(listen, libc::F_SETFD, libc::FD_CLOEXEC);
         libc::fcntl(listen, libc::F_SETFL, libc::O_NONBLOCK);
     }
-    let sfd = signal_fd()?;
-    // The kernel may have died before PR_SET_PDEATHSIG took effect: our stdin pipe tells anyway.
+    let signals = zygote_signals()?;
+    let sfd = signals.fd();
+    // The kernel may have died before the system signalled us (or the system never does): our
+    // stdin pipe tells anyway.
     let mut kernel_alive = true;
     let mut runs: Vec<Run> = Vec::new();
     let mut pending: Vec<Pending> = Vec::new();
@@ -126,7 +126,7 @@ fn serve(listen: RawFd, activity: Option<&Activity>, template: Template) -> Resu
             fds[first_pending..].iter().filter(|p| p.revents != 0).map(|p| p.fd).collect();
         pending.retain_mut(|p| !ready.contains(&p.fd()) || advance(p, &mut runs, activity, &mut template));
         if fds[0].revents != 0 {
-            if drain_signals(sfd) {
+            if signals.read().iter().any(|&s| s != libc::SIGCHLD) {
                 kernel_alive = false;
             }
             reap(&mut runs, activity);
@@ -149,25 +149,6 @@ fn serve(listen: RawFd, activity: Option<&Activity>, template: Template) -> Resu
             }
         }
     }
-}
-
-/// SIGCHLD, SIGTERM (the kernel died: PR_SET_PDEATHSIG), SIGHUP and SIGINT, blocked and read from a
-/// signalfd instead.
-fn signal_fd() -> Result<RawFd, String> {
-    // SAFETY: plain signal-mask and signalfd calls on local sets.
-    let sfd = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGCHLD, libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
-    };
-    if sfd < 0 {
-        return Err(last_error("signalfd"));
-    }
-    Ok(sfd)
 }
 
 /// What a run's client sent: signals to forward (`S` + number), or its hang-up, which ends the run
@@ -196,28 +177,6 @@ fn kernel_pipe_closed() -> bool {
     // SAFETY: reading into a local buffer from our stdin.
     let n = unsafe { libc::read(0, b.as_mut_ptr() as *mut libc::c_void, b.len()) };
     n <= 0
-}
-
-/// Reads the signalfd; true if the kernel is gone (SIGTERM/SIGHUP/SIGINT to the zygote).
-fn drain_signals(sfd: RawFd) -> bool {
-    let mut gone = false;
-    loop {
-        // SAFETY: signalfd_siginfo is plain data; reading into a local one.
-        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-        let n = unsafe {
-            libc::read(
-                sfd,
-                &mut info as *mut _ as *mut libc::c_void,
-                std::mem::size_of::<libc::signalfd_siginfo>(),
-            )
-        };
-        if n <= 0 {
-            return gone;
-        }
-        if info.ssi_signo as i32 != libc::SIGCHLD {
-            gone = true;
-        }
-    }
 }
 
 fn reap(runs: &mut Vec<Run>, activity: Option<&Activity>) {
@@ -320,7 +279,7 @@ impl Pending {
                 }
             }
             let mut chunk = vec![0u8; (want - self.buf.len()).min(1 << 16)];
-            match recv_with_fds(self.fd(), &mut chunk) {
+            match crate::sys::recv_with_fds(self.fd(), &mut chunk) {
                 Ok((0, _)) => return Progress::Gone,
                 Ok((n, mut fds)) => {
                     self.buf.extend_from_slice(&chunk[..n]);
@@ -381,21 +340,8 @@ fn accept_all(
     template: &mut Option<Template>,
 ) {
     loop {
-        // SAFETY: accept4 on our non-blocking listener.
-        let fd = unsafe {
-            libc::accept4(
-                listen,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            )
-        };
-        if fd < 0 {
-            return;
-        }
-        // SAFETY: a fresh fd we own.
-        let mut p =
-            Pending { conn: Some(unsafe { OwnedFd::from_raw_fd(fd) }), buf: Vec::new(), fds: Vec::new() };
+        let Some(conn) = crate::sys::accept_nonblocking(listen) else { return };
+        let mut p = Pending { conn: Some(conn), buf: Vec::new(), fds: Vec::new() };
         if advance(&mut p, runs, activity, template) {
             pending.push(p);
         }
@@ -436,42 +382,4 @@ fn start_run(
         a.last.store(now_millis(), Ordering::Relaxed);
     }
     runs.push(Run { pid, conn: Some(conn) });
-}
-
-pub(crate) fn recv_with_fds(fd: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
-    let mut cmsg = [0u64; 16]; // aligned space for a few fds
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
-    // SAFETY: msghdr points at local buffers that outlive the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cmsg.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = std::mem::size_of_val(&cmsg);
-    let n = loop {
-        // SAFETY: as above.
-        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) };
-        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-            continue;
-        }
-        break n;
-    };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut fds = Vec::new();
-    // SAFETY: walking the control messages the kernel wrote into our buffer.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(c) as *const i32;
-                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
-                for i in 0..count {
-                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
-                }
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-    }
-    Ok((n as usize, fds))
 }

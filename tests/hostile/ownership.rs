@@ -3,10 +3,44 @@
 use super::*;
 
 /// A process standing in for a client: the owner a request names in its metadata.
-fn owner_of(child: &std::process::Child) -> Value {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
-    let start: u64 = stat[stat.rfind(')').unwrap() + 2..].split(' ').nth(19).unwrap().parse().unwrap();
-    json!({ "llmspell": { "owner": { "pid": child.id(), "start": start } } })
+/// A process that is a client the way this build's platform layer names one (`sys::ClientProcess`),
+/// and its `llmspell.owner` metadata.
+fn client_process() -> (std::process::Child, Value) {
+    let mut child = std::process::Command::new("sleep");
+    child.arg("600");
+    #[cfg(not(feature = "portable"))]
+    let (child, owner) = {
+        let child = child.spawn().unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+        let start: u64 = stat[stat.rfind(')').unwrap() + 2..].split(' ').nth(19).unwrap().parse().unwrap();
+        let owner = json!({ "pid": child.id(), "start": start });
+        (child, owner)
+    };
+    // POSIX: the client holds a flock on a file of its own for as long as it lives.
+    #[cfg(feature = "portable")]
+    let (child, owner) = {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let name = format!("llmspell-client-test-{}-{:?}", std::process::id(), std::time::Instant::now());
+        let lock = std::env::temp_dir().join(name.replace(|c: char| !c.is_alphanumeric() && c != '-', ""));
+        let file = std::fs::File::create(&lock).unwrap();
+        let fd = file.as_raw_fd();
+        // SAFETY: fcntl and flock between fork and exec, on an fd of ours.
+        let child = unsafe {
+            child.pre_exec(move || {
+                libc::fcntl(fd, libc::F_SETFD, 0);
+                if libc::flock(fd, libc::LOCK_EX) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        }
+        .spawn()
+        .unwrap();
+        let owner = json!({ "pid": child.id(), "lock": lock });
+        (child, owner)
+    };
+    (child, json!({ "llmspell": { "owner": owner } }))
 }
 
 fn execute(code: &str) -> Value {
@@ -51,8 +85,7 @@ fn an_interrupt_naming_a_queued_request_withdraws_it_and_leaves_the_running_cell
 fn a_cell_whose_client_process_ends_is_interrupted_and_its_queued_requests_never_run() {
     let k = Kernel::start("owner", &[]);
     let raw = k.raw();
-    let mut client = std::process::Command::new("sleep").arg("600").spawn().unwrap();
-    let owner = owner_of(&client);
+    let (mut client, owner) = client_process();
     let started = k.home.path("started");
     let code = format!("io.open({:?}, 'w'):close() while true do end", started.display().to_string());
     let (frames, running) = raw.request_with("execute_request", execute(&code), owner.clone());

@@ -64,25 +64,9 @@ impl Read for Stream {
 
 /// Acknowledge at once what we received. Jupyter Server writes without TCP_NODELAY, so a reply and
 /// the status after it (two small writes) wait for our ACK of the first, which Linux otherwise
-/// delays up to 40 ms: every round trip took ~45 ms. The flag does not stick, hence after each read.
+/// delays up to 40 ms (elsewhere nothing is done: see `sys::quick_ack`): every round trip took ~45 ms. The flag does not stick, hence after each read.
 fn quick_ack(tcp: &TcpStream) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::io::AsRawFd;
-        let one: libc::c_int = 1;
-        // SAFETY: setsockopt on a socket we own, with a c_int option value.
-        unsafe {
-            libc::setsockopt(
-                tcp.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_QUICKACK,
-                &one as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = tcp;
+    crate::sys::quick_ack(tcp)
 }
 
 impl Write for Stream {

@@ -3,7 +3,7 @@
 //!
 //! Threads: the control thread answers what needs no Lua (debugInfo, initialize, attach, dumpCell,
 //! setBreakpoints, pause, ...) itself. What needs Lua (stackTrace, variables, evaluate, continue, ...)
-//! it forwards to the Lua thread through a channel, with an eventfd to wake that thread while it waits
+//! it forwards to the Lua thread through a channel, with a wake-up (`sys::Wakeup`) to wake that thread while it waits
 //! for shell requests; the Lua thread answers through an inproc PUSH socket that control polls
 //! beside its ROUTER and forwards. While the program is stopped the Lua thread waits on the channel
 //! inside the hook (`lua/debug_hook.rs`). While a cell runs, `inspectVariables` is answered from the
@@ -17,11 +17,12 @@ pub(crate) use lua_side::{LuaSide, Transport};
 
 use super::iopub::Publisher;
 use crate::lua::{self, Breakpoint, DebugConfig, DebugFlags};
+use crate::sys::Wakeup;
 use crate::wire::Message;
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -85,22 +86,15 @@ pub(crate) struct Debugger {
     commands: Sender<Command>,
     pub(super) incoming: Receiver<Command>,
     /// Written after a command is queued: wakes the Lua thread while it waits for shell.
-    wake: OwnedFd,
+    /// None if the system refused one: then the Lua thread notices commands only between requests.
+    wake: Option<Wakeup>,
     tmp_prefix: String,
 }
 
 impl Debugger {
     pub(crate) fn new() -> Debugger {
         let (commands, incoming) = crossbeam_channel::unbounded();
-        // SAFETY: eventfd has no memory-safety preconditions; the fd is owned from here on.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        let wake = if fd >= 0 {
-            // SAFETY: a fresh fd nobody else owns.
-            unsafe { OwnedFd::from_raw_fd(fd) }
-        } else {
-            // No eventfd (cannot really happen on Linux): a pipe-less stand-in that never wakes.
-            std::fs::File::open("/dev/null").expect("/dev/null").into()
-        };
+        let wake = Wakeup::new().ok();
         let tmp = std::env::temp_dir().join(format!("llmspell_{}", std::process::id()));
         Debugger {
             state: Mutex::default(),
@@ -122,22 +116,19 @@ impl Debugger {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// -1 (which poll skips) without a wake-up.
     pub(super) fn wake_fd(&self) -> RawFd {
-        self.wake.as_raw_fd()
+        self.wake.as_ref().map_or(-1, Wakeup::fd)
     }
 
     /// Empties the wake-up counter (the Lua thread, before it drains the channel).
     pub(super) fn clear_wake(&self) {
-        let mut buf = [0u8; 8];
-        // SAFETY: reading 8 bytes into an 8-byte buffer from our own nonblocking eventfd.
-        unsafe { libc::read(self.wake.as_raw_fd(), buf.as_mut_ptr() as *mut _, 8) };
+        self.wake.as_ref().inspect(|w| w.clear());
     }
 
     fn send(&self, command: Command) {
         let _ = self.commands.send(command);
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: writing 8 bytes to our own eventfd.
-        unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr() as *const _, 8) };
+        self.wake.as_ref().inspect(|w| w.wake());
     }
 
     fn bump(&self) {
