@@ -135,6 +135,8 @@ fn random_bytes_differ_and_the_umask_is_read_without_being_changed() {
 }
 
 /// A process holding whatever makes it a client (`ClientProcess::current` in it), until killed.
+// The child is handed to the caller, which kills and waits for it.
+#[allow(clippy::zombie_processes)]
 pub(super) fn client_child() -> (std::process::Child, serde_json::Value) {
     let exe = std::env::current_exe().unwrap();
     let mut child = std::process::Command::new(exe)
@@ -154,10 +156,11 @@ pub(super) fn client_child() -> (std::process::Child, serde_json::Value) {
     let mut line = String::new();
     loop {
         line.clear();
-        assert!(
-            std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
-            "the client child said nothing"
-        );
+        if std::io::BufRead::read_line(&mut out, &mut line).unwrap_or(0) == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the client child said nothing");
+        }
         // libtest may print "test NAME ... " on the same line first.
         if let Some(at) = line.find("CLIENT ") {
             return (child, serde_json::from_str(line[at + 7..].trim()).unwrap());
