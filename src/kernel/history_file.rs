@@ -24,10 +24,10 @@ pub(super) struct Entry {
     pub(super) output: Option<String>,
 }
 
-/// An open history file we append to.
+/// The history file we append to. It is opened for each append and closed again: a kernel that
+/// lives for weeks holds no descriptor in the user's home (which may be unmounted or replaced).
 pub(super) struct HistoryFile {
     path: PathBuf,
-    file: File,
     /// The file does not end with a newline (a torn last line): the next append starts one, so
     /// the torn line stays apart from the good one.
     needs_newline: bool,
@@ -56,14 +56,9 @@ impl HistoryFile {
     pub(super) fn open(path: &Path) -> Result<HistoryFile, String> {
         let dir = crate::private_files::parent_dir(path);
         crate::private_files::make_private_dir(dir)?;
-        let mut file = crate::private_files::open_append(path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        // A device or a pipe there (/dev/full, a FIFO) could be read forever.
-        if !file.metadata().is_ok_and(|m| m.is_file()) {
-            return Err(format!("{} is not a regular file", path.display()));
-        }
+        let mut file = open_regular(path)?;
         let needs_newline = ends_without_newline(&mut file, path)?;
-        Ok(HistoryFile { path: path.to_path_buf(), file, needs_newline })
+        Ok(HistoryFile { path: path.to_path_buf(), needs_newline })
     }
 
     pub(super) fn path(&self) -> &Path {
@@ -78,10 +73,22 @@ impl HistoryFile {
         }
         serde_json::to_writer(&mut line, entry).expect("a history entry serialises");
         line.push(b'\n');
-        self.file.write_all(&line).map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+        let mut file = open_regular(&self.path)?;
+        file.write_all(&line).map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
         self.needs_newline = false;
         Ok(())
     }
+}
+
+/// Opens the file for appending (creating it 0600); a device or a pipe there (/dev/full, a FIFO)
+/// could be read forever, so only a regular file is accepted.
+fn open_regular(path: &Path) -> Result<File, String> {
+    let file = crate::private_files::open_append(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    Ok(file)
 }
 
 /// Whether a non-empty file lacks its final newline.

@@ -419,7 +419,7 @@ end"#;
 
     /// The session's globals and state keys for editors (`snapshot.rs`), between cells.
     pub fn live_snapshot(&mut self) -> Json {
-        let keys = self.store.borrow_mut().keys(None).unwrap_or_default();
+        let keys = self.store.borrow().known_keys(None);
         snapshot::take(&self.lua.globals(), &self.builtins, keys)
     }
 

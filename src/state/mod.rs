@@ -225,6 +225,12 @@ impl Store {
     /// All keys (starting with `prefix` if given), sorted, pending changes included.
     pub fn keys(&mut self, prefix: Option<&str>) -> Result<Vec<String>, StateError> {
         self.reload()?;
+        Ok(self.known_keys(prefix))
+    }
+
+    /// The keys as this store last read them, with no file access: for the editors' snapshot taken
+    /// after every cell, which must cost nothing and touch nothing on disk.
+    pub fn known_keys(&self, prefix: Option<&str>) -> Vec<String> {
         let prefix = prefix.unwrap_or("");
         let mut keys = BTreeSet::new();
         if !self.cleared {
@@ -239,7 +245,7 @@ impl Store {
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix));
         keys.extend(pending.filter(|(_, v)| v.is_some()).map(|(k, _)| k));
-        Ok(keys.into_iter().cloned().collect())
+        keys.into_iter().cloned().collect()
     }
 
     /// Records "delete every key" as pending; sets made after it still apply.
