@@ -228,8 +228,7 @@ impl Store {
         Ok(self.known_keys(prefix))
     }
 
-    /// The keys as this store last read them, with no file access: for the editors' snapshot taken
-    /// after every cell, which must cost nothing and touch nothing on disk.
+    /// The keys as last read, with no file access (the editors' snapshot after every cell).
     pub fn known_keys(&self, prefix: Option<&str>) -> Vec<String> {
         let prefix = prefix.unwrap_or("");
         let mut keys = BTreeSet::new();
