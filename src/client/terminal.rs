@@ -27,11 +27,13 @@ pub struct Renderer<O: Write, E: Write> {
     out: O,
     err: E,
     results: Results,
+    /// An error event was shown: a failed reply needs no line of its own.
+    error_shown: bool,
 }
 
 impl<O: Write, E: Write> Renderer<O, E> {
     pub fn new(out: O, err: E, results: Results) -> Self {
-        Renderer { out, err, results }
+        Renderer { out, err, results, error_shown: false }
     }
 
     /// Shows one event. Write errors (a closed pipe) are ignored: the code runs on regardless.
@@ -56,6 +58,7 @@ impl<O: Write, E: Write> Renderer<O, E> {
                 };
             }
             Event::Error { ename, traceback } => {
+                self.error_shown = true;
                 let _ = self.out.flush();
                 // A Lua error reads as the stock interpreter's uncaught error: `lua: msg` and the
                 // traceback (the kernel sends them in lua's form); other errors are shown as sent.
@@ -72,7 +75,9 @@ impl<O: Write, E: Write> Renderer<O, E> {
         }
     }
 
-    /// After the execute: the pages of a reply (`help()`), then flushes.
+    /// After the execute: the pages of a reply (`help()`), then flushes. A reply that failed
+    /// without an error event (the request was aborted, or the kernel failed serving it) gets one
+    /// line: a non-zero exit code never comes without a word.
     pub fn finish(&mut self, result: &Result<ExecReply, ClientError>) {
         if let Ok(reply) = result {
             for page in reply.pages() {
@@ -80,6 +85,24 @@ impl<O: Write, E: Write> Renderer<O, E> {
             }
         }
         let _ = self.out.flush();
+        if let Some(line) = result.as_ref().ok().and_then(|r| unexplained_failure(r, self.error_shown)) {
+            let _ = writeln!(self.err, "llmspell: {line}");
+        }
+    }
+}
+
+/// What to say of a reply that is not ok when no error event said it.
+fn unexplained_failure(reply: &ExecReply, error_shown: bool) -> Option<String> {
+    match reply.status() {
+        "ok" => None,
+        _ if error_shown => None,
+        "aborted" => {
+            Some("the kernel did not run the code: the request was aborted (its log says why)".into())
+        }
+        _ => {
+            let evalue = reply.content["evalue"].as_str().unwrap_or("no reason given");
+            Some(format!("{}: {evalue}", if reply.ename().is_empty() { "error" } else { reply.ename() }))
+        }
     }
 }
 
@@ -221,15 +244,15 @@ mod tests {
                 Event::Display { data: &data[0], execution_count: None },
             ]
         };
-        assert_eq!(render(Results::Hidden, events(), json!({})), Vec::<String>::new());
-        assert_eq!(render(Results::Plain, events(), json!({})), ["out:42\n42\n"]);
+        assert_eq!(render(Results::Hidden, events(), json!({"status": "ok"})), Vec::<String>::new());
+        assert_eq!(render(Results::Plain, events(), json!({"status": "ok"})), ["out:42\n42\n"]);
         let rich = "<rich output: open it in Jupyter>";
         assert_eq!(
-            render(Results::Cells { numbered: true }, events(), json!({})),
+            render(Results::Cells { numbered: true }, events(), json!({"status": "ok"})),
             [format!("out:Out[3]: 42\nOut[3]: {rich}\n42\n")]
         );
         assert_eq!(
-            render(Results::Cells { numbered: false }, events(), json!({})),
+            render(Results::Cells { numbered: false }, events(), json!({"status": "ok"})),
             [format!("out:42\n{rich}\n42\n")]
         );
     }
@@ -242,6 +265,22 @@ mod tests {
         ]});
         let log = render(Results::Plain, vec![Event::Stream { name: "stdout", text: "out\n" }], reply);
         assert_eq!(log, ["out:out\nhelp text\n"]);
+    }
+
+    #[test]
+    fn a_reply_that_failed_without_an_error_event_still_gets_one_line() {
+        let aborted = render(Results::Plain, vec![], json!({"status": "aborted"}));
+        assert_eq!(aborted.len(), 1);
+        assert!(aborted[0].starts_with("err:llmspell: the kernel did not run the code"), "{aborted:?}");
+        let internal = json!({"status": "error", "ename": "InternalError", "evalue": "see its log"});
+        assert_eq!(render(Results::Plain, vec![], internal), ["err:llmspell: InternalError: see its log\n"]);
+        let tb = vec!["[cell]:1: boom".to_string()];
+        let shown = render(
+            Results::Plain,
+            vec![Event::Error { ename: LUA_ERROR, traceback: tb }],
+            json!({"status": "error"}),
+        );
+        assert_eq!(shown, ["err:llmspell: [cell]:1: boom\n"], "an error shown once is not said twice");
     }
 
     /// A reader that hands out the given pieces one read at a time.

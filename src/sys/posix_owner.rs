@@ -29,10 +29,18 @@ fn own_lock() -> Option<&'static PathBuf> {
         remove_stale(&dir);
         let mut seed = [0u8; 8];
         super::imp::random_bytes(&mut seed).ok()?;
-        let name = format!("{PREFIX}{}-{:x}", std::process::id(), u64::from_ne_bytes(seed));
-        let path = dir.join(name);
-        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path).ok()?;
-        file.try_lock_exclusive().ok()?;
+        let name = format!("{}-{:x}", std::process::id(), u64::from_ne_bytes(seed));
+        // Locked under a name no other client removes, and only then given its findable name: a
+        // client starting at the same moment, clearing stale files, would otherwise take a file
+        // created but not yet locked for one whose client has ended, and remove it.
+        let unready = dir.join(format!(".{PREFIX}{name}"));
+        let path = dir.join(format!("{PREFIX}{name}"));
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&unready).ok()?;
+        let locked = file.try_lock_exclusive().and_then(|_| std::fs::rename(&unready, &path));
+        if locked.is_err() {
+            let _ = std::fs::remove_file(&unready);
+            return None;
+        }
         Some((path, file))
     })
     .as_ref()

@@ -66,8 +66,9 @@ fn twenty_concurrent_first_execs_all_succeed_on_one_kernel() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    let log = || std::fs::read_to_string(home.kernels_dir().join("default.log")).unwrap_or_default();
     for o in &outputs {
-        assert_eq!(code(o), 0, "a concurrent first exec failed: {}", show(o));
+        assert_eq!(code(o), 0, "a concurrent first exec failed: {}\nkernel log:\n{}", show(o), log());
         assert_eq!(stdout(o), "ok\n", "{}", show(o));
     }
     let pid = home.kernel_pid("default").unwrap();
