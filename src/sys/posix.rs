@@ -183,6 +183,16 @@ pub(super) fn end_with_parent(_signal: i32) {}
 pub(super) fn arm_parent_watch(read: RawFd, write: RawFd) {
     // SAFETY: closing this child's copy of the parent's end: only the parent holds it now.
     unsafe { libc::close(write) };
+    // The watcher starts with every signal blocked (a thread inherits its creator's mask): a signal
+    // sent to the run must reach the thread running Lua, whose SIGINT handler sets a hook that must
+    // never race with Lua clearing it (a handler on this thread did: the script was interrupted twice).
+    // SAFETY: sigfillset and pthread_sigmask on locals; the old mask is restored right after.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
     let spawned = std::thread::Builder::new().name("parent-watch".into()).spawn(move || {
         let mut b = [0u8; 1];
         // SAFETY: a blocking read into a local byte; the parent never writes: it returns when the
@@ -193,6 +203,8 @@ pub(super) fn arm_parent_watch(read: RawFd, write: RawFd) {
         // SAFETY: ending this process, as the parent's death does on Linux.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     });
+    // SAFETY: restoring this thread's mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     if spawned.is_err() {
         // SAFETY: leaving a forked child that cannot be watched.
         unsafe { libc::_exit(1) };
