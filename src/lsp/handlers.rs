@@ -91,6 +91,7 @@ impl<W: Write> Server<W> {
             return Ok(self.workspace_symbols(params["query"].as_str().unwrap_or("")));
         }
         let uri = params["textDocument"]["uri"].as_str().unwrap_or("");
+        log::debug!("lsp: {method} {uri}");
         let known = matches!(
             method,
             "textDocument/completion"

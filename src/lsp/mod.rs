@@ -168,7 +168,9 @@ impl<W: Write> Server<W> {
             .as_str()
             .or(params["rootUri"].as_str())
             .and_then(workspace::path_of)
-            .or_else(|| params["rootPath"].as_str().map(PathBuf::from));
+            .or_else(|| params["rootPath"].as_str().map(PathBuf::from))
+            .map(|r| workspace::real_path(&r));
+        log::debug!("lsp: initialize, workspace root {root:?}");
         self.workspace = Workspace::new(root.clone());
         if let Some(root) = root {
             let events = self.events.clone();

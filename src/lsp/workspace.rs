@@ -53,17 +53,22 @@ impl Workspace {
         Workspace { root, search, modules: RefCell::default(), globals: HashMap::new() }
     }
 
-    /// The file `require(name)` would load, if any.
-    fn find_module(&self, name: &str) -> Option<PathBuf> {
+    /// The file `require(name)` would load from the document `current`, if any: a notebook's copy
+    /// under `.virtual_documents/` looks first beside the notebook (where its kernel runs).
+    fn find_module(&self, name: &str, current: Option<&Path>) -> Option<PathBuf> {
         if name.is_empty() || name.contains("..") || name.contains('/') {
             return None;
         }
         let rel = name.replace('.', "/");
-        self.search.iter().map(|t| PathBuf::from(t.replace('?', &rel))).find(|p| p.is_file())
+        let notebook_dir =
+            current.filter(|p| is_virtual(p)).and_then(|p| real_path(p).parent().map(Path::to_path_buf));
+        let beside =
+            notebook_dir.iter().flat_map(|d| [d.join(format!("{rel}.lua")), d.join(&rel).join("init.lua")]);
+        beside.chain(self.search.iter().map(|t| PathBuf::from(t.replace('?', &rel)))).find(|p| p.is_file())
     }
 
-    fn module(&self, name: &str, docs: &Documents) -> Option<Arc<Module>> {
-        let path = self.find_module(name)?;
+    fn module(&self, name: &str, docs: &Documents, current: Option<&Path>) -> Option<Arc<Module>> {
+        let path = self.find_module(name, current)?;
         let open = docs.open.get(&uri_of(&path));
         let stamp = match open {
             Some(d) => Stamp::Open(d.version),
@@ -89,6 +94,20 @@ impl Workspace {
         cache.insert(path, (stamp, module.clone()));
         Some(module)
     }
+}
+
+/// jupyter-lsp gives a notebook's language server a copy of its cells under `.virtual_documents/`
+/// in the server's root (and that folder as the workspace root, for servers that read files).
+const VIRTUAL_DOCUMENTS: &str = ".virtual_documents";
+
+fn is_virtual(path: &Path) -> bool {
+    path.components().any(|c| c.as_os_str() == VIRTUAL_DOCUMENTS)
+}
+
+/// Where a path really is: a notebook's virtual copy stands for the notebook (the same path without
+/// `.virtual_documents`), whose folder is where its code runs and its modules are found.
+pub fn real_path(path: &Path) -> PathBuf {
+    path.components().filter(|c| c.as_os_str() != VIRTUAL_DOCUMENTS).collect()
 }
 
 /// A text file of a bounded size, as UTF-8 (lossy); None if unreadable or too big.
@@ -141,7 +160,7 @@ pub struct View<'a> {
 
 impl World for View<'_> {
     fn module(&self, name: &str) -> Option<Arc<Module>> {
-        self.workspace.module(name, self.docs)
+        self.workspace.module(name, self.docs, self.current.as_deref())
     }
     fn is_workspace_global(&self, name: &str) -> bool {
         let current = self.current.as_deref();
@@ -196,6 +215,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_notebooks_virtual_copy_requires_modules_from_beside_the_notebook() {
+        // jupyter-lsp: the root is `<dir>/.virtual_documents`, a cell's document is
+        // `<dir>/.virtual_documents/sub/nb.ipynb`; its kernel runs in `<dir>/sub`.
+        let dir = std::env::temp_dir().join(format!("llmspell-ws-virtual-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join(".virtual_documents/sub")).unwrap();
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/helpers.lua"), "return {}").unwrap();
+        std::fs::write(dir.join("top.lua"), "return {}").unwrap();
+        let root = real_path(&dir.join(".virtual_documents"));
+        assert_eq!(root, dir);
+        let ws = Workspace::new(Some(root));
+        let docs = Documents::default();
+        let cell = dir.join(".virtual_documents/sub/nb.ipynb");
+        assert_eq!(ws.module("helpers", &docs, Some(&cell)).unwrap().path, dir.join("sub/helpers.lua"));
+        assert_eq!(ws.module("top", &docs, Some(&cell)).unwrap().path, dir.join("top.lua"));
+        // An ordinary file does not search its own folder: `./?.lua` is the root, as for `lua`.
+        assert!(ws.module("helpers", &docs, Some(&dir.join("sub/x.lua"))).is_none());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn uris_and_paths_round_trip() {
         let p = Path::new("/tmp/a dir/é.lua");
         assert_eq!(uri_of(p), "file:///tmp/a%20dir/%C3%A9.lua");
@@ -211,9 +251,9 @@ mod tests {
         std::fs::write(root.join("pkg/init.lua"), "return {}").unwrap();
         let ws = Workspace::new(Some(root.clone()));
         let docs = Documents::default();
-        assert_eq!(ws.module("util", &docs).unwrap().path, root.join("util.lua"));
-        assert_eq!(ws.module("pkg", &docs).unwrap().path, root.join("pkg/init.lua"));
-        assert!(ws.module("nope_not_here", &docs).is_none());
+        assert_eq!(ws.module("util", &docs, None).unwrap().path, root.join("util.lua"));
+        assert_eq!(ws.module("pkg", &docs, None).unwrap().path, root.join("pkg/init.lua"));
+        assert!(ws.module("nope_not_here", &docs, None).is_none());
         let _ = std::fs::remove_dir_all(root);
     }
 }

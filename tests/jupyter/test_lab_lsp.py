@@ -63,9 +63,12 @@ def lsp_page():
     nb.metadata["kernelspec"] = {"name": "llmspell", "display_name": "Lua 5.4 (llmspell)", "language": "lua"}
     nb.metadata["language_info"] = {"name": "lua", "mimetype": "text/x-lua", "file_extension": ".lua"}
     nb.cells = [nbformat.v4.new_code_cell("")]
-    nbformat.write(nb, str(root / "lsp.ipynb"))
+    # In a folder of its own: jupyter-lsp's copy of it is `.virtual_documents/notebooks/lsp.ipynb`,
+    # and `require` must look beside the notebook (where its kernel runs), not in the server's root.
+    (root / "notebooks").mkdir(exist_ok=True)
+    nbformat.write(nb, str(root / "notebooks" / "lsp.ipynb"))
     # A module only the language server reads (a cell that was never run, a field in no cell).
-    (root / "helpers.lua").write_text("local M = {}\nfunction M.only_on_disk(x) return x end\nreturn M\n")
+    (root / "notebooks" / "helpers.lua").write_text("local M = {}\nfunction M.only_on_disk(x) return x end\nreturn M\n")
     # No news toast over the notebook (the browser has no internet), as test_lab.py.
     labconfig = Path(os.environ["JUPYTER_CONFIG_DIR"]) / "labconfig"
     labconfig.mkdir(parents=True, exist_ok=True)
@@ -82,7 +85,7 @@ def lsp_page():
                 "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
             pg = browser.new_page(viewport={"width": 1400, "height": 1000})
             pg.set_default_timeout(WAIT_MS)
-            pg.goto(f"{base}/lab/tree/lsp.ipynb?token={token}")
+            pg.goto(f"{base}/lab/tree/notebooks/lsp.ipynb?token={token}")
             pg.locator(".jp-Notebook .jp-Cell").first.wait_for()
             _wait_idle(pg)
             yield pg, base, token
@@ -115,14 +118,12 @@ def test_a_cell_gets_a_diagnostic(lsp_page):
     page.screenshot(path=str(SCREENS / "lsp-01-diagnostic.png"))
 
 
-# Known gap (issue 20's note): jupyter-lsp's virtual documents do not resolve `require` from the
-# notebook's folder yet, so this completion does not appear; it stays here, failing visibly, until fixed.
-@pytest.mark.xfail(reason="require from jupyter-lsp's virtual documents is not resolved yet", strict=False)
 def test_a_cell_completes_a_required_module_through_the_language_server(lsp_page):
     page, _, _ = lsp_page
     cell = page.locator(".jp-Notebook .jp-Cell").first
     cell.locator(".cm-content").click()
     page.keyboard.press("Control+End")
+    page.keyboard.press("ArrowLeft")  # the cursor after `h.only_`, before the `)`
     # The completion: a function of a module on disk required by this unexecuted cell, which only
     # the language server knows (not the kernel, not JupyterLab's completion from the cell's words).
     deadline = time.monotonic() + WAIT_MS / 1000
@@ -134,5 +135,10 @@ def test_a_cell_completes_a_required_module_through_the_language_server(lsp_page
             break
         except Exception:
             assert time.monotonic() < deadline, "Tab completed nothing"
-    _expect()(listing).to_contain_text("only_on_disk", timeout=WAIT_MS)
-    page.screenshot(path=str(SCREENS / "lsp-02-completion.png"))
+    try:
+        _expect()(listing).to_contain_text("only_on_disk", timeout=WAIT_MS)
+    finally:
+        page.screenshot(path=str(SCREENS / "lsp-02-completion.png"))
+        # What the server was asked (LLMSPELL_LOG=debug shows each request) and what JupyterLab said.
+        log = (TMP_ROOT / "jupyterlab-lsp.log").read_text(errors="replace").splitlines()
+        sys.stderr.write("\n".join([l for l in log if "lsp" in l.lower()][-40:]) + "\n")
