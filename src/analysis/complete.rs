@@ -37,7 +37,7 @@ pub fn complete(file: &SourceFile, offset: usize, world: &dyn World) -> Vec<Comp
     while !text.is_char_boundary(offset) {
         offset -= 1;
     }
-    if let Some(partial) = state_key_context(text, offset) {
+    if let Some(partial) = state_key_partial(text, offset) {
         return state_keys(world, partial);
     }
     if inside(&file.model.comments, offset) || inside(&file.model.strings, offset) {
@@ -245,7 +245,8 @@ pub(crate) fn live_detail(v: &LiveValue) -> String {
 }
 
 /// Inside the string argument of `state.get(` / `state.set(` / `state.delete(`: the typed part.
-fn state_key_context(text: &str, offset: usize) -> Option<Range<usize>> {
+/// Inside `state.get("…` (or set, delete, update): the byte range of the key typed so far.
+pub fn state_key_partial(text: &str, offset: usize) -> Option<Range<usize>> {
     let b = text.as_bytes();
     let mut i = offset;
     while i > 0 && !matches!(b[i - 1], b'"' | b'\'' | b'\n' | b'(' | b')') {

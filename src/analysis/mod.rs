@@ -20,7 +20,7 @@ mod world;
 #[cfg(test)]
 mod tests;
 
-pub use complete::{complete, Completion, CompletionKind};
+pub use complete::{complete, state_key_partial, Completion, CompletionKind};
 pub use diagnostics::{diagnostics, Diagnostic, Severity};
 pub use hover::{hover, Hover};
 pub use navigate::{definition, references, rename, Location};

@@ -4,6 +4,7 @@
 //! only through the [`Host`] trait, which `kernel.rs` implements.
 
 mod caught;
+mod cell_analysis;
 mod convert;
 mod debug_attach;
 mod debug_hook;
@@ -443,12 +444,34 @@ end"#;
     }
 
     /// Completion at a byte offset: matches, and the byte range they replace.
+    /// The session's own answer first (live values, metatables); the analysis adds what only the
+    /// code says (the cell's locals, required modules' members) and state keys in `state.get("`.
     pub fn complete(&mut self, code: &str, cursor: usize) -> (Vec<String>, usize, usize) {
-        let before = &code[..cursor.min(code.len())];
-        match self.k.call_function::<(Vec<String>, usize)>("complete", before) {
-            Ok((matches, len)) => (matches, cursor - len.min(cursor), cursor),
-            Err(_) => (Vec::new(), cursor, cursor),
+        let mut cursor = cursor.min(code.len());
+        while !code.is_char_boundary(cursor) {
+            cursor -= 1;
         }
+        let world = self.cell_world();
+        if let Some((keys, start)) = cell_analysis::state_keys(code, cursor, &world) {
+            return (keys, start, cursor);
+        }
+        let (mut matches, len) =
+            self.k.call_function::<(Vec<String>, usize)>("complete", &code[..cursor]).unwrap_or_default();
+        if len == 0 {
+            return (matches, cursor, cursor);
+        }
+        let start = cursor - len.min(cursor);
+        matches.extend(cell_analysis::matches(code, cursor, start, &world));
+        matches.sort();
+        matches.dedup();
+        (matches, start, cursor)
+    }
+
+    /// What the analysis sees beyond a cell: the session's `package.path` and its state keys.
+    fn cell_world(&self) -> cell_analysis::CellWorld {
+        let package: Option<Table> = self.lua.globals().get("package").ok();
+        let path = package.and_then(|p| p.get::<String>("path").ok()).unwrap_or_default();
+        cell_analysis::CellWorld::new(&path, self.store.borrow().known_keys(None))
     }
 
     /// Documentation for the name under (or just before) the cursor.
@@ -465,12 +488,21 @@ end"#;
         }
         // Inside a call's parentheses (`string.format(x, |`): the function being called, as
         // IPython's tooltip shows it.
-        let open = enclosing_call(code, cursor)?;
-        let callee = name_around(code, code[..open].trim_end().len());
-        if callee.is_empty() {
-            return None;
+        let open = enclosing_call(code, cursor);
+        let callee = open.map(|open| name_around(code, code[..open].trim_end().len())).unwrap_or_default();
+        if !callee.is_empty() {
+            if let Some(doc) = self.k.call_function::<Option<String>>("inspect_name", callee).ok().flatten() {
+                return Some(doc);
+            }
         }
-        self.k.call_function::<Option<String>>("inspect_name", callee).ok().flatten()
+        // What only the code says: a function of this cell or of a required module, with its doc comment.
+        let world = self.cell_world();
+        let at = if name.is_empty() && !callee.is_empty() {
+            open.map_or(cursor, |o| code[..o].trim_end().len())
+        } else {
+            cursor
+        };
+        cell_analysis::inspect(code, at, &world)
     }
 
     /// Lua's own parser decides: incomplete means "more input could fix it".

@@ -203,6 +203,39 @@ fn completion_knows_what_the_code_being_typed_declares_and_hides_metamethods() {
 }
 
 #[test]
+fn completion_and_inspect_add_what_only_the_code_says() {
+    // One engine: the analysis of `llmspell lsp` adds, to what the session knows, the members of a
+    // module the cell requires (never run), a function's doc comment, and state keys.
+    let (mut i, _) = interpreter();
+    let dir = std::env::temp_dir().join(format!("llmspell-cell-mod-{}", crate::wire::random_hex(4)));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("cellmod.lua"),
+        "local M = {}\n---Only the file knows.\nfunction M.only_in_module(x) return x end\nreturn M\n",
+    )
+    .unwrap();
+    let o = i.execute(&format!(
+        "package.path = '{}/?.lua;' .. package.path\nstate.set('alpha_key', 1)",
+        dir.display()
+    ));
+    assert!(o.error.is_none(), "{:?}", o.error);
+    let code = "local h = require('cellmod')\nh.only_";
+    assert_eq!(
+        i.complete(code, code.len()),
+        (vec!["h.only_in_module".to_string()], code.len() - 7, code.len())
+    );
+    let code = "local h = require('cellmod')\nh.only_in_module";
+    let doc = i.inspect(code, code.len()).unwrap_or_default();
+    assert!(doc.contains("Only the file knows."), "{doc}");
+    let code = "---Adds one to x.\nlocal function inc(x) return x + 1 end\nprint(inc(";
+    let doc = i.inspect(code, code.len()).unwrap_or_default();
+    assert!(doc.contains("Adds one to x.") && doc.contains("inc(x)"), "{doc}");
+    let code = "print(state.get(\"al";
+    assert_eq!(i.complete(code, code.len()), (vec!["alpha_key".to_string()], code.len() - 2, code.len()));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn an_error_in_an_expression_cell_names_the_line_it_is_on() {
     let (mut i, _) = interpreter();
     for (code, line) in [("nosuch.x", 1), ("1 + nil", 1), ("x = 1\nnosuch.y", 2), ("1 + {} -- a comment", 1)]
