@@ -170,3 +170,24 @@ def test_comm_info_and_unknown_comm_open(kernel):
     close = wait_iopub(kc, lambda m: m["msg_type"] == "comm_close", timeout=10)
     assert close["content"]["comm_id"] == comm_id
     assert execute_ok(kc, "1 + 1").result_text == "2"
+
+
+def test_completion_and_inspect_know_what_only_the_code_says(kernel, tmp_path):
+    # One engine: the language server's analysis adds, to the session's answers, the members of a
+    # module a cell requires before it ran, a function's doc comment, and the state store's keys.
+    kc = kernel.kc
+    (tmp_path / "cellmod.lua").write_text(
+        "local M = {}\n---Only the file knows.\nfunction M.only_in_module(x) return x end\nreturn M\n")
+    execute_ok(kc, f"package.path = '{tmp_path}/?.lua;' .. package.path state.set('intro_key', 1)")
+    code = "local h = require('cellmod')\nh.only_"
+    c = complete(kc, code)
+    assert c["matches"] == ["h.only_in_module"], c
+    assert (c["cursor_start"], c["cursor_end"]) == (len(code) - 7, len(code))
+    ins = run_request(kc, kc.inspect("local h = require('cellmod')\nh.only_in_module"))
+    assert ins.content["found"] and "Only the file knows." in ins.content["data"]["text/plain"], ins.content
+    code = "---Adds one.\nlocal function inc(x) return x + 1 end\nprint(inc("
+    ins = run_request(kc, kc.inspect(code))
+    assert ins.content["found"] and "Adds one." in ins.content["data"]["text/plain"], ins.content
+    c = complete(kc, 'print(state.get("intro_')
+    assert c["matches"] == ["intro_key"], c
+    execute_ok(kc, "state.delete('intro_key')")
