@@ -26,7 +26,7 @@ pub use hover::{hover, Hover};
 pub use navigate::{definition, references, rename, Location};
 pub use signature::{signature_help, SignatureHelp};
 pub use symbols::{symbols, Symbol, SymbolKind};
-pub use world::{LiveSnapshot, LiveValue, Module, NoWorld, World};
+pub use world::{module_files, LiveSnapshot, LiveValue, Module, NoWorld, World};
 
 use model::{Access, Model, Target};
 use std::ops::Range;

@@ -16,6 +16,17 @@ pub trait World {
     fn live(&self) -> Option<&LiveSnapshot>;
 }
 
+/// The files `require(name)` tries, in order, for `package.path` templates (`?` is the name, its
+/// dots as slashes); none for a name that could leave them (empty, `..`, `/`). The adapters decide
+/// the templates and read the file.
+pub fn module_files<'a>(templates: impl IntoIterator<Item = &'a String>, name: &str) -> Vec<PathBuf> {
+    if name.is_empty() || name.contains("..") || name.contains('/') {
+        return Vec::new();
+    }
+    let rel = name.replace('.', "/");
+    templates.into_iter().map(|t| PathBuf::from(t.replace('?', &rel))).collect()
+}
+
 /// A file found by `require`.
 pub struct Module {
     pub path: PathBuf,

@@ -3,7 +3,7 @@
 //! This is the analysis' `World`.
 
 use super::documents::Documents;
-use crate::analysis::{LiveSnapshot, Module, SourceFile, World};
+use crate::analysis::{module_files, LiveSnapshot, Module, SourceFile, World};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -56,15 +56,11 @@ impl Workspace {
     /// The file `require(name)` would load from the document `current`, if any: a notebook's copy
     /// under `.virtual_documents/` looks first beside the notebook (where its kernel runs).
     fn find_module(&self, name: &str, current: Option<&Path>) -> Option<PathBuf> {
-        if name.is_empty() || name.contains("..") || name.contains('/') {
-            return None;
-        }
-        let rel = name.replace('.', "/");
-        let notebook_dir =
-            current.filter(|p| is_virtual(p)).and_then(|p| real_path(p).parent().map(Path::to_path_buf));
-        let beside =
-            notebook_dir.iter().flat_map(|d| [d.join(format!("{rel}.lua")), d.join(&rel).join("init.lua")]);
-        beside.chain(self.search.iter().map(|t| PathBuf::from(t.replace('?', &rel)))).find(|p| p.is_file())
+        let notebook = current.filter(|p| is_virtual(p)).map(real_path);
+        let dir = notebook.as_deref().and_then(Path::parent).map(Path::display);
+        let beside: Vec<String> =
+            dir.iter().flat_map(|d| [format!("{d}/?.lua"), format!("{d}/?/init.lua")]).collect();
+        module_files(beside.iter().chain(&self.search), name).into_iter().find(|p| p.is_file())
     }
 
     fn module(&self, name: &str, docs: &Documents, current: Option<&Path>) -> Option<Arc<Module>> {

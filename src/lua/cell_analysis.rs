@@ -5,7 +5,6 @@
 //! `inspect_name`); this adds what only the code knows. Runs on the Lua thread between cells.
 
 use crate::analysis::{self, LiveSnapshot, Module, SourceFile, World};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// A module larger than this is not read for a completion or a tooltip.
@@ -28,11 +27,7 @@ impl CellWorld {
 
 impl World for CellWorld {
     fn module(&self, name: &str) -> Option<Arc<Module>> {
-        if name.is_empty() || name.contains("..") || name.contains('/') {
-            return None;
-        }
-        let rel = name.replace('.', "/");
-        let path = self.search.iter().map(|t| PathBuf::from(t.replace('?', &rel))).find(|p| p.is_file())?;
+        let path = analysis::module_files(&self.search, name).into_iter().find(|p| p.is_file())?;
         if std::fs::metadata(&path).ok()?.len() > MAX_MODULE_BYTES {
             return None;
         }

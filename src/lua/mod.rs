@@ -443,9 +443,9 @@ end"#;
         Ok(b.into_iter().next().map(|t| to_json_lenient(&t, 0)).unwrap_or(Json::Null))
     }
 
-    /// Completion at a byte offset: matches, and the byte range they replace.
-    /// The session's own answer first (live values, metatables); the analysis adds what only the
-    /// code says (the cell's locals, required modules' members) and state keys in `state.get("`.
+    /// Completion at a byte offset: matches, and the byte range they replace. The session's own
+    /// answer first (live values, metatables); the analysis adds what only the code says (the cell's
+    /// locals, required modules' members) and state keys in `state.get("`.
     pub fn complete(&mut self, code: &str, cursor: usize) -> (Vec<String>, usize, usize) {
         let mut cursor = cursor.min(code.len());
         while !code.is_char_boundary(cursor) {
