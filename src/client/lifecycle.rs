@@ -8,8 +8,12 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long a kernel gets to start, and a client to get its first answer.
+/// How long a client waits for a started kernel's first answer.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a kernel process that is still alive gets to write its connection file: a loaded small
+/// machine can take more than 10 s, and giving up then fails a request whose kernel is coming (one
+/// that exits is reported at once).
+const SPAWN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The kernel with this id: connects to the live one, or starts one (detached) and connects.
 /// Race-free: concurrent callers serialise on the spawn lock and all end up on one kernel.
@@ -71,7 +75,7 @@ pub fn spawn_detached(files: &KernelFiles, extra: &[String]) -> Result<(), Clien
         });
     }
     let mut child = cmd.spawn().map_err(|e| failed(format!("cannot start a kernel: {e}")))?;
-    let deadline = Instant::now() + START_TIMEOUT;
+    let deadline = Instant::now() + SPAWN_TIMEOUT;
     loop {
         if files.connection.exists() && files.is_alive() {
             // Reap the child later without blocking: it is its own session leader and lives on.
@@ -87,7 +91,8 @@ pub fn spawn_detached(files: &KernelFiles, extra: &[String]) -> Result<(), Clien
         }
         if Instant::now() > deadline {
             return Err(failed(format!(
-                "the kernel did not start within 10 s (see {})",
+                "the kernel did not start within {} s (see {})",
+                SPAWN_TIMEOUT.as_secs(),
                 files.log.display()
             )));
         }
